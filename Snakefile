@@ -1,0 +1,22 @@
+# advmir: adversarial attacks and anomaly detection in music information retrieval.
+# Table of contents only: the stages live in workflow/rules/, their code in src/advmir/.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/models.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets,

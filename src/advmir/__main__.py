@@ -1,0 +1,3 @@
+from advmir.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,50 @@
+"""Command line of advmir: ``python -m advmir COMMAND [options]``.
+
+Every Snakemake rule calls one of these commands, so each stage also runs (and is
+tested) without Snakemake. Commands are imported lazily: ``--help`` stays fast and a
+stage's heavy imports are paid only by the rules that use it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# command name -> "module:function"; the function takes argv (list[str]) and returns an exit code.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "render-synth-notes": ("advmir.data.cli:render_synth_notes", "render the embedded note dataset"),
+    "train": ("advmir.models.cli:train", "train one model of the zoo"),
+    "summarize-models": ("advmir.models.cli:summarize", "tidy table of clean accuracy"),
+    "plot-models": ("advmir.plotting.models:main", "figure: clean accuracy and confusion matrices"),
+    "craft": ("advmir.attacks.cli:craft", "craft adversarial examples with one attack"),
+    "summarize-attacks": ("advmir.attacks.cli:summarize", "tidy table of attack success"),
+    "plot-attacks": ("advmir.plotting.attacks:main", "figures of attack success and SNR"),
+    "corrupt": ("advmir.anomaly.cli:corrupt", "inject known faults into a split"),
+    "score-anomalies": ("advmir.anomaly.cli:score", "score every clip with one detector"),
+    "evaluate-anomalies": ("advmir.anomaly.cli:evaluate", "metrics of every detector"),
+    "plot-anomalies": ("advmir.plotting.anomaly:main", "figures of anomaly detection"),
+    "download": ("advmir.datasets.cli:download", "download, verify and convert a real dataset"),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: python -m advmir COMMAND [options]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "`python -m advmir COMMAND --help` shows a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch ``argv[0]`` to its stage's entry point."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help"}:
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"advmir: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module_name, func_name = COMMANDS[name][0].split(":")
+    func = getattr(importlib.import_module(module_name), func_name)
+    return int(func(rest) or 0)

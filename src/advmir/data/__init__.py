@@ -1,0 +1,1 @@
+"""Datasets in the data contract: waveforms.npy + manifest.csv + classes.json."""

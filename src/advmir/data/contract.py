@@ -1,0 +1,154 @@
+"""The data contract every dataset is written in and every later stage reads.
+
+A prepared dataset is a folder with three files:
+
+- ``waveforms.npy``: float32 (or int16) array of shape (N, T), opened memory-mapped.
+- ``manifest.csv``: row i describes waveform i; columns ``id, split, label, label_idx``
+  plus whatever the source has (pitch, velocity, instrument, family, ...).
+- ``classes.json``: ``{"classes": [...], "sample_rate": int, "clip_samples": int, ...}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from advmir.io import atomic_path
+
+REQUIRED_COLUMNS = ("id", "split", "label", "label_idx")
+SPLITS = ("train", "valid", "test")
+
+
+class DataContractError(ValueError):
+    """A prepared dataset does not follow the data contract."""
+
+
+@dataclass
+class Dataset:
+    """A prepared dataset: waveforms (N, T) memory-mapped, its manifest and class list."""
+
+    root: Path
+    waveforms: np.ndarray
+    manifest: pd.DataFrame
+    classes: list[str]
+    sample_rate: int
+    info: dict[str, Any]
+
+    @property
+    def clip_samples(self) -> int:
+        return int(self.waveforms.shape[1])
+
+    def split_indices(self, split: str) -> np.ndarray:
+        """Row indices of one split, in manifest order."""
+        return np.flatnonzero(self.manifest["split"].to_numpy() == split)
+
+    def float_waveforms(self, rows: np.ndarray | slice) -> np.ndarray:
+        """Waveforms of ``rows`` as float32 in [-1, 1], shape (n, T)."""
+        return to_float32(np.asarray(self.waveforms[rows]))
+
+
+def to_float32(audio: np.ndarray) -> np.ndarray:
+    """int16 or float audio -> float32 in [-1, 1]."""
+    if audio.dtype == np.int16:
+        return audio.astype(np.float32) / 32768.0
+    return audio.astype(np.float32, copy=False)
+
+
+def validate_arrays(waveforms: np.ndarray, manifest: pd.DataFrame, classes: list[str]) -> None:
+    """Check the contract on in-memory data; raise DataContractError naming the fault."""
+    if waveforms.ndim != 2:
+        raise DataContractError(f"waveforms must have shape (N, T), got {waveforms.shape}")
+    if waveforms.dtype not in (np.float32, np.int16):
+        raise DataContractError(f"waveforms must be float32 or int16, got {waveforms.dtype}")
+    missing = [c for c in REQUIRED_COLUMNS if c not in manifest.columns]
+    if missing:
+        raise DataContractError(f"manifest.csv lacks required columns {missing}")
+    if len(manifest) != waveforms.shape[0]:
+        raise DataContractError(
+            f"manifest.csv has {len(manifest)} rows but waveforms.npy has {waveforms.shape[0]}"
+        )
+    if manifest["id"].duplicated().any():
+        dup = manifest.loc[manifest["id"].duplicated(), "id"].iloc[0]
+        raise DataContractError(f"manifest ids must be unique; {dup!r} repeats")
+    bad_split = sorted(set(manifest["split"]) - set(SPLITS))
+    if bad_split:
+        raise DataContractError(f"unknown split values {bad_split}; allowed: {list(SPLITS)}")
+    idx = manifest["label_idx"].to_numpy()
+    if len(idx) and (idx.min() < 0 or idx.max() >= len(classes)):
+        raise DataContractError(f"label_idx outside [0, {len(classes) - 1}]")
+    names = np.asarray(classes, dtype=object)[idx]
+    if not np.array_equal(names, manifest["label"].to_numpy(dtype=object)):
+        raise DataContractError("manifest label does not match classes[label_idx]")
+    if waveforms.dtype == np.float32 and waveforms.size:
+        peak = float(np.abs(waveforms).max())
+        if not np.isfinite(peak) or peak > 1.0:
+            raise DataContractError(f"float waveforms must be finite and in [-1, 1], peak is {peak}")
+
+
+def write_dataset(
+    out_dir: str | os.PathLike,
+    waveforms: np.ndarray,
+    manifest: pd.DataFrame,
+    classes: list[str],
+    sample_rate: int,
+    **info: Any,
+) -> Path:
+    """Validate and write a dataset folder atomically (the folder appears whole or not at all).
+
+    Args:
+        out_dir: the dataset folder, e.g. ``results/data/synth_notes``.
+        waveforms: float32 in [-1, 1] or int16, shape (N, T).
+        manifest: one row per waveform with at least ``id, split, label, label_idx``.
+        classes: label names in index order.
+        sample_rate: samples per second of every waveform.
+        **info: more keys for classes.json (source, citation, licence, split mode, ...).
+    """
+    validate_arrays(waveforms, manifest, classes)
+    out_dir = Path(out_dir)
+    meta = {
+        "classes": list(classes),
+        "sample_rate": int(sample_rate),
+        "clip_samples": int(waveforms.shape[1]),
+        **info,
+    }
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        with open(tmp / "waveforms.npy", "wb") as handle:
+            np.save(handle, waveforms)
+        manifest.to_csv(tmp / "manifest.csv", index=False)
+        (tmp / "classes.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return out_dir
+
+
+def load_dataset(root: str | os.PathLike, mmap: bool = True) -> Dataset:
+    """Open a prepared dataset; waveforms are memory-mapped unless ``mmap`` is False."""
+    root = Path(root)
+    files = [root / "waveforms.npy", root / "manifest.csv", root / "classes.json"]
+    missing = [f.name for f in files if not f.exists()]
+    if missing:
+        raise DataContractError(
+            f"{root} is not a prepared dataset: missing {missing}. "
+            "Did the dataset's render or download rule run?"
+        )
+    waveforms = np.load(files[0], mmap_mode="r" if mmap else None)
+    manifest = pd.read_csv(files[1])
+    info = json.loads(files[2].read_text())
+    classes = list(info["classes"])
+    if len(manifest) != waveforms.shape[0]:
+        raise DataContractError(
+            f"{root}: manifest.csv has {len(manifest)} rows but waveforms.npy has {waveforms.shape[0]}"
+        )
+    return Dataset(
+        root=root,
+        waveforms=waveforms,
+        manifest=manifest,
+        classes=classes,
+        sample_rate=int(info["sample_rate"]),
+        info=info,
+    )

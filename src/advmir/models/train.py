@@ -1,0 +1,232 @@
+"""Training of one zoo model with pytorch-lightning: seeded, early-stopped, best checkpoint kept."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, TensorDataset
+
+from advmir.data.contract import Dataset
+from advmir.models.zoo import WaveformClassifier, build_model
+
+log = logging.getLogger(__name__)
+
+TRAIN_SUBSETS = ("all", "half_a", "half_b")
+
+
+@dataclass
+class TrainConfig:
+    """Training settings; mirrors ``training`` in config.yaml (a model may override any key)."""
+
+    max_epochs: int = 30
+    min_epochs: int = 5
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    patience: int = 6
+    label_smoothing: float = 0.05
+    gain_db: float = 6.0
+    shift_seconds: float = 0.05
+    train_subset: str = "all"
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.train_subset not in TRAIN_SUBSETS:
+            raise ValueError(f"train_subset must be one of {list(TRAIN_SUBSETS)}, got {self.train_subset!r}")
+        if self.max_epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
+            raise ValueError("max_epochs and batch_size must be >= 1 and learning_rate > 0")
+
+
+def subset_rows(dataset: Dataset, subset: str, seed: int = 1234) -> np.ndarray:
+    """Training rows of one subset. ``half_a``/``half_b`` are a fixed, label-stratified split of the
+    training set into disjoint halves (the limited-knowledge attacker trains on ``half_b``)."""
+    rows = dataset.split_indices("train")
+    if subset == "all":
+        return rows
+    rng = np.random.default_rng(seed)
+    labels = dataset.manifest["label_idx"].to_numpy()[rows]
+    half_a = []
+    for label in np.unique(labels):
+        members = rows[labels == label]
+        members = members[rng.permutation(len(members))]
+        half_a.append(members[: len(members) // 2])
+    in_a = np.isin(rows, np.concatenate(half_a))
+    return rows[in_a] if subset == "half_a" else rows[~in_a]
+
+
+def augment(x: Tensor, gain_db: float, max_shift: int, generator: torch.Generator) -> Tensor:
+    """Random gain (uniform in +-gain_db, clipped to [-1, 1]) and a random delay or advance of up to
+    ``max_shift`` samples with zero fill. (B, T) -> (B, T)."""
+    batch, length = x.shape
+    gains = 10 ** ((torch.rand(batch, 1, generator=generator) * 2 - 1) * gain_db / 20)
+    x = (x * gains.to(x.device)).clamp(-1, 1)
+    if max_shift > 0:
+        shifts = torch.randint(-max_shift, max_shift + 1, (batch,), generator=generator)
+        idx = torch.arange(length).unsqueeze(0) - shifts.unsqueeze(1)
+        valid = (idx >= 0) & (idx < length)
+        idx = idx.clamp(0, length - 1).to(x.device)
+        x = torch.gather(x, 1, idx) * valid.to(x.device)
+    return x
+
+
+class ClassifierModule(pl.LightningModule):
+    """Lightning wrapper: cross-entropy, AdamW, one-cycle learning rate, gain/shift augmentation."""
+
+    def __init__(self, model: WaveformClassifier, cfg: TrainConfig, steps_per_epoch: int) -> None:
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+        self.steps_per_epoch = steps_per_epoch
+        self.max_shift = int(cfg.shift_seconds * model.spec["sample_rate"])
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.loss = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], _: int) -> Tensor:
+        x, y = batch
+        x = augment(x, self.cfg.gain_db, self.max_shift, self.generator)
+        logits = self.model(x)
+        loss = self.loss(logits, y)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train_acc", (logits.argmax(1) == y).float().mean(), on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], _: int) -> None:
+        x, y = batch
+        logits = self.model(x)
+        self.log("val_loss", torch.nn.functional.cross_entropy(logits, y), prog_bar=True)
+        self.log("val_acc", (logits.argmax(1) == y).float().mean(), prog_bar=True)
+
+    def configure_optimizers(self) -> Any:
+        opt = torch.optim.AdamW(
+            self.parameters(), lr=self.cfg.learning_rate, weight_decay=self.cfg.weight_decay
+        )
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt,
+            max_lr=self.cfg.learning_rate,
+            total_steps=self.cfg.max_epochs * self.steps_per_epoch,
+            pct_start=0.2,
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _loader(dataset: Dataset, rows: np.ndarray, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
+    x = torch.from_numpy(dataset.float_waveforms(np.sort(rows)))
+    y = torch.from_numpy(dataset.manifest["label_idx"].to_numpy()[np.sort(rows)]).long()
+    gen = torch.Generator().manual_seed(seed)
+    return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle, generator=gen)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, waveforms: np.ndarray, device: str, batch_size: int = 128) -> np.ndarray:
+    """Logits of ``model`` on waveforms (N, T) -> (N, n_classes), in batches, in eval mode."""
+    model.eval()
+    out = []
+    for start in range(0, len(waveforms), batch_size):
+        x = torch.from_numpy(np.asarray(waveforms[start : start + batch_size], dtype=np.float32))
+        out.append(model(x.to(device)).float().cpu())
+    return torch.cat(out).numpy()
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict[str, Any]:
+    """Accuracy, macro-F1 and the confusion matrix (rows: true, columns: predicted)."""
+    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(confusion, (y_true, y_pred), 1)
+    tp = np.diag(confusion).astype(float)
+    precision = np.divide(tp, confusion.sum(0), out=np.zeros(n_classes), where=confusion.sum(0) > 0)
+    recall = np.divide(tp, confusion.sum(1), out=np.zeros(n_classes), where=confusion.sum(1) > 0)
+    f1 = np.divide(
+        2 * precision * recall, precision + recall, out=np.zeros(n_classes), where=precision + recall > 0
+    )
+    present = confusion.sum(1) > 0
+    return {
+        "accuracy": float(tp.sum() / max(confusion.sum(), 1)),
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "confusion": confusion.tolist(),
+    }
+
+
+def train_model(
+    dataset: Dataset, spec: dict[str, Any], cfg: TrainConfig, device: str, work_dir: Path
+) -> tuple[WaveformClassifier, dict[str, Any], pd.DataFrame]:
+    """Train one model; return the best (by validation accuracy) model, its metrics and the history.
+
+    The model sees ``cfg.train_subset`` of the training split, selects its epoch on the valid
+    split, and is scored once on the test split.
+    """
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    model = build_model(spec, len(dataset.classes), dataset.sample_rate)
+    train_rows = subset_rows(dataset, cfg.train_subset)
+    valid_rows = dataset.split_indices("valid")
+    if len(valid_rows) == 0:
+        raise ValueError("the dataset has no 'valid' split; early stopping needs one (valid_fraction > 0)")
+    train_loader = _loader(dataset, train_rows, cfg.batch_size, True, cfg.seed)
+    valid_loader = _loader(dataset, valid_rows, 256, False, cfg.seed)
+    module = ClassifierModule(model, cfg, steps_per_epoch=len(train_loader))
+    accelerator = "gpu" if device.startswith("cuda") else "cpu"
+    ckpt_cb = pl.callbacks.ModelCheckpoint(
+        dirpath=work_dir / "checkpoints", monitor="val_acc", mode="max", save_top_k=1, save_weights_only=True
+    )
+    stop_cb = pl.callbacks.EarlyStopping(monitor="val_acc", mode="max", patience=cfg.patience)
+    csv_logger = pl.loggers.CSVLogger(work_dir, name="history", version=0)
+    trainer = pl.Trainer(
+        max_epochs=cfg.max_epochs,
+        min_epochs=min(cfg.min_epochs, cfg.max_epochs),
+        accelerator=accelerator,
+        devices=1,
+        deterministic=True,
+        logger=csv_logger,
+        callbacks=[ckpt_cb, stop_cb, pl.callbacks.TQDMProgressBar(refresh_rate=20)],
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    start = time.perf_counter()
+    trainer.fit(module, train_loader, valid_loader)
+    seconds = time.perf_counter() - start
+    best = torch.load(ckpt_cb.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+    module.load_state_dict(best)
+    model = module.model.to(device).eval()
+    test_rows = dataset.split_indices("test")
+    labels = dataset.manifest["label_idx"].to_numpy()
+    logits = predict(model, dataset.float_waveforms(test_rows), device)
+    metrics = classification_metrics(labels[test_rows], logits.argmax(1), len(dataset.classes))
+    history = _history(work_dir / "history" / "version_0" / "metrics.csv")
+    metrics.update(
+        {
+            "test_accuracy": metrics.pop("accuracy"),
+            "n_train": len(train_rows),
+            "n_valid": len(valid_rows),
+            "n_test": len(test_rows),
+            "best_epoch": int(history.loc[history["val_acc"].idxmax(), "epoch"]) if len(history) else -1,
+            "epochs_run": int(trainer.current_epoch),
+            "train_seconds": round(seconds, 1),
+            "device": device,
+            "classes": dataset.classes,
+        }
+    )
+    return model, metrics, history
+
+
+def _history(path: Path) -> pd.DataFrame:
+    """One row per epoch: the logged epoch metrics merged (Lightning writes train/val rows apart)."""
+    raw = pd.read_csv(path)
+    cols = [c for c in ("train_loss", "train_acc", "val_loss", "val_acc") if c in raw.columns]
+    return raw.groupby("epoch", as_index=False)[cols].max()
+
+
+def default_work_dir() -> Path:
+    """A scratch folder for Lightning's own files (removed after the rule's outputs are written)."""
+    return Path(tempfile.mkdtemp(prefix="advmir-train-"))

@@ -1,0 +1,94 @@
+"""Named models: a front-end and an architecture composed into one waveform classifier.
+
+Checkpoints are plain dicts of tensors and primitive values, loaded with
+``torch.load(weights_only=True)``: no pickled code is ever trusted.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from advmir.io import atomic_path
+from advmir.models.architectures import build_arch
+from advmir.models.frontends import build_frontend
+
+CHECKPOINT_FORMAT = "advmir-waveform-classifier-1"
+
+
+class WaveformClassifier(nn.Module):
+    """Raw waveform in [-1, 1], shape (B, T) -> logits, shape (B, n_classes)."""
+
+    def __init__(self, frontend: nn.Module, arch: nn.Module, spec: dict[str, Any]) -> None:
+        super().__init__()
+        self.frontend = frontend
+        self.arch = arch
+        self.spec = spec
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 2:
+            raise ValueError(f"expected a waveform batch of shape (B, T), got {tuple(x.shape)}")
+        return self.arch(self.frontend(x))
+
+
+def build_model(spec: dict[str, Any], n_classes: int, sample_rate: int) -> WaveformClassifier:
+    """Build an untrained model from its spec: ``{"frontend": ..., "arch": ...}`` plus optional
+    ``frontend_args`` and ``arch_args`` dicts."""
+    frontend = build_frontend(spec["frontend"], sample_rate, **spec.get("frontend_args", {}))
+    dims = getattr(frontend, "dims", 2)
+    arch_name = spec["arch"]
+    wanted = 1 if arch_name == "cnn1d" else 2
+    if dims != wanted:
+        raise ValueError(
+            f"architecture {arch_name!r} needs a {wanted}-D input but front-end {spec['frontend']!r} "
+            f"gives {dims}-D; pair 'waveform' with 'cnn1d' and time-frequency front-ends with 'cnn2d'/'crnn'"
+        )
+    arch = build_arch(arch_name, n_classes, **spec.get("arch_args", {}))
+    full_spec = {
+        "frontend": spec["frontend"],
+        "arch": arch_name,
+        "frontend_args": dict(spec.get("frontend_args", {})),
+        "arch_args": dict(spec.get("arch_args", {})),
+        "n_classes": int(n_classes),
+        "sample_rate": int(sample_rate),
+    }
+    return WaveformClassifier(frontend, arch, full_spec)
+
+
+def save_checkpoint(
+    path: str | os.PathLike, model: WaveformClassifier, classes: list[str], **meta: Any
+) -> None:
+    """Write ``model`` (weights on CPU + spec + class names) atomically."""
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "spec": model.spec,
+        "classes": list(classes),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "meta": meta,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint dict with ``weights_only=True``."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no checkpoint at {path}: did the train_model rule run?") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not an advmir model checkpoint ({CHECKPOINT_FORMAT})")
+    return payload
+
+
+def load_model(path: str | os.PathLike, device: str = "cpu") -> WaveformClassifier:
+    """Load a trained model in eval mode on ``device``."""
+    payload = load_checkpoint(path)
+    spec = payload["spec"]
+    model = build_model(spec, spec["n_classes"], spec["sample_rate"])
+    model.load_state_dict(payload["state_dict"])
+    model.classes = payload["classes"]
+    return model.to(device).eval()

@@ -1,0 +1,55 @@
+"""Figure: clean test accuracy per model, beside each model's confusion matrix (from the tables)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+from advmir.plotting.common import save_figure
+from advmir.runtime import setup_logging
+
+
+def plot_clean_accuracy(accuracy: pd.DataFrame, confusion: pd.DataFrame) -> plt.Figure:
+    """Bar chart of test accuracy and macro-F1 per model, then one row-normalised confusion matrix each."""
+    models = list(accuracy["model"])
+    n = len(models) + 1
+    cols = min(4, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.8 * rows), squeeze=False)
+    long = accuracy.melt(id_vars="model", value_vars=["test_accuracy", "macro_f1"], var_name="metric")
+    ax = axes[0, 0]
+    sns.barplot(data=long, y="model", x="value", hue="metric", ax=ax, orient="h")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("test score")
+    ax.set_ylabel("")
+    ax.set_title("clean test accuracy")
+    for k, model in enumerate(models, start=1):
+        ax = axes[k // cols, k % cols]
+        cells = confusion[confusion["model"] == model]
+        order = list(dict.fromkeys(cells["true"]))
+        mat = cells.pivot(index="true", columns="predicted", values="count").loc[order, order]
+        mat = mat.div(mat.sum(axis=1).clip(lower=1), axis=0)
+        sns.heatmap(mat, ax=ax, vmin=0, vmax=1, cmap="viridis", cbar=False, square=True)
+        acc = float(accuracy.loc[accuracy["model"] == model, "test_accuracy"].iloc[0])
+        ax.set_title(f"{model} ({acc:.1%})", fontsize=9)
+        ax.tick_params(labelsize=6)
+    for k in range(n, rows * cols):
+        axes[k // cols, k % cols].axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="advmir plot-models", description=__doc__)
+    parser.add_argument("--accuracy", required=True, help="results/tables/clean_accuracy.csv")
+    parser.add_argument("--confusion", required=True, help="results/tables/confusion.csv")
+    parser.add_argument("--out", nargs="+", required=True, help="figure paths (.png and/or .pdf)")
+    args = parser.parse_args(argv)
+    setup_logging()
+    fig = plot_clean_accuracy(pd.read_csv(args.accuracy), pd.read_csv(args.confusion))
+    save_figure(fig, args.out)
+    return 0

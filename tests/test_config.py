@@ -1,0 +1,59 @@
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from advmir.config import ConfigError, check_config
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = str(REPO / "workflow/schemas/config.schema.yaml")
+
+
+@pytest.fixture
+def config():
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def test_default_config_is_valid(config):
+    validate(config, SCHEMA)
+    check_config(config)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "words"),
+    [
+        (("synth_notes", "split"), "random", ["random", "notes", "instruments"]),
+        (("synth_notes", "families"), ["bass", "kazoo"], ["kazoo", "keyboard"]),
+        (("synth_notes", "sample_rate"), 0, ["sample_rate", "1000"]),
+        (("synth_notes", "clip_seconds"), -1.0, ["clip_seconds"]),
+        (("training", "max_epochs"), "ten", ["max_epochs", "ten"]),
+        (("device",), "tpu", ["device", "tpu"]),
+        (("models", "logmel_cnn", "frontend"), "mfcc", ["mfcc", "logmel"]),
+        (("synth_notes", "velocity"), [1], ["velocity"]),
+    ],
+)
+def test_schema_names_the_bad_key(config, path, value, words):
+    bad = copy.deepcopy(config)
+    node = bad
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    with pytest.raises(WorkflowError) as info:
+        validate(bad, SCHEMA)
+    message = str(info.value)
+    for word in words:
+        assert word in message
+
+
+def test_cross_key_checks(config):
+    bad = copy.deepcopy(config)
+    bad["synth_notes"]["note_seconds"] = 2.0
+    bad["models"]["wave_cnn"]["arch"] = "cnn2d"
+    bad["datasets"] = ["synth_notes", "gtzan"]
+    with pytest.raises(ConfigError) as info:
+        check_config(bad)
+    message = str(info.value)
+    assert "note_seconds" in message and "wave_cnn" in message and "gtzan" in message

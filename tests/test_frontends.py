@@ -1,0 +1,68 @@
+import pytest
+import torch
+
+from advmir.models.architectures import build_arch
+from advmir.models.frontends import FRONTENDS, build_frontend, cqt_kernels
+from advmir.models.zoo import build_model
+
+SR = 16000
+
+
+@pytest.mark.parametrize("name", FRONTENDS)
+def test_shapes_and_gradient_reach_the_waveform(name, sines):
+    fe = build_frontend(name, SR).eval()
+    x = torch.from_numpy(sines).requires_grad_(True)
+    y = fe(x)
+    if name == "waveform":
+        assert y.shape == (4, 1, 4000)
+    else:
+        assert y.dim() == 4 and y.shape[:2] == (4, 1) and y.shape[3] == 4000 // 256 + 1
+    y.square().mean().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", FRONTENDS)
+def test_batch_equals_single(name, sines):
+    fe = build_frontend(name, SR).eval()
+    x = torch.from_numpy(sines)
+    batch = fe(x)
+    single = torch.cat([fe(x[i : i + 1]) for i in range(len(x))])
+    torch.testing.assert_close(batch, single, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["stft", "logmel", "cqt"])
+def test_gradcheck_float64(name):
+    kwargs = {"cqt": {"fmin": 500.0, "n_bins": 12, "n_fft": 1024, "hop_length": 128}}.get(name, {})
+    if name == "stft":
+        kwargs = {"n_fft": 64, "hop_length": 32}
+    if name == "logmel":
+        kwargs = {"n_fft": 128, "hop_length": 64, "n_mels": 8}
+    fe = build_frontend(name, SR, **kwargs).double().eval()
+    x = (torch.rand(1, 256, dtype=torch.float64) - 0.5).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a: fe(a).sum(), (x,), eps=1e-6, atol=1e-4)
+
+
+def test_cqt_peaks_at_the_right_bin():
+    fe = build_frontend("cqt", SR).eval()
+    t = torch.arange(16000) / SR
+    freq = 440.0  # A4 (MIDI 69): 41 semitones above the lowest bin, E1 (MIDI 28, 41.2 Hz)
+    spec = fe.spectrum(torch.sin(2 * torch.pi * freq * t).unsqueeze(0))
+    assert int(spec[0, :, 20:40].mean(-1).argmax()) == 41
+
+
+def test_cqt_rejects_bins_above_nyquist():
+    with pytest.raises(ValueError, match="Nyquist"):
+        cqt_kernels(SR, 1000.0, 84, 12, 8192)
+
+
+@pytest.mark.parametrize(("frontend", "arch"), [("logmel", "cnn2d"), ("stft", "crnn"), ("waveform", "cnn1d")])
+def test_models_map_waveforms_to_logits(frontend, arch, sines):
+    model = build_model({"frontend": frontend, "arch": arch, "arch_args": {"width": 8}}, 5, SR).eval()
+    assert model(torch.from_numpy(sines)).shape == (4, 5)
+
+
+def test_mismatched_frontend_and_arch_is_refused():
+    with pytest.raises(ValueError, match="pair 'waveform' with 'cnn1d'"):
+        build_model({"frontend": "waveform", "arch": "cnn2d"}, 3, SR)
+    with pytest.raises(ValueError, match="unknown architecture"):
+        build_arch("transformer", 3)

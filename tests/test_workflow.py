@@ -1,0 +1,67 @@
+"""The whole workflow on a tiny config, in a temporary folder, through Snakemake."""
+
+import copy
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import run_snakemake, tiny_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("workflow")
+    config = tiny_config(work / "results")
+    run_snakemake(work, config, "--cores", "2")
+    return work, config
+
+
+def test_artifacts(finished_run):
+    work, config = finished_run
+    results = work / "results"
+    table = pd.read_csv(results / "tables/clean_accuracy.csv")
+    assert set(table["model"]) == set(config["models"])
+    assert table["test_accuracy"].between(0, 1).all()
+    assert (table["test_accuracy"] > 0.5).all(), table
+    for model in config["models"]:
+        folder = results / "models/synth_notes" / model
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert np.asarray(metrics["confusion"]).shape == (3, 3)
+        assert len(pd.read_csv(folder / "history.csv")) >= 1
+        assert (results / f"logs/models/synth_notes/{model}.log").stat().st_size > 0
+        assert (results / f"benchmarks/models/synth_notes/{model}.tsv").exists()
+    for figure in ("clean_accuracy.png", "clean_accuracy.pdf"):
+        assert (results / "figures" / figure).stat().st_size > 10_000
+    assert not list(results.rglob("*.tmp")), "temporary files left behind"
+
+
+def test_rerun_has_nothing_to_do(finished_run):
+    work, config = finished_run
+    proc = run_snakemake(work, config, "-n")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_changing_one_model_reruns_only_it(finished_run):
+    work, config = finished_run
+    changed = copy.deepcopy(config)
+    changed["models"]["wave_cnn"]["training"] = {"learning_rate": 0.001}
+    proc = run_snakemake(work, changed, "-n", "--quiet", "rules")
+    out = proc.stdout + proc.stderr
+    assert "train_model" in out and "render_synth_notes" not in out
+    jobs = run_snakemake(work, changed, "-n").stdout
+    assert "models/synth_notes/wave_cnn/model.ckpt" in jobs
+    assert "models/synth_notes/logmel_cnn/model.ckpt" not in jobs
+
+
+def test_bad_config_stops_before_any_job(tmp_path):
+    config = tiny_config(tmp_path / "results")
+    config["synth_notes"]["split"] = "random"
+    proc = run_snakemake(tmp_path, config, "--cores", "1", check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "random" in out and "instruments" in out
+    assert not (tmp_path / "results").exists()
