@@ -12,7 +12,7 @@ NODEPS := tinysoundfont==0.3.7 torchattacks==3.5.1
 
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run test lint report dry-run clean-results
+.PHONY: setup run unlock-stale test lint report dry-run clean-results
 
 setup: $(STAMP)
 
@@ -28,8 +28,17 @@ $(STAMP): pyproject.toml
 CONFIG ?= config.yaml
 SMK := $(BIN)/snakemake --configfile $(CONFIG) $(if $(filter config.yaml,$(CONFIG)),,--replace-workflow-config)
 
-run: setup
-	$(SMK) --cores $(CORES)
+# A run killed by SIGKILL leaves Snakemake's lock behind: remove it when no Snakemake process
+# works in this folder any more, and re-run what the killed run left incomplete.
+run: setup unlock-stale
+	$(SMK) --cores $(CORES) --rerun-incomplete
+
+unlock-stale:
+	@if [ -n "$$(ls -A .snakemake/locks 2>/dev/null)" ]; then \
+	  busy=; for p in $$(pgrep -f 'python[0-9.]* [^ ]*bin/snakemake' || true); do \
+	    [ "$$(readlink /proc/$$p/cwd)" = "$(CURDIR)" ] && busy=1; done; \
+	  if [ -z "$$busy" ]; then echo "removing a stale Snakemake lock"; $(SMK) --unlock >/dev/null; fi; \
+	fi
 
 dry-run: setup
 	$(SMK) -n

@@ -14,7 +14,7 @@ from advmir.models.train import (
 from advmir.models.zoo import load_checkpoint, load_model, save_checkpoint
 
 SPEC = {"frontend": "logmel", "arch": "cnn2d", "arch_args": {"width": 8}}
-FAST = {"max_epochs": 3, "min_epochs": 1, "patience": 3, "batch_size": 16}
+FAST = {"max_epochs": 8, "min_epochs": 8, "patience": 8, "batch_size": 16, "learning_rate": 0.005}
 
 
 def test_training_is_seeded_and_checkpoint_round_trips(tiny_dataset, tmp_path):

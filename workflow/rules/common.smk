@@ -5,7 +5,6 @@ from snakemake.utils import validate
 
 from advmir.config import check_config, model_spec, training_for
 
-
 validate(config, schema="../schemas/config.schema.yaml")
 check_config(config)
 
@@ -40,10 +39,23 @@ def training_params(wildcards):
     return json.dumps(training_for(config, wildcards.model), sort_keys=True)
 
 
+def model_targets():
+    return [
+        f"{RESULTS}/tables/clean_accuracy.csv",
+        f"{RESULTS}/figures/clean_accuracy.png",
+        f"{RESULTS}/figures/clean_accuracy.pdf",
+    ]
+
+
 def all_targets(wildcards):
     """Final files of every stage; a stage adds itself by defining a `*_targets` function."""
     targets = model_targets()
-    for name in ("attack_targets", "codec_targets", "transfer_targets", "anomaly_targets"):
+    for name in (
+        "attack_targets",
+        "codec_targets",
+        "transfer_targets",
+        "anomaly_targets",
+    ):
         if name in globals():
             targets += globals()[name]()
     return targets

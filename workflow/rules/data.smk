@@ -3,17 +3,19 @@ rule render_synth_notes:
         waveforms=f"{RESULTS}/data/synth_notes/waveforms.npy",
         manifest=f"{RESULTS}/data/synth_notes/manifest.csv",
         classes=f"{RESULTS}/data/synth_notes/classes.json",
-    params:
-        settings=json.dumps(config.get("synth_notes", {}), sort_keys=True),
-        seed=config["seed"],
     log:
         f"{RESULTS}/logs/data/synth_notes.log",
     benchmark:
         f"{RESULTS}/benchmarks/data/synth_notes.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
     resources:
         mem_mb=3000,
         runtime=15,
-    threads: 1
+    params:
+        settings=json.dumps(config.get("synth_notes", {}), sort_keys=True),
+        seed=config["seed"],
     shell:
         "python -m advmir render-synth-notes --out-dir $(dirname {output.waveforms})"
         " --settings {params.settings:q} --seed {params.seed} > {log} 2>&1"

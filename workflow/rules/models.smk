@@ -1,11 +1,3 @@
-def model_targets():
-    return [
-        f"{RESULTS}/tables/clean_accuracy.csv",
-        f"{RESULTS}/figures/clean_accuracy.png",
-        f"{RESULTS}/figures/clean_accuracy.pdf",
-    ]
-
-
 rule train_model:
     input:
         unpack(dataset_files),
@@ -13,19 +5,21 @@ rule train_model:
         ckpt=f"{RESULTS}/models/{{dataset}}/{{model}}/model.ckpt",
         metrics=f"{RESULTS}/models/{{dataset}}/{{model}}/metrics.json",
         history=f"{RESULTS}/models/{{dataset}}/{{model}}/history.csv",
-    params:
-        spec=model_params,
-        training=training_params,
-        device=config["device"],
     log:
         f"{RESULTS}/logs/models/{{dataset}}/{{model}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/models/{{dataset}}/{{model}}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
     resources:
         mem_mb=6000,
         runtime=120,
         gpu=GPUS,
-    threads: 2
+    params:
+        spec=model_params,
+        training=training_params,
+        device=config["device"],
     shell:
         "python -m advmir train --dataset-dir $(dirname {input.waveforms}) --spec {params.spec:q}"
         " --training {params.training:q} --out-dir $(dirname {output.ckpt}) --device {params.device}"
@@ -44,10 +38,12 @@ rule summarize_models:
         confusion=f"{RESULTS}/tables/confusion.csv",
     log:
         f"{RESULTS}/logs/tables/clean_accuracy.log",
+    conda:
+        "../../envs/plot.yaml"
+    threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
-    threads: 1
     shell:
         "python -m advmir summarize-models --metrics {input} --out {output.accuracy}"
         " --confusion-out {output.confusion} > {log} 2>&1"
@@ -67,10 +63,12 @@ rule plot_models:
         pdf=f"{RESULTS}/figures/clean_accuracy.pdf",
     log:
         f"{RESULTS}/logs/figures/clean_accuracy.log",
+    conda:
+        "../../envs/plot.yaml"
+    threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
-    threads: 1
     shell:
         "python -m advmir plot-models --accuracy {input.accuracy} --confusion {input.confusion}"
         " --out {output.png} {output.pdf} > {log} 2>&1"
