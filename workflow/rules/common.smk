@@ -1,9 +1,14 @@
 import json
 import os
+import sys
 
 from snakemake.utils import validate
 
 from advmir.config import check_config, model_spec, training_for
+
+# Jobs call `python -m advmir`: make that the python running Snakemake (the venv's), also inside
+# cluster jobs, which inherit the submitting environment but not an activated venv.
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
 
 validate(config, schema="../schemas/config.schema.yaml")
 check_config(config)
