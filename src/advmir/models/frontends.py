@@ -136,7 +136,11 @@ class CQT(_TimeFrequency):
         self.hop_length = hop_length
         self.n_fft = n_fft
         kernels, _ = cqt_kernels(sample_rate, fmin, n_bins, bins_per_octave, n_fft)
-        self.register_buffer("kernels", kernels, persistent=False)
+        # Above the top bin's band the kernels are ~0: keep only the STFT bins they use (about half).
+        mag = kernels.abs()
+        used = (mag > 1e-3 * mag.amax(dim=1, keepdim=True)).any(dim=0)
+        self.n_used = int(used.nonzero().max()) + 1
+        self.register_buffer("kernels", kernels[:, : self.n_used].contiguous(), persistent=False)
         # A rectangular analysis window: the kernels carry their own windows.
         self.register_buffer("window", torch.ones(n_fft), persistent=False)
 
@@ -150,6 +154,7 @@ class CQT(_TimeFrequency):
             pad_mode="constant",
             return_complex=True,
         )  # (B, n_fft // 2 + 1, frames)
+        spec = spec[:, : self.n_used]
         return torch.einsum("kf,bft->bkt", self.kernels.to(spec.dtype), spec).abs()
 
 
