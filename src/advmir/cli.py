@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score-anomalies": ("advmir.anomaly.cli:score", "score every clip with one detector"),
     "evaluate-anomalies": ("advmir.anomaly.cli:evaluate", "metrics of every detector"),
     "plot-anomalies": ("advmir.plotting.anomaly:main", "figures of anomaly detection"),
+    "train-anomaly-ae": ("advmir.anomaly.cli:train_autoencoder", "train the anomaly autoencoder"),
+    "train-multitask": ("advmir.anomaly.cli:train_multitask", "train the multi-task anomaly net"),
     "download": ("advmir.datasets.cli:download", "download, verify and convert a real dataset"),
 }
 

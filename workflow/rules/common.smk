@@ -8,7 +8,9 @@ from advmir.config import check_config, model_spec, training_for
 
 # Jobs call `python -m advmir`: make that the python running Snakemake (the venv's), also inside
 # cluster jobs, which inherit the submitting environment but not an activated venv.
-os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
+os.environ.update(
+    PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+)
 
 validate(config, schema="../schemas/config.schema.yaml")
 check_config(config)

@@ -1,0 +1,1 @@
+"""Anomaly scoring: find faulty recordings in a note-level dataset (corrupt, detect, evaluate)."""

@@ -1,0 +1,115 @@
+"""Ensembles of detectors: rank average (no labels needed) and a stacked model fitted on validation faults.
+
+Both work on within-set statistics of each detector's score, so scales never need to match. The
+stacked model sees, per detector, the tail evidence ``-log(1 - q)`` of the within-set quantile q
+(a clip in a detector's top 1% counts about 4.6, a typical clip about 1) and ``log(1 + max(z, 0))``
+of the robust z-score (median / IQR), which keeps how extreme an outlier is. It is a multinomial
+logistic regression over the fault types (``none`` for clean clips), fitted on the corrupted
+validation split only, and scores ``-log p(none)``: one linear score per fault type gives the
+"any detector's own fault fires" structure that a single linear sum of evidence lacks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy.stats import rankdata
+
+
+def quantiles(score: np.ndarray) -> np.ndarray:
+    """Within-set quantile of each score in (0, 1), ties averaged: (N,) -> (N,)."""
+    return rankdata(score) / (len(score) + 1)
+
+
+def tail_evidence(tables: Mapping[str, pd.DataFrame], ids: Sequence[str]) -> pd.DataFrame:
+    """(N, detectors) matrix of -log(1 - q), rows in ``ids`` order."""
+    cols = {}
+    for det, table in tables.items():
+        s = table.set_index("id")["score"].reindex(ids)
+        if s.isna().any():
+            missing = s.index[s.isna()][0]
+            raise ValueError(f"detector {det!r} has no score for clip {missing!r}; rerun its scoring job")
+        cols[det] = -np.log(1.0 - quantiles(s.to_numpy()))
+    return pd.DataFrame(cols, index=list(ids))
+
+
+def rank_average(tables: Mapping[str, pd.DataFrame], ids: Sequence[str]) -> tuple[np.ndarray, pd.DataFrame]:
+    """Mean within-set quantile over detectors; returns (score (N,), per-detector evidence for reasons)."""
+    evidence = tail_evidence(tables, ids)
+    return (1.0 - np.exp(-evidence)).mean(axis=1).to_numpy(), evidence
+
+
+def robust_z(score: np.ndarray) -> np.ndarray:
+    """(score - median) / (IQR / 1.349), the IQR replaced by the std when it is zero: (N,) -> (N,)."""
+    q25, med, q75 = np.percentile(score, [25, 50, 75])
+    spread = (q75 - q25) / 1.349 or float(np.std(score)) or 1.0
+    return (score - med) / spread
+
+
+def stack_features(tables: Mapping[str, pd.DataFrame], ids: Sequence[str]) -> pd.DataFrame:
+    """Per detector: tail evidence ``{det}`` and compressed robust z ``{det}:z``; rows in ``ids`` order."""
+    tail = tail_evidence(tables, ids)
+    z = pd.DataFrame(
+        {
+            f"{d}:z": np.log1p(
+                np.maximum(robust_z(tables[d].set_index("id")["score"].reindex(ids).to_numpy()), 0.0)
+            )
+            for d in tail.columns
+        },
+        index=tail.index,
+    )
+    return pd.concat([tail, z], axis=1)
+
+
+def fit_stack(tables: Mapping[str, pd.DataFrame], manifest: pd.DataFrame, seed: int = 0, c: float = 1.0):
+    """Multinomial logistic regression from detector evidence to the fault type (``none`` = clean).
+
+    Fitted on a corrupted validation split: ``manifest`` has ``id`` and ``fault``.
+    Returns (model, detector names in column order).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    y = manifest["fault"].astype(str).to_numpy()
+    if "none" not in y or len(np.unique(y)) < 2:
+        raise ValueError(
+            "the validation corruption set needs both faulty and clean clips to fit the stacked model"
+        )
+    x = stack_features(tables, manifest["id"].astype(str).tolist())
+    model = LogisticRegression(C=c, max_iter=5000, random_state=seed)
+    model.fit(x.to_numpy(), y)
+    return model, list(tables)
+
+
+def apply_stack(
+    model, detectors: Sequence[str], tables: Mapping[str, pd.DataFrame], ids: Sequence[str]
+) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
+    """Stacked score ``-log p(none)`` (N,), each detector's contribution to the most likely fault
+    type (N, detectors), and that fault type (N,)."""
+    x = stack_features({d: tables[d] for d in detectors}, ids)
+    probs = model.predict_proba(x.to_numpy())
+    classes = list(model.classes_)
+    none = classes.index("none")
+    score = -np.log(np.maximum(probs[:, none], 1e-300))
+    faulty = probs.copy()
+    faulty[:, none] = -1.0
+    likely = faulty.argmax(axis=1)
+    per_column = x.to_numpy() * model.coef_[likely]
+    n_det = len(detectors)
+    contribution = pd.DataFrame(
+        per_column[:, :n_det] + per_column[:, n_det:], index=x.index, columns=list(detectors)
+    )
+    return score, contribution, np.asarray(classes, dtype=object)[likely]
+
+
+def flagged_by(
+    contribution: pd.DataFrame, tables: Mapping[str, pd.DataFrame]
+) -> tuple[np.ndarray, list[str]]:
+    """Per clip (rows of ``contribution``, indexed by id): the detector that weighed most, and its reason."""
+    detectors = np.asarray(contribution.columns)[contribution.to_numpy().argmax(axis=1)]
+    lookup = {
+        d: dict(zip(t["id"].astype(str), t["reason"].astype(str), strict=True)) for d, t in tables.items()
+    }
+    reasons = [lookup[d].get(str(i), "") for d, i in zip(detectors, contribution.index, strict=True)]
+    return detectors, reasons

@@ -1,0 +1,254 @@
+"""Signal heuristics: one interpretable number per clip per check, each with a reason.
+
+Every check maps waveforms (N, T) float32 to ``(score (N,), reasons [N])`` with a higher score
+meaning more suspicious. They need no training, except ``bandwidth``, which compares a clip with
+clean reference clips of the same family and nearby pitch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+EPS = 1e-10
+Check = Callable[..., tuple[np.ndarray, list[str]]]
+
+
+def frame_rms(x: np.ndarray, hop: int) -> np.ndarray:
+    """RMS of non-overlapping frames: (N, T) -> (N, T // hop)."""
+    n = x.shape[-1] // hop
+    frames = x[..., : n * hop].reshape(*x.shape[:-1], n, hop).astype(np.float64)
+    return np.sqrt(np.mean(frames**2, axis=-1))
+
+
+def db(x: np.ndarray | float) -> np.ndarray:
+    return 20 * np.log10(np.maximum(x, EPS))
+
+
+def clipping(x: np.ndarray, sample_rate: int) -> tuple[np.ndarray, list[str]]:
+    """Samples sitting exactly at the clip's peak magnitude and the longest flat run there.
+
+    Clean audio reaches its peak once or twice; a clipped clip sits there for hundreds of samples.
+    Score: log2 of the count of samples at the peak, plus log2 of the longest run.
+    """
+    peak = np.max(np.abs(x), axis=1, keepdims=True)
+    at_peak = (np.abs(x) >= peak * (1 - 1e-6)) & (peak > 1e-4)
+    count = at_peak.sum(axis=1)
+    longest = np.array([_longest_run(row) for row in at_peak])
+    score = np.log2(1 + count) + np.log2(1 + longest)
+    reasons = [
+        f"{c} samples at the peak level {p:.3f}, longest flat run {r}"
+        for c, p, r in zip(count, peak[:, 0], longest, strict=True)
+    ]
+    return score, reasons
+
+
+def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Starts and (exclusive) ends of the runs of True in a 1-D mask."""
+    padded = np.concatenate([[0], mask.astype(np.int8), [0]])
+    edges = np.flatnonzero(np.diff(padded))
+    return edges[::2], edges[1::2]
+
+
+def _longest_run(mask: np.ndarray) -> int:
+    starts, ends = _runs(mask)
+    return int((ends - starts).max()) if len(starts) else 0
+
+
+def silence(x: np.ndarray, sample_rate: int) -> tuple[np.ndarray, list[str]]:
+    """Level of the loudest 32 ms frame in dBFS, negated: an empty take has no loud frame."""
+    loudest = db(frame_rms(x, max(1, sample_rate * 32 // 1000)).max(axis=1))
+    return -loudest, [f"loudest 32 ms frame at {v:.0f} dBFS" for v in loudest]
+
+
+def gaps(x: np.ndarray, sample_rate: int) -> tuple[np.ndarray, list[str]]:
+    """Total length of digital-zero gaps (>= 1 ms) inside the sounding note.
+
+    A gap counts when the 5 ms on both sides are within 40 dB of the clip's peak: the trailing
+    silence after a note decays, or quiet int16 tails, do not.
+    """
+    min_gap, side = max(2, sample_rate // 1000), max(1, sample_rate // 200)
+    peak = np.max(np.abs(x), axis=1)
+    totals = np.zeros(len(x))
+    for n, row in enumerate(x):
+        starts, ends = _runs(row == 0)
+        total = 0
+        for s, e in zip(starts, ends, strict=True):
+            if e - s < min_gap or s < side or e + side > len(row):
+                continue
+            before, after = np.abs(row[s - side : s]).max(), np.abs(row[e : e + side]).max()
+            if min(before, after) > 0.01 * peak[n]:
+                total += e - s
+        totals[n] = total * 1000 / sample_rate
+    return np.log1p(totals), [f"{t:.0f} ms of zero gaps inside the note" for t in totals]
+
+
+def truncation(x: np.ndarray, sample_rate: int) -> tuple[np.ndarray, list[str]]:
+    """How loud the clip is where its sound stops, in dB re its peak frame.
+
+    A note decays before it ends; a cut note stops at full level, and when the cut is followed by
+    digital silence (not the clip's end) the score gets +20.
+    """
+    hop = max(1, sample_rate // 200)
+    levels = frame_rms(x, hop)
+    scores, reasons = np.zeros(len(x)), []
+    for n, lv in enumerate(levels):
+        top = lv.max()
+        if top <= EPS:
+            scores[n] = -120.0
+            reasons.append("no sound")
+            continue
+        sounding = np.flatnonzero(lv > top * 1e-4)
+        last = int(sounding[-1])
+        end_db = float(db(lv[last] / top))
+        # the last frame may be cut mid-way; the one before it shows the level at the cut
+        if last > 0:
+            end_db = max(end_db, float(db(lv[last - 1] / top)))
+        followed = (len(lv) - 1 - last) >= 2 and np.all(lv[last + 1 :] <= top * 1e-6)
+        scores[n] = end_db + (20.0 if followed else 0.0)
+        when = (last + 1) * hop / sample_rate
+        reasons.append(
+            f"sound stops at {when:.2f} s at {end_db:.0f} dB re peak" + (" then silence" if followed else "")
+        )
+    return scores, reasons
+
+
+def dc_offset(x: np.ndarray, sample_rate: int) -> tuple[np.ndarray, list[str]]:
+    """Constant offset: the smallest |mean| of the clip's four quarters, relative to its peak (log10).
+
+    A note's own asymmetry moves the mean only while it sounds; an offset stays in every quarter.
+    """
+    quarters = x[:, : x.shape[1] // 4 * 4].astype(np.float64).reshape(len(x), 4, -1).mean(axis=2)
+    pick = np.argmin(np.abs(quarters), axis=1)
+    offset = quarters[np.arange(len(x)), pick]
+    ratio = np.abs(offset) / (np.max(np.abs(x), axis=1) + EPS)
+    return np.log10(ratio + 1e-6), [
+        f"DC offset {m:+.4f} ({100 * r:.1f}% of peak) throughout" for m, r in zip(offset, ratio, strict=True)
+    ]
+
+
+def envelope(x: np.ndarray, sample_rate: int) -> tuple[np.ndarray, list[str]]:
+    """Time asymmetry of the envelope: log of rise time over fall time (10 ms frames).
+
+    Rise: from the first frame within 60 dB of the peak to the first within 6 dB; fall: from the
+    last frame within 6 dB to the last within 60 dB. A played note starts fast and fades slowly;
+    reversed audio fades in and stops dead.
+    """
+    hop = max(1, sample_rate // 100)
+    levels = db(frame_rms(x, hop))
+    scores, reasons = np.zeros(len(x)), []
+    for n, lv in enumerate(levels - levels.max(axis=1, keepdims=True)):
+        sounding, loud = np.flatnonzero(lv > -60), np.flatnonzero(lv > -6)
+        rise = loud[0] - sounding[0] + 1
+        fall = sounding[-1] - loud[-1] + 1
+        scores[n] = np.log(rise / fall)
+        reasons.append(f"rises over {10 * rise} ms, falls over {10 * fall} ms")
+    return scores, reasons
+
+
+def noise_floor(
+    x: np.ndarray, sample_rate: int, mel_db: np.ndarray | None = None
+) -> tuple[np.ndarray, list[str]]:
+    """Floor of the log-mel spectrogram: per band the 10th percentile over time, mean over bands, dB re peak.
+
+    A decaying note leaves the high bands and its tail near-empty; broadband noise fills them.
+    ``mel_db``: the clips' 64-band log-mel (N, 64, frames) when already computed.
+    """
+    from advmir.anomaly.features import log_mel
+
+    mel = log_mel(x, sample_rate, n_mels=64, n_fft=1024, hop=256) if mel_db is None else mel_db
+    rel = np.percentile(mel, 10, axis=2).mean(axis=1) - mel.max(axis=(1, 2))
+    return rel, [f"noise floor {v:.0f} dB re the loudest mel bin" for v in rel]
+
+
+def hum(x: np.ndarray, sample_rate: int) -> tuple[np.ndarray, list[str]]:
+    """Steady mains lines: how little 50 or 60 Hz and 3 harmonics decay over the clip.
+
+    Per line, the level in its quietest 20% of 256 ms frames minus its loudest frame (dB), averaged
+    over the four harmonics; the larger of 50 and 60 Hz. A note whose partial sits on a mains line
+    decays; hum stays put. Measured on the clip resampled to 1 kHz (3.9 Hz bins).
+    """
+    from scipy.signal import resample_poly
+
+    low_rate = 1000
+    y = resample_poly(x, low_rate, sample_rate, axis=1)
+    n_fft = min(256, y.shape[1])
+    frames = np.lib.stride_tricks.sliding_window_view(y, n_fft, axis=1)[:, :: n_fft // 8]
+    power = np.abs(np.fft.rfft(frames * np.hanning(n_fft), axis=-1)) ** 2  # (N, F, K)
+    per_mains = []
+    for mains in (50.0, 60.0):
+        bins = [round(k * mains * n_fft / low_rate) for k in range(1, 5)]
+        line_db = 10 * np.log10(power[:, :, bins] + EPS)  # (N, F, 4)
+        per_mains.append((np.percentile(line_db, 20, axis=1) - line_db.max(axis=1)).mean(axis=-1))
+    per_mains = np.stack(per_mains, axis=1)
+    score = per_mains.max(axis=1)
+    which = np.where(per_mains.argmax(axis=1) == 0, 50, 60)
+    return score, [
+        f"{w} Hz mains lines stay within {-v:.0f} dB of their peak through the clip"
+        for w, v in zip(which, score, strict=True)
+    ]
+
+
+def bandwidth_hz(x: np.ndarray, sample_rate: int, drop_db: float = 50.0, batch: int = 256) -> np.ndarray:
+    """Highest frequency where the long-term spectrum is within ``drop_db`` of its maximum: (N,) Hz."""
+    from advmir.anomaly.features import power_spectrogram
+
+    n_fft = 1024
+    out = np.zeros(len(x))
+    kernel = np.ones(5) / 5  # smooth over 5 bins (78 Hz) so one harmonic gap does not end the band
+    for i in range(0, len(x), batch):
+        power = power_spectrogram(x[i : i + batch], n_fft=n_fft, hop=256).mean(axis=1)  # (B, K)
+        power = np.apply_along_axis(lambda p: np.convolve(p, kernel, mode="same"), 1, power)
+        rel = 10 * np.log10(power / (power.max(axis=1, keepdims=True) + EPS) + EPS)
+        above = rel > -drop_db
+        last = np.where(above.any(axis=1), above.shape[1] - 1 - np.argmax(above[:, ::-1], axis=1), 0)
+        out[i : i + batch] = last * sample_rate / n_fft
+    return out
+
+
+def bandwidth(
+    x: np.ndarray,
+    sample_rate: int,
+    manifest: pd.DataFrame | None = None,
+    reference: tuple[np.ndarray, pd.DataFrame] | None = None,
+) -> tuple[np.ndarray, list[str]]:
+    """How much narrower the clip's band is than clean clips of its family and nearby pitch.
+
+    Score: (reference median - own) log2 bandwidth, in octaves, divided by the reference spread.
+    Without a reference the score is minus the bandwidth in octaves.
+    """
+    own = np.log2(bandwidth_hz(x, sample_rate) + 50.0)
+    if reference is None or manifest is None:
+        return -own, [f"bandwidth {2**o - 50:.0f} Hz" for o in own]
+    ref_bw, ref_man = reference
+    ref_log = np.log2(ref_bw + 50.0)
+    expected, spread = np.zeros(len(x)), np.ones(len(x))
+    has_pitch = "pitch" in manifest.columns and "pitch" in ref_man.columns
+    for n, row in enumerate(manifest.itertuples(index=False)):
+        same = ref_man["label"].to_numpy() == row.label
+        if has_pitch:
+            near = same & (np.abs(ref_man["pitch"].to_numpy() - row.pitch) <= 3)
+            same = near if near.sum() >= 3 else same
+        pool = ref_log[same] if same.sum() >= 3 else ref_log
+        expected[n] = np.median(pool)
+        spread[n] = max(np.median(np.abs(pool - expected[n])), 0.1)
+    score = (expected - own) / spread
+    return score, [
+        f"bandwidth {2**o - 50:.0f} Hz, clean {row_label} notes near this pitch reach {2**e - 50:.0f} Hz"
+        for o, e, row_label in zip(own, expected, manifest["label"], strict=True)
+    ]
+
+
+CHECKS: dict[str, Check] = {
+    "clipping": clipping,
+    "silence": silence,
+    "gaps": gaps,
+    "truncation": truncation,
+    "dc_offset": dc_offset,
+    "envelope": envelope,
+    "noise_floor": noise_floor,
+    "hum": hum,
+    "bandwidth": bandwidth,
+}

@@ -1,0 +1,118 @@
+"""Metrics of a detector's scores against the known faults: ROC-AUC, pAUC, AP and review budgets.
+
+pAUC follows the DCASE 2020 Task 2 definition: the share of (faulty, clean) pairs ranked
+correctly among the ``floor(p * N_clean)`` highest-scored clean clips, i.e. the area under the ROC
+curve for FPR in [0, p] divided by p (not McClish-standardised). Ties count one half everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+BUDGETS = (0.05, 0.10)
+
+
+def roc_auc(is_fault: np.ndarray, score: np.ndarray) -> float:
+    """Probability that a faulty clip outscores a clean one (ties count 1/2); NaN without both kinds."""
+    y = np.asarray(is_fault, dtype=bool)
+    if y.all() or not y.any():
+        return float("nan")
+    return float(roc_auc_score(y, score))
+
+
+def pauc(is_fault: np.ndarray, score: np.ndarray, max_fpr: float = 0.1) -> float:
+    """DCASE pAUC: AUC against the top ``floor(max_fpr * N_clean)`` clean clips only (at least one)."""
+    y = np.asarray(is_fault, dtype=bool)
+    score = np.asarray(score, dtype=np.float64)
+    pos, neg = score[y], np.sort(score[~y])[::-1]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    top = neg[: max(1, math.floor(max_fpr * len(neg)))]
+    wins = (pos[:, None] > top[None, :]).sum() + 0.5 * (pos[:, None] == top[None, :]).sum()
+    return float(wins / (len(pos) * len(top)))
+
+
+def average_precision(is_fault: np.ndarray, score: np.ndarray) -> float:
+    y = np.asarray(is_fault, dtype=bool)
+    if y.sum() == 0 or (~y).sum() == 0:
+        return float("nan")
+    return float(average_precision_score(y, score))
+
+
+def found_within(target: np.ndarray, score: np.ndarray, budget: float) -> float:
+    """Share of ``target`` clips among the top ``ceil(budget * N)`` of all N clips (expected over ties)."""
+    target = np.asarray(target, dtype=bool)
+    score = np.asarray(score, dtype=np.float64)
+    if target.sum() == 0:
+        return float("nan")
+    k = math.ceil(budget * len(score))
+    if k <= 0:
+        return 0.0
+    threshold = np.sort(score)[::-1][k - 1]
+    above, tied = score > threshold, score == threshold
+    share_of_ties = (k - above.sum()) / tied.sum()
+    return float((target & above).sum() + share_of_ties * (target & tied).sum()) / float(target.sum())
+
+
+def evaluate(
+    manifest: pd.DataFrame,
+    scores: Mapping[str, np.ndarray],
+    budgets: Sequence[float] = BUDGETS,
+    max_fpr: float = 0.1,
+) -> pd.DataFrame:
+    """Tidy metrics: one row per detector x fault (``all`` pools every fault) on a corrupted split.
+
+    For a fault, positives are its clips and negatives the clean clips; clips of other faults are
+    left out. Review budgets rank the whole split (what a curator would listen to).
+    """
+    fault = manifest["fault"].astype(str).to_numpy()
+    clean = manifest["is_fault"].to_numpy() == 0
+    groups = ["all", *sorted(set(fault[~clean]))]
+    rows = []
+    for det, score in scores.items():
+        score = np.asarray(score, dtype=np.float64)
+        for g in groups:
+            target = ~clean if g == "all" else fault == g
+            keep = target | clean
+            row = {
+                "detector": det,
+                "fault": g,
+                "n_faulty": int(target.sum()),
+                "n_clean": int(clean.sum()),
+                "roc_auc": roc_auc(target[keep], score[keep]),
+                "pauc": pauc(target[keep], score[keep], max_fpr),
+                "average_precision": average_precision(target[keep], score[keep]),
+            }
+            for b in budgets:
+                row[f"found_top{round(100 * b)}"] = found_within(target, score, b)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def roc_points(manifest: pd.DataFrame, scores: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """ROC curve of every detector on all faults pooled: tidy (detector, fpr, tpr)."""
+    y = manifest["is_fault"].to_numpy() == 1
+    frames = []
+    if y.all() or not y.any():
+        return pd.DataFrame(columns=["detector", "fpr", "tpr"])
+    for det, score in scores.items():
+        fpr, tpr, _ = roc_curve(y, score)
+        frames.append(pd.DataFrame({"detector": det, "fpr": fpr, "tpr": tpr}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def budget_curve(manifest: pd.DataFrame, scores: Mapping[str, np.ndarray], steps: int = 50) -> pd.DataFrame:
+    """Share of faults found against the share of the split reviewed: tidy (detector, budget, found)."""
+    y = manifest["is_fault"].to_numpy() == 1
+    budgets = np.linspace(0, 1, steps + 1)
+    rows = [
+        {"detector": det, "budget": b, "found": found_within(y, score, b)}
+        for det, score in scores.items()
+        for b in budgets
+    ]
+    return pd.DataFrame(rows)

@@ -1,0 +1,130 @@
+"""Figures of anomaly detection, from the tables only: ROC curves, AUC heatmap, review budget."""
+
+from __future__ import annotations
+
+import argparse
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from advmir.plotting.common import save_figure
+from advmir.runtime import setup_logging
+
+HIGHLIGHT = ("ensemble_stack", "ensemble_rank", "multitask")
+
+
+def _order(metrics: pd.DataFrame) -> list[str]:
+    """Detectors by overall ROC-AUC, best first."""
+    overall = metrics[metrics["fault"] == "all"].sort_values("roc_auc", ascending=False)
+    return list(overall["detector"])
+
+
+def plot_roc(roc: pd.DataFrame, metrics: pd.DataFrame) -> plt.Figure:
+    """One ROC curve per detector (all faults pooled); ensembles and the multi-task net drawn bold."""
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    auc = metrics[metrics["fault"] == "all"].set_index("detector")["roc_auc"]
+    palette = sns.color_palette("tab20", n_colors=max(3, len(auc)))
+    for k, det in enumerate(_order(metrics)):
+        curve = roc[roc["detector"] == det]
+        if curve.empty:
+            continue
+        bold = det in HIGHLIGHT
+        ax.plot(
+            curve["fpr"],
+            curve["tpr"],
+            lw=2.4 if bold else 1.0,
+            color=palette[k % len(palette)],
+            label=f"{det} ({auc[det]:.2f})",
+            zorder=3 if bold else 2,
+        )
+    ax.plot([0, 1], [0, 1], ls=":", color="grey", lw=0.8)
+    ax.axvline(0.1, ls="--", color="grey", lw=0.6)
+    ax.set_xlabel("false positive rate (clean clips flagged)")
+    ax.set_ylabel("true positive rate (faulty clips found)")
+    ax.set_title("ROC, all faults pooled (ROC-AUC in brackets; dashed: pAUC range)")
+    if roc.empty:  # a split reviewed without injected faults has nothing to score against
+        ax.text(0.5, 0.5, "no injected faults in this split", ha="center", va="center")
+    else:
+        ax.legend(fontsize=6.5, loc="lower right", ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def plot_auc_heatmap(metrics: pd.DataFrame, value: str = "roc_auc") -> plt.Figure:
+    """Detector x fault heatmap of ROC-AUC (``all`` = faults pooled)."""
+    order = _order(metrics)
+    faults = ["all", *sorted(f for f in metrics["fault"].unique() if f != "all")]
+    mat = metrics.pivot(index="detector", columns="fault", values=value).reindex(index=order, columns=faults)
+    fig, ax = plt.subplots(figsize=(0.55 * len(faults) + 3, 0.34 * len(order) + 1.8))
+    sns.heatmap(
+        mat,
+        ax=ax,
+        vmin=0.5,
+        vmax=1.0,
+        cmap="viridis",
+        annot=True,
+        fmt=".2f",
+        annot_kws={"size": 6},
+        cbar_kws={"label": value.replace("_", "-").upper()},
+    )
+    ax.set_xlabel("fault")
+    ax.set_ylabel("detector")
+    ax.tick_params(labelsize=7)
+    ax.set_title("ROC-AUC per detector and fault (faulty vs clean clips)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_budget(budget: pd.DataFrame, metrics: pd.DataFrame) -> plt.Figure:
+    """Share of faults found against the share of the split a curator listens to, best-first."""
+    fig, ax = plt.subplots(figsize=(6.5, 5.0))
+    order = _order(metrics)
+    palette = sns.color_palette("tab20", n_colors=max(3, len(order)))
+    for k, det in enumerate(order):
+        curve = budget[budget["detector"] == det]
+        if curve.empty:
+            continue
+        bold = det in HIGHLIGHT
+        ax.plot(
+            100 * curve["budget"],
+            100 * curve["found"],
+            lw=2.4 if bold else 1.0,
+            color=palette[k % len(palette)],
+            label=det,
+            zorder=3 if bold else 2,
+        )
+    overall = metrics.loc[metrics["fault"] == "all", ["n_faulty", "n_clean"]]
+    if len(overall) and overall["n_faulty"].iloc[0] > 0:
+        share = overall["n_faulty"].iloc[0] / overall.iloc[0].sum()
+        xs = np.linspace(0, 100, 101)
+        ax.plot(xs, np.minimum(100, xs / share), ls="--", color="black", lw=0.8, label="perfect ranking")
+        ax.plot(xs, xs, ls=":", color="grey", lw=0.8, label="random order")
+    for b in (5, 10):
+        ax.axvline(b, ls="--", color="grey", lw=0.5)
+    ax.set_xlabel("share of the split reviewed, best-ranked first (%)")
+    ax.set_ylabel("share of faulty clips found (%)")
+    ax.set_xlim(0, 100)
+    ax.set_ylim(0, 101)
+    ax.set_title("review budget")
+    ax.legend(fontsize=6.5, loc="lower right", ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="advmir plot-anomalies", description=__doc__)
+    parser.add_argument("--metrics", required=True, help="results/anomaly/DATASET/metrics.csv")
+    parser.add_argument("--roc", required=True, help="results/anomaly/DATASET/roc.csv")
+    parser.add_argument("--budget", required=True, help="results/anomaly/DATASET/budget.csv")
+    parser.add_argument("--roc-out", nargs="+", required=True, help="figure paths (.png and/or .pdf)")
+    parser.add_argument("--heatmap-out", nargs="+", required=True)
+    parser.add_argument("--budget-out", nargs="+", required=True)
+    args = parser.parse_args(argv)
+    setup_logging()
+    metrics = pd.read_csv(args.metrics)
+    save_figure(plot_roc(pd.read_csv(args.roc), metrics), args.roc_out)
+    save_figure(plot_auc_heatmap(metrics), args.heatmap_out)
+    save_figure(plot_budget(pd.read_csv(args.budget), metrics), args.budget_out)
+    return 0

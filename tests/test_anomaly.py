@@ -1,0 +1,285 @@
+"""Anomaly stage, signal level: each corruption does what it says; heuristics rank it above the clean clip.
+
+Tiny synthetic notes made here (harmonic tones with an attack-decay envelope), no dataset, no network.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from sklearn.metrics import roc_auc_score
+
+from advmir.anomaly import corruptions as C
+from advmir.anomaly import features, heuristics, metrics
+from advmir.anomaly.detectors import Reference, ScoreSet, run_detector
+
+SR = 16000
+T = SR // 2  # 0.5 s clips keep the tests fast
+
+
+def note(
+    midi: float = 57,
+    seconds: float = 0.5,
+    decay: float = 6.0,
+    release_at: float = 0.35,
+    peak: float = 0.8,
+    seed: int = 0,
+) -> np.ndarray:
+    """A harmonic note (partials up to 7 kHz, 1/k amplitudes), 5 ms attack, decay, 50 ms release to 0."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    f0 = 440.0 * 2 ** ((midi - 69) / 12)
+    x = sum(
+        np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 2 * np.pi)) / k for k in range(1, 80) if f0 * k < 7000
+    )
+    env = np.minimum(1.0, t / 0.005) * np.exp(-decay * t)
+    env *= np.clip(1.0 - (t - release_at) / 0.05, 0.0, 1.0)
+    x = x * env
+    return (x / np.abs(x).max() * peak).astype(np.float32)
+
+
+def rng() -> np.random.Generator:
+    return np.random.default_rng(123)
+
+
+def rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+
+
+def band_power(x: np.ndarray, lo: float, hi: float) -> float:
+    spec = np.abs(np.fft.rfft(x)) ** 2
+    freqs = np.fft.rfftfreq(len(x), 1 / SR)
+    return float(spec[(freqs >= lo) & (freqs < hi)].sum())
+
+
+# ------------------------------------------------------------------------------- each corruption
+def test_clipping_flattens_the_peaks_at_the_original_level():
+    x = note()
+    y = C.clipping(x, 6.0, rng(), SR)
+    peak = np.abs(x).max()
+    assert np.isclose(np.abs(y).max(), peak)
+    assert (np.abs(y) >= peak * (1 - 1e-6)).sum() > 50 > (np.abs(x) >= peak * (1 - 1e-6)).sum()
+    assert heuristics._longest_run(np.abs(y) >= peak * (1 - 1e-6)) >= 3
+
+
+@pytest.mark.parametrize("fault", ["white_noise", "pink_noise", "hum"])
+def test_additive_noise_lands_at_the_requested_snr(fault):
+    x = note()
+    y = C.FAULTS[fault].func(x, 20.0, rng(), SR)
+    noise = y - x
+    assert 10 * np.log10(rms(x) ** 2 / rms(noise) ** 2) == pytest.approx(20.0, abs=0.5)
+    low, high = band_power(noise, 20, 300), band_power(noise, 2000, 8000)
+    if fault == "white_noise":  # flat: 6 kHz of band holds far more than 280 Hz
+        assert high > 10 * low
+    elif fault == "pink_noise":  # 1/f: per Hz, the low band is far denser
+        assert low / 280 > 10 * high / 6000
+    else:  # mains lines only
+        lines = sum(band_power(noise, f - 3, f + 3) for f in (50, 60, 100, 120, 150, 180, 200, 240))
+        assert lines > 0.99 * band_power(noise, 0, SR / 2)
+
+
+def test_dropout_cuts_three_zero_gaps_of_the_given_length_inside_the_note():
+    x = note()
+    y = C.dropout(x, 10.0, rng(), SR)
+    starts, ends = heuristics._runs(y == 0)
+    gaps = [
+        (s, e) for s, e in zip(starts, ends, strict=True) if e - s >= 100 and e < len(y)
+    ]  # not the silent tail
+    assert len(gaps) == 3
+    assert all(e - s == 160 for s, e in gaps)
+    assert all(np.abs(x[s:e]).max() > 0.01 for s, e in gaps)  # they remove sound, not silence
+
+
+def test_truncation_ends_the_note_early():
+    x = note()
+    y = C.truncation(x, 0.5, rng(), SR)
+    last_x = np.flatnonzero(np.abs(x) > 1e-4)[-1]
+    last_y = np.flatnonzero(y != 0)[-1]
+    assert last_y < 0.6 * last_x
+    assert np.array_equal(y[:last_y], x[:last_y])
+    assert np.abs(y[last_y - 80 : last_y]).max() > 0.05  # cut while still sounding
+
+
+def test_dc_offset_shifts_the_mean():
+    x = note()
+    y = C.dc_offset(x, 0.1, rng(), SR)
+    assert abs(float(y.mean() - x.mean())) == pytest.approx(0.1 * np.abs(x).max(), rel=0.05)
+    assert np.abs(y).max() <= 1.0
+
+
+def test_wrong_sample_rate_moves_the_pitch():
+    x = note(midi=57)
+    y = C.wrong_sample_rate(x, 3.0, rng(), SR)
+    score, best = features.pitch_mismatch(y[None], SR, np.array([57.0]))
+    assert abs(abs(best[0] - 57) - 3.0) <= 0.3
+    assert score[0] > 1.0
+
+
+def test_lowpass_removes_the_band_above_the_cutoff():
+    x = note(midi=69)
+    y = C.lowpass(x, 1000.0, rng(), SR)
+    assert band_power(y, 2000, 8000) < 1e-4 * band_power(x, 2000, 8000)
+    assert band_power(y, 0, 800) == pytest.approx(band_power(x, 0, 800), rel=0.1)
+
+
+def test_codec_is_aligned_and_band_limited():
+    x = note(midi=57)
+    y = C.codec(x, 8.0, rng(), SR)
+    assert y.shape == x.shape and y.dtype == np.float32
+    assert np.corrcoef(x, y)[0, 1] > 0.8  # aligned (offset 0), not shifted
+    assert band_power(y, 5000, 8000) < 0.01 * band_power(x, 5000, 8000)  # 8 kbps LAME low-passes
+
+
+def test_reversed_and_silence_and_duplicates():
+    x = note()
+    assert np.array_equal(C.reversed_audio(x, 1, rng(), SR), x[::-1])
+    quiet = C.silence(x, 90.0, rng(), SR)
+    assert 20 * np.log10(rms(quiet)) == pytest.approx(-90, abs=1)
+    assert np.array_equal(C.exact_duplicate(x, 1, rng(), SR), x)
+    near = C.near_duplicate(x, 30.0, rng(), SR)
+    assert not np.array_equal(near, x)
+    lag = int(np.argmax(np.correlate(near[:2000], x[:1000], "valid")))
+    assert lag <= SR // 200
+    aligned = near[lag:] / (np.dot(near[lag:], x[: T - lag]) / np.dot(x[: T - lag], x[: T - lag]))
+    assert 10 * np.log10(np.sum(x[: T - lag] ** 2) / np.sum((aligned - x[: T - lag]) ** 2)) > 25
+
+
+def test_label_faults_change_only_the_label():
+    classes = ["brass", "reed", "string"]
+    row = {"id": "a", "label": "reed", "label_idx": 1, "family": "reed", "pitch": 60}
+    wrong = C.wrong_family(row, 1, rng(), classes)
+    assert wrong["label"] != "reed" and classes[wrong["label_idx"]] == wrong["label"] == wrong["family"]
+    moved = C.wrong_pitch(row, 3, rng(), classes)
+    assert abs(moved["pitch"] - 60) == 3 and moved["label"] == "reed"
+    assert C.wrong_pitch({**row, "pitch": 126}, 3, rng(), classes)["pitch"] == 123  # stays in MIDI range
+
+
+def test_corrupt_clips_is_balanced_seeded_and_marks_every_fault():
+    waves = np.stack([note(midi=48 + k % 24, seed=k) for k in range(40)])
+    man = pd.DataFrame(
+        {
+            "id": [f"c{k}" for k in range(40)],
+            "split": "test",
+            "label": "reed",
+            "label_idx": 1,
+            "family": "reed",
+            "pitch": [48 + k % 24 for k in range(40)],
+        }
+    )
+    sev = C.normalize_severities(["clipping", "silence", "exact_duplicate", "wrong_pitch"])
+    a, ma = C.corrupt_clips(waves, man, ["brass", "reed"], SR, sev, 0.5, C.split_rng(0, "test"))
+    b, mb = C.corrupt_clips(waves, man, ["brass", "reed"], SR, sev, 0.5, C.split_rng(0, "test"))
+    assert np.array_equal(a, b) and ma.equals(mb)
+    assert ma["is_fault"].sum() == 20 and (ma["fault"].value_counts().drop("none") == 5).all()
+    dup = ma[ma["fault"] == "exact_duplicate"]
+    for row in dup.itertuples():
+        src = int(np.flatnonzero(man["id"] == row.source_id)[0])
+        assert row.source_id != row.id and np.array_equal(a[row.Index], waves[src])
+        assert ma.loc[src, "is_fault"] == 0
+    clean = ma["is_fault"] == 0
+    assert np.array_equal(a[clean.to_numpy()], waves[clean.to_numpy()])
+
+
+# ------------------------------------------------------------------------------------ bad input
+@pytest.mark.parametrize(
+    "faults, fraction, n, match",
+    [
+        (["clipping"], 1.5, 100, r"fraction must be in \[0, 1\], got 1.5"),
+        (["clipping"], -0.1, 100, r"fraction must be in \[0, 1\]"),
+        (["scratches"], 0.3, 100, r"unknown fault 'scratches'; known faults: clipping"),
+        (
+            {"clipping": 80},
+            0.3,
+            100,
+            r"fault 'clipping': severity 80 is out of range \[0.5, 40\] \(overdrive dB\)",
+        ),
+        ({"hum": [20, 99]}, 0.3, 100, r"fault 'hum': severity 99 is out of range \[-10, 60\]"),
+        ({"lowpass": 9000}, 0.3, 100, r"fault 'lowpass': severity 9000 is out of range \[50, 7840\]"),
+        (list(C.FAULTS), 0.1, 50, r"split 'test' has 50 clips: fraction 0.1 makes 5 faulty .* 16 faults"),
+        (["clipping"], 1.0, 20, r"at least one clean clip must remain"),
+    ],
+)
+def test_bad_requests_are_refused_with_a_clear_message(faults, fraction, n, match):
+    with pytest.raises(C.CorruptionConfigError, match=match):
+        sev = C.normalize_severities(
+            faults if not isinstance(faults, dict) else {k: v for k, v in faults.items()}, SR
+        )
+        C.check_request(sev, fraction, n, ["id", "pitch"], "test")
+
+
+def test_schema_ranges_match_the_fault_registry():
+    schema = yaml.safe_load(open("workflow/schemas/anomaly.schema.yaml"))
+    faults = schema["definitions"]["anomaly"]["properties"]["faults"]["properties"]
+    assert list(faults) == list(C.FAULTS)
+    for name, spec in C.FAULTS.items():
+        assert (faults[name]["minimum"], faults[name]["maximum"]) == (spec.low, spec.high)
+        assert (faults[name]["items"]["minimum"], faults[name]["items"]["maximum"]) == (spec.low, spec.high)
+        assert spec.low <= spec.default <= spec.high
+
+
+# ------------------------------------------------------------------- heuristics rank faults first
+@pytest.mark.parametrize(
+    "check, fault, severity",
+    [
+        ("clipping", "clipping", 6.0),
+        ("silence", "silence", 90.0),
+        ("gaps", "dropout", 20.0),
+        ("truncation", "truncation", 0.5),
+        ("dc_offset", "dc_offset", 0.1),
+        ("envelope", "reversed", 1.0),
+        ("noise_floor", "white_noise", 20.0),
+        ("noise_floor", "pink_noise", 20.0),
+        ("hum", "hum", 20.0),
+        ("bandwidth", "lowpass", 1000.0),
+        ("bandwidth", "codec", 8.0),
+    ],
+)
+def test_each_heuristic_ranks_a_corrupted_clip_above_its_clean_original(check, fault, severity):
+    clean = np.stack([note(midi=m, seed=m) for m in (45, 57, 69)])
+    faulty = np.stack([C.FAULTS[fault].func(x, severity, rng(), SR) for x in clean])
+    manifest = pd.DataFrame({"id": [f"n{k}" for k in range(6)], "label": "reed", "pitch": [45, 57, 69] * 2})
+    ref = Reference(clean, manifest.iloc[:3].reset_index(drop=True), ["reed"], SR)
+    (table,) = run_detector(check, ref, [ScoreSet(np.concatenate([clean, faulty]), manifest)])
+    score = table["score"].to_numpy()
+    assert (score[3:] > score[:3]).all(), table
+    assert all(isinstance(r, str) and r for r in table["reason"])
+
+
+def test_pitch_check_flags_a_wrong_pitch_label():
+    clean = np.stack([note(midi=m, seed=m) for m in (45, 57, 69)])
+    manifest = pd.DataFrame({"id": list("abcdef"), "label": "reed", "pitch": [45, 57, 69, 47, 55, 71]})
+    ref = Reference(clean, manifest.iloc[:3], ["reed"], SR)
+    (table,) = run_detector("pitch", ref, [ScoreSet(np.concatenate([clean, clean]), manifest)])
+    assert (table["score"].to_numpy()[3:] > table["score"].to_numpy()[:3]).all()
+    assert "labelled MIDI 47, sounds like 45.0" in table["reason"][3]
+
+
+def test_duplicates_find_the_copy_not_a_quieter_take():
+    waves = np.stack([note(midi=m, seed=m) for m in (45, 50, 57, 62, 69)])
+    copy = waves[1].copy()
+    quieter = waves[2] * 10 ** (-6 / 20)  # another velocity of the same note: same sound, 6 dB down
+    x = np.concatenate([waves, [copy, quieter]])
+    manifest = pd.DataFrame({"id": [f"n{k}" for k in range(7)], "label": "reed"})
+    ref = Reference(waves, manifest.iloc[:5], ["reed"], SR)
+    (table,) = run_detector("duplicates", ref, [ScoreSet(x, manifest)])
+    score = table["score"].to_numpy()
+    assert score[5] == score[1] == score.max() and score[6] < score[5] - 1
+    assert "n1" in table["reason"][5]
+
+
+# ------------------------------------------------------------------------------------- metrics
+def test_metrics_match_definitions():
+    y = np.array([0, 0, 0, 0, 1, 1, 0, 1, 0, 0])
+    s = np.array([0.1, 0.2, 0.3, 0.4, 0.9, 0.35, 0.5, 0.8, 0.0, 0.5])
+    assert metrics.roc_auc(y, s) == pytest.approx(roc_auc_score(y, s))
+    # pAUC at FPR <= 0.1 of 7 clean clips: the top floor(0.7) -> 1 clean clip (0.5); 2 of 3 faults beat it
+    assert metrics.pauc(y, s, 0.1) == pytest.approx(2 / 3)
+    assert metrics.found_within(y == 1, s, 0.1) == pytest.approx(1 / 3)  # top 1 clip of 10
+    assert metrics.found_within(y == 1, s, 0.2) == pytest.approx(2 / 3)
+    ties = np.ones(10)
+    assert metrics.found_within(y == 1, ties, 0.5) == pytest.approx(0.5)  # expected share over tie orders
+    manifest = pd.DataFrame({"is_fault": y, "fault": np.where(y == 1, "hum", "none")})
+    table = metrics.evaluate(manifest, {"d": s})
+    assert list(table["fault"]) == ["all", "hum"] and table["n_faulty"].tolist() == [3, 3]

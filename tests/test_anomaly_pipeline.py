@@ -1,0 +1,371 @@
+"""Anomaly stage end to end on a tiny synthetic dataset: CLI, learned detectors, ensembles, figures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from advmir.anomaly import cli, ensemble
+from advmir.anomaly.autoencoder import AEConfig, reconstruction_errors, train_autoencoder
+from advmir.anomaly.detectors import Reference, ScoreSet, run_detector
+from advmir.anomaly.multitask import MultitaskConfig, load_multitask, predict, train_multitask
+from advmir.data.contract import load_dataset, write_dataset
+from advmir.plotting import anomaly as plots
+
+torch.set_num_threads(1)  # tiny nets: threads only contend on a shared machine
+
+SR = 16000
+T = SR // 2
+CLASSES = ["bright", "dark"]
+
+
+def tone(midi: int, bright: bool, seed: int) -> np.ndarray:
+    """A decaying harmonic note; ``bright`` ones have strong upper partials (the two 'families')."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(T) / SR
+    f0 = 440.0 * 2 ** ((midi - 69) / 12)
+    tilt = 1.0 if bright else 2.5
+    x = sum(
+        np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 6.3)) / k**tilt for k in range(1, 60) if f0 * k < 7000
+    )
+    x = x * np.minimum(1, t / 0.005) * np.exp(-5 * t) * np.clip(1 - (t - 0.35) / 0.05, 0, 1)
+    return (x / np.abs(x).max() * rng.uniform(0.3, 0.9)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> str:
+    rows, waves = [], []
+    for split, n in (("train", 48), ("valid", 36), ("test", 36)):
+        for k in range(n):
+            bright = k % 2 == 0
+            midi = 45 + (k * 7 + len(rows)) % 30
+            waves.append(tone(midi, bright, seed=len(rows)))
+            rows.append(
+                {
+                    "id": f"{split}{k}",
+                    "split": split,
+                    "label": CLASSES[not bright],
+                    "label_idx": int(not bright),
+                    "family": CLASSES[not bright],
+                    "pitch": midi,
+                }
+            )
+    root = tmp_path_factory.mktemp("data") / "tiny"
+    write_dataset(root, np.stack(waves), pd.DataFrame(rows), CLASSES, SR)
+    return str(root)
+
+
+class TinyClassifier(nn.Module):
+    """Waveform (B, T) -> logits (B, 2) from the share of energy above 2 kHz (brightness)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        spec = torch.fft.rfft(x).abs() ** 2
+        high = spec[:, spec.shape[1] // 4 :].sum(1) / (spec.sum(1) + 1e-9)
+        z = 40 * (high - 0.02)
+        return torch.stack([z, -z], dim=1)
+
+
+def test_corrupt_cli_refuses_bad_input_before_writing(dataset, tmp_path, capsys):
+    out = tmp_path / "c"
+    assert cli.corrupt(["--dataset", dataset, "--out", str(out), "--fraction", "1.5"]) == 2
+    assert "fraction must be in [0, 1], got 1.5" in capsys.readouterr().err
+    assert cli.corrupt(["--dataset", dataset, "--out", str(out), "--faults", "hiss"]) == 2
+    assert "unknown fault 'hiss'" in capsys.readouterr().err
+    assert cli.corrupt(["--dataset", dataset, "--out", str(out), "--faults", "clipping=99"]) == 2
+    assert "severity 99 is out of range [0.5, 40]" in capsys.readouterr().err
+    assert (
+        cli.corrupt(["--dataset", dataset, "--out", str(out), "--fraction", "0.2"]) == 2
+    )  # 7 clips, 16 faults
+    assert "split 'test' has 36 clips" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_learned_detectors_train_and_score(dataset):
+    data = load_dataset(dataset)
+    train = data.split_indices("train")
+    x, labels = data.float_waveforms(train), data.manifest["label_idx"].to_numpy()[train]
+    ae = train_autoencoder(x, SR, AEConfig(epochs=2, hidden=16, batch_size=64))
+    err, worst = reconstruction_errors(ae, x[:4], SR)
+    assert err.shape == (4,) and np.isfinite(err).all() and (worst >= 0).all()
+    ckpt = train_multitask(
+        x,
+        labels,
+        2,
+        SR,
+        {"clipping": [6.0], "silence": [90.0], "wrong_family": [1.0]},
+        MultitaskConfig(epochs=1, channels=(4, 8), batch_size=16),
+    )
+    assert ckpt["faults"] == ["none", "clipping", "silence"]
+    path = data.root / "mt.ckpt"
+    torch.save(ckpt, path)
+    model, _ = load_multitask(path)
+    fam, fault = predict(model, x[:5])
+    assert fam.shape == (5, 2) and fault.shape == (5, 3) and np.allclose(fault.sum(1), 1, atol=1e-5)
+
+
+def test_confidence_and_label_errors_use_the_classifier(dataset):
+    data = load_dataset(dataset)
+    train, test = data.split_indices("train"), data.split_indices("test")
+    man = data.manifest.iloc[test].reset_index(drop=True)
+    wrong = man.copy()
+    wrong.loc[:5, "label_idx"] = 1 - wrong.loc[:5, "label_idx"]
+    wrong.loc[:5, "label"] = [CLASSES[i] for i in wrong.loc[:5, "label_idx"]]
+    ref = Reference(
+        data.float_waveforms(train),
+        data.manifest.iloc[train].reset_index(drop=True),
+        CLASSES,
+        SR,
+        models={"tiny": TinyClassifier()},
+    )
+    x = data.float_waveforms(test)
+    (labels,) = run_detector("label_errors", ref, [ScoreSet(x, wrong)])
+    assert labels["score"][:6].min() > labels["score"][6:].max()
+    assert "labelled" in labels["reason"][0]
+    silent = np.concatenate([x, np.zeros((4, T), np.float32)])
+    man_silent = pd.concat([man, man.iloc[:4].assign(id=lambda f: f["id"] + "_s")], ignore_index=True)
+    for kind in ("max_softmax", "energy"):
+        (table,) = run_detector(kind, ref, [ScoreSet(silent, man_silent)])
+        assert table["score"].notna().all() and len(table) == len(man_silent)
+
+
+def test_stacked_ensemble_learns_which_detector_marks_which_fault():
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        fault = np.array(["none"] * (n // 2) + ["hum"] * (n // 4) + ["clipping"] * (n - n // 2 - n // 4))
+        ids = [f"c{k}" for k in range(n)]
+        tables = {
+            "hum_check": pd.DataFrame(
+                {"id": ids, "score": rng.normal(size=n) + 4 * (fault == "hum"), "reason": "h"}
+            ),
+            "clip_check": pd.DataFrame(
+                {"id": ids, "score": rng.normal(size=n) + 4 * (fault == "clipping"), "reason": "c"}
+            ),
+            "noise": pd.DataFrame({"id": ids, "score": rng.normal(size=n), "reason": "n"}),
+        }
+        return tables, pd.DataFrame({"id": ids, "fault": fault, "is_fault": (fault != "none").astype(int)})
+
+    valid, valid_man = split(200)
+    test, test_man = split(200)
+    model, dets = ensemble.fit_stack(valid, valid_man)
+    score, contribution, likely = ensemble.apply_stack(model, dets, test, test_man["id"].tolist())
+    from advmir.anomaly.metrics import roc_auc
+
+    assert roc_auc(test_man["is_fault"], score) > 0.95
+    hum = test_man["fault"] == "hum"
+    assert (likely[hum.to_numpy()] == "hum").mean() > 0.8
+    assert (contribution.idxmax(axis=1)[hum.to_numpy()] == "hum_check").mean() > 0.8
+    rank, _ = ensemble.rank_average(test, test_man["id"].tolist())
+    assert 0.5 < roc_auc(test_man["is_fault"], rank) < 1.0
+
+
+def test_cli_end_to_end(dataset, tmp_path):
+    out = tmp_path / "anomaly"
+    faults = ["clipping", "silence", "dropout", "exact_duplicate", "wrong_family"]
+    for split in ("test", "valid"):
+        assert (
+            cli.corrupt(
+                [
+                    "--dataset",
+                    dataset,
+                    "--split",
+                    split,
+                    "--out",
+                    str(out / f"corrupted_{split}"),
+                    "--faults",
+                    *faults,
+                    "--fraction",
+                    "0.5",
+                    "--seed",
+                    "3",
+                ]
+            )
+            == 0
+        )
+    corrupted = load_dataset(out / "corrupted_test")
+    assert set(corrupted.manifest["fault"]) == {"none", *faults}
+    assert {"is_fault", "fault", "severity", "source_id"} <= set(corrupted.manifest.columns)
+    sets = [str(out / "corrupted_test"), str(out / "corrupted_valid")]
+    detectors = ["clipping", "silence", "gaps", "duplicates", "label_errors", "isolation_forest"]
+    for det in detectors:
+        assert (
+            cli.score(
+                [
+                    "--detector",
+                    det,
+                    "--dataset",
+                    dataset,
+                    "--sets",
+                    *sets,
+                    "--out",
+                    str(out / "scores" / f"{det}.csv"),
+                    str(out / "valid" / f"{det}.csv"),
+                ]
+            )
+            == 0
+        )
+    test_csvs = [str(out / "scores" / f"{d}.csv") for d in detectors]
+    valid_csvs = [str(out / "valid" / f"{d}.csv") for d in detectors]
+    assert (
+        cli.score(
+            [
+                "--detector",
+                "ensemble_rank",
+                "--sets",
+                sets[0],
+                "--out",
+                str(out / "scores" / "ensemble_rank.csv"),
+                "--scores",
+                *test_csvs,
+            ]
+        )
+        == 0
+    )
+    assert (
+        cli.score(
+            [
+                "--detector",
+                "ensemble_stack",
+                "--sets",
+                *sets,
+                "--out",
+                str(out / "scores" / "ensemble_stack.csv"),
+                "--scores",
+                *test_csvs,
+                *valid_csvs,
+            ]
+        )
+        == 0
+    )
+    all_csvs = [
+        *test_csvs,
+        str(out / "scores" / "ensemble_rank.csv"),
+        str(out / "scores" / "ensemble_stack.csv"),
+    ]
+    assert (
+        cli.evaluate(
+            [
+                "--set",
+                sets[0],
+                "--scores",
+                *all_csvs,
+                "--metrics",
+                str(out / "metrics.csv"),
+                "--review",
+                str(out / "review.csv"),
+                "--roc",
+                str(out / "roc.csv"),
+                "--budget",
+                str(out / "budget.csv"),
+            ]
+        )
+        == 0
+    )
+    metrics = pd.read_csv(out / "metrics.csv")
+    auc = metrics.set_index(["detector", "fault"])["roc_auc"]
+    assert auc["clipping", "clipping"] == 1.0 and auc["silence", "silence"] == 1.0
+    assert auc["duplicates", "exact_duplicate"] > 0.9 and auc["label_errors", "wrong_family"] > 0.9
+    assert auc["ensemble_stack", "all"] > 0.9
+    review = pd.read_csv(out / "review.csv", keep_default_na=False)
+    assert review["rank"].tolist() == list(range(1, len(corrupted.manifest) + 1))
+    assert set(review["detector"]) <= set(detectors) and (review["reason"] != "").all()
+    top = review.head(int(corrupted.manifest["is_fault"].sum()))
+    assert top["is_fault"].mean() > 0.8
+    combine = ["--combine", f"tiny={out / 'metrics.csv'}", "--table", str(out / "table.csv")]
+    assert cli.evaluate([*combine, "--comparison", str(out / "vs.csv")]) == 0
+    assert pd.read_csv(out / "table.csv")["dataset"].eq("tiny").all()
+    table = pd.read_csv(out / "table.csv")
+    with_mt = pd.concat([table, table[table["detector"] == "clipping"].assign(detector="multitask")])
+    versus = cli.multitask_vs_ensemble(with_mt)
+    assert versus.loc[versus["fault"] == "clipping", "better"].item() == "tie"  # both perfect on clipping
+    assert (versus["ensemble"] == "ensemble_stack").all()
+    figs = [str(out / f"{name}.png") for name in ("roc", "heat", "budget")]
+    assert (
+        plots.main(
+            [
+                "--metrics",
+                str(out / "metrics.csv"),
+                "--roc",
+                str(out / "roc.csv"),
+                "--budget",
+                str(out / "budget.csv"),
+                "--roc-out",
+                figs[0],
+                "--heatmap-out",
+                figs[1],
+                "--budget-out",
+                figs[2],
+            ]
+        )
+        == 0
+    )
+    assert all((out / f"{name}.png").stat().st_size > 1000 for name in ("roc", "heat", "budget"))
+
+
+def test_review_of_a_split_without_injected_faults(dataset, tmp_path):
+    """fraction 0: the split is copied as is; review.csv still ranks every clip with a reason."""
+    clean = tmp_path / "clean_test"
+    assert cli.corrupt(["--dataset", dataset, "--out", str(clean), "--fraction", "0"]) == 0
+    assert load_dataset(clean).manifest["is_fault"].sum() == 0
+    csvs = []
+    for det in ("clipping", "duplicates"):
+        csvs.append(str(tmp_path / f"{det}.csv"))
+        assert (
+            cli.score(["--detector", det, "--dataset", dataset, "--sets", str(clean), "--out", csvs[-1]]) == 0
+        )
+    assert (
+        cli.score(
+            [
+                "--detector",
+                "ensemble_rank",
+                "--sets",
+                str(clean),
+                "--out",
+                str(tmp_path / "ensemble_rank.csv"),
+                "--scores",
+                *csvs,
+            ]
+        )
+        == 0
+    )
+    out = {k: str(tmp_path / f"{k}.csv") for k in ("metrics", "review", "roc", "budget")}
+    args = [
+        "--set",
+        str(clean),
+        "--scores",
+        *csvs,
+        str(tmp_path / "ensemble_rank.csv"),
+        "--ranking",
+        "ensemble_rank",
+    ]
+    assert cli.evaluate([*args, *[f"--{k}={v}" for k, v in out.items()]]) == 0
+    review = pd.read_csv(out["review"], keep_default_na=False)
+    assert (
+        len(review) == 36
+        and (review["ranked_by"] == "ensemble_rank").all()
+        and (review["reason"] != "").all()
+    )
+    assert pd.read_csv(out["metrics"])["roc_auc"].isna().all()
+    figs = [str(tmp_path / f"{k}.png") for k in ("a", "b", "c")]
+    assert (
+        plots.main(
+            [
+                "--metrics",
+                out["metrics"],
+                "--roc",
+                out["roc"],
+                "--budget",
+                out["budget"],
+                "--roc-out",
+                figs[0],
+                "--heatmap-out",
+                figs[1],
+                "--budget-out",
+                figs[2],
+            ]
+        )
+        == 0
+    )

@@ -1,0 +1,158 @@
+# Constants and input functions of workflow/rules/anomaly.smk (kept apart: `snakemake --lint`
+# wants rules and functions in different files).
+from advmir.anomaly.corruptions import FAULTS, normalize_severities
+
+ANOMALY = config.get("anomaly") or {}
+ANOMALY_ENABLED = bool(ANOMALY.get("enabled", True))
+ANOMALY_DATASETS = [d for d in ANOMALY.get("datasets", DATASETS) if d in DATASETS]
+ANOMALY_FRACTION = {
+    "test": float(ANOMALY.get("fraction", 0.3)),
+    "valid": float(ANOMALY.get("valid_fraction", ANOMALY.get("fraction", 0.3))),
+}
+ANOMALY_FAULTS = ANOMALY.get("faults") or {name: None for name in FAULTS}
+ANOMALY_MODELS = list(ANOMALY.get("models") or list(MODELS)[:1])
+ANOMALY_TRAIN_CLIPS = int(ANOMALY.get("max_train_clips", 1500))
+BASE_DETECTORS = [
+    "clipping",
+    "silence",
+    "gaps",
+    "truncation",
+    "dc_offset",
+    "envelope",
+    "noise_floor",
+    "hum",
+    "bandwidth",
+    "pitch",
+    "isolation_forest",
+    "autoencoder",
+    "max_softmax",
+    "energy",
+    "label_errors",
+    "duplicates",
+]
+ANOMALY_DETECTORS = list(ANOMALY.get("detectors") or BASE_DETECTORS)
+# The stacked model needs faults in the validation copy; without them the rank average ranks review.csv.
+ANOMALY_ENSEMBLES = ["ensemble_rank"] + (
+    ["ensemble_stack"] if ANOMALY_FRACTION["valid"] > 0 else []
+)
+ANOMALY_RANKING = ANOMALY_ENSEMBLES[-1]
+
+
+def _check_anomaly_config():
+    """Refuse a bad `anomaly` section before any job runs; the message names the bad value."""
+    for split, fraction in ANOMALY_FRACTION.items():
+        if not 0.0 <= fraction <= 1.0:
+            key = "fraction" if split == "test" else "valid_fraction"
+            raise ValueError(f"anomaly.{key} must be in [0, 1], got {fraction}")
+    unknown = [m for m in ANOMALY_MODELS if m not in MODELS]
+    if unknown:
+        raise ValueError(
+            f"anomaly.models {unknown} are not in `models` ({', '.join(MODELS)})"
+        )
+    unknown = [d for d in ANOMALY_DETECTORS if d not in BASE_DETECTORS]
+    if unknown:
+        raise ValueError(
+            f"anomaly.detectors: unknown {unknown}; known: {', '.join(BASE_DETECTORS)}"
+        )
+    for dataset in ANOMALY_DATASETS:
+        rate = int((config.get(dataset) or {}).get("sample_rate", 16000))
+        normalize_severities(ANOMALY_FAULTS, rate)
+
+
+if ANOMALY_ENABLED:
+    _check_anomaly_config()
+
+
+def _fault_args():
+    """`name=sev[,sev]` words for the CLI, in config order (the order fixes the fault assignment)."""
+    words = []
+    for name, sev in ANOMALY_FAULTS.items():
+        if sev is None:
+            words.append(name)
+        else:
+            values = sev if isinstance(sev, list) else [sev]
+            words.append(f"{name}={','.join(str(v) for v in values)}")
+    return " ".join(words)
+
+
+ANOMALY_FAULT_ARGS = _fault_args()
+
+
+wildcard_constraints:
+    anomaly_split="test|valid",
+    detector="|".join(BASE_DETECTORS + ["multitask"]),
+    ensemble="ensemble_rank|ensemble_stack",
+
+
+def anomaly_set(dataset, split):
+    root = f"{RESULTS}/anomaly/{dataset}/corrupted_{split}"
+    return [f"{root}/waveforms.npy", f"{root}/manifest.csv", f"{root}/classes.json"]
+
+
+def anomaly_detector_inputs(wildcards):
+    """Dataset, both corrupted sets, and the checkpoints this detector loads."""
+    inputs = {
+        "dataset": dataset_files(wildcards)["waveforms"],
+        "test": anomaly_set(wildcards.dataset, "test"),
+        "valid": anomaly_set(wildcards.dataset, "valid"),
+    }
+    if wildcards.detector in ("max_softmax", "energy", "label_errors"):
+        inputs["models"] = [
+            f"{RESULTS}/models/{wildcards.dataset}/{m}/model.ckpt"
+            for m in ANOMALY_MODELS
+        ]
+    if wildcards.detector == "autoencoder":
+        inputs["autoencoder"] = (
+            f"{RESULTS}/anomaly/{wildcards.dataset}/autoencoder/model.ckpt"
+        )
+    if wildcards.detector == "multitask":
+        inputs["multitask"] = (
+            f"{RESULTS}/anomaly/{wildcards.dataset}/multitask/model.ckpt"
+        )
+    return inputs
+
+
+def anomaly_detector_args(wildcards, input):
+    """Checkpoint options of the score command for this detector."""
+    args = []
+    if "models" in input.keys():
+        args.append(
+            "--model "
+            + " ".join(f"{m}={p}" for m, p in zip(ANOMALY_MODELS, input.models))
+        )
+    if "autoencoder" in input.keys():
+        args.append(f"--autoencoder {input.autoencoder}")
+    if "multitask" in input.keys():
+        args.append(f"--multitask {input.multitask}")
+    return " ".join(args)
+
+
+def anomaly_scores(dataset, folder="scores", detectors=None):
+    return [
+        f"{RESULTS}/anomaly/{dataset}/{folder}/{d}.csv"
+        for d in (detectors or ANOMALY_DETECTORS)
+    ]
+
+
+def anomaly_figures(dataset):
+    root = f"{RESULTS}/figures/anomaly/{dataset}"
+    return [
+        f"{root}/{name}.{ext}"
+        for name in ("roc", "auc_heatmap", "review_budget")
+        for ext in ("png", "pdf")
+    ]
+
+
+def anomaly_targets():
+    """Final files of this stage (rule all)."""
+    if not ANOMALY_ENABLED or not ANOMALY_DATASETS:
+        return []
+    targets = [
+        f"{RESULTS}/tables/anomaly.csv",
+        f"{RESULTS}/tables/anomaly_multitask_vs_ensemble.csv",
+    ]
+    for dataset in ANOMALY_DATASETS:
+        targets += [f"{RESULTS}/anomaly/{dataset}/review.csv"] + anomaly_figures(
+            dataset
+        )
+    return targets
