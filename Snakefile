@@ -15,6 +15,9 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/datasets.smk"
 include: "workflow/rules/models.smk"
+include: "workflow/rules/attacks.smk"
+include: "workflow/rules/codecs.smk"
+include: "workflow/rules/transfer.smk"
 include: "workflow/rules/anomaly.smk"
 
 

@@ -37,11 +37,41 @@ def tiny_config(results: Path) -> dict:
     config["results"] = str(results)
     config["device"] = "cpu"
     config["synth_notes"] = dict(TINY_SYNTH)
-    config["training"].update({"max_epochs": 3, "min_epochs": 1, "patience": 2, "batch_size": 32})
+    config["training"].update(
+        {"max_epochs": 8, "min_epochs": 8, "patience": 8, "batch_size": 16, "learning_rate": 0.005}
+    )
     config["models"] = {
         "logmel_cnn": {"frontend": "logmel", "arch": "cnn2d", "seed": 0, "arch_args": {"width": 8}},
         "wave_cnn": {"frontend": "waveform", "arch": "cnn1d", "seed": 0, "arch_args": {"width": 8}},
     }
+    config["attacks"] = {
+        "pgd": {"name": "pgd", "params": {"norm": "linf", "snr_db": 30, "steps": 5}},
+        "fgsm": {"name": "fgsm", "params": {"snr_db": 30}, "models": ["logmel_cnn"]},
+        "eot_pgd": {
+            "name": "eot_pgd",
+            "params": {"snr_db": 30, "steps": 3, "eot_samples": 2},
+            "models": ["logmel_cnn"],
+        },
+    }
+    config["attack_settings"] = {"eval_size": 12, "batch_size": 8, "listen": 1, "threads": 1}
+    config["codecs"]["settings"] = {
+        "flac": {"codec": "flac"},
+        "mp3_32k": {"codec": "mp3", "bitrate_kbps": 32},
+    }
+    config["codecs"]["rooms"]["room"]["n_rooms"] = 2
+    config["transfer"].update({"attacks": ["pgd", "eot_pgd"], "max_examples": 12})
+    config["anomaly"].update(
+        {
+            "fraction": 0.3,
+            "valid_fraction": 0.3,
+            "faults": {"clipping": 6, "white_noise": 20, "truncation": 0.5, "wrong_family": None},
+            "detectors": ["clipping", "truncation", "noise_floor", "max_softmax", "label_errors"],
+            "models": ["logmel_cnn"],
+            "max_train_clips": 64,
+            "autoencoder": {"epochs": 1},
+            "multitask": {"epochs": 1},
+        }
+    )
     return config
 
 
@@ -60,6 +90,15 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("data") / "synth_notes"
     render_to(out, SynthNotesConfig(**TINY_SYNTH))
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_workflow(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """The whole workflow run once per session on the tiny config: (work folder, config)."""
+    work = tmp_path_factory.mktemp("workflow")
+    config = tiny_config(work / "results")
+    run_snakemake(work, config, "--cores", "2")
+    return work, config
 
 
 def run_snakemake(workdir: Path, config: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:

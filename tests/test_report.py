@@ -46,7 +46,7 @@ from typing import Any
 
 import pytest
 
-from conftest import run_snakemake, tiny_config
+from conftest import run_snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -131,11 +131,9 @@ def browser_binaries(request: pytest.FixtureRequest) -> tuple[str, str]:
 
 
 @pytest.fixture(scope="module")
-def report(browser_binaries: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """report.html of the tiny workflow, run to the end first."""
-    work = tmp_path_factory.mktemp("report")
-    config = tiny_config(work / "results")
-    run_snakemake(work, config, "--cores", "2")
+def report(browser_binaries: tuple[str, str], tiny_workflow: tuple[Path, dict]) -> Path:
+    """report.html of the tiny workflow (run once per session by conftest)."""
+    work, config = tiny_workflow
     run_snakemake(work, config, "--report", str(work / "report.html"))
     return work / "report.html"
 

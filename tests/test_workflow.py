@@ -12,12 +12,9 @@ from conftest import run_snakemake, tiny_config
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("workflow")
-    config = tiny_config(work / "results")
-    run_snakemake(work, config, "--cores", "2")
-    return work, config
+@pytest.fixture
+def finished_run(tiny_workflow):
+    return tiny_workflow
 
 
 def test_artifacts(finished_run):
@@ -34,9 +31,38 @@ def test_artifacts(finished_run):
         assert len(pd.read_csv(folder / "history.csv")) >= 1
         assert (results / f"logs/models/synth_notes/{model}.log").stat().st_size > 0
         assert (results / f"benchmarks/models/synth_notes/{model}.tsv").exists()
-    for figure in ("clean_accuracy.png", "clean_accuracy.pdf"):
+    figures = sorted(str(p.relative_to(results / "figures")) for p in (results / "figures").rglob("*.png"))
+    for name in ("clean_accuracy", "attack_success_vs_snr", "transfer_bitrate", "anomaly/synth_notes/roc"):
+        assert f"{name}.png" in figures, figures
+    for figure in figures:
         assert (results / "figures" / figure).stat().st_size > 10_000
+        assert (results / "figures" / figure).with_suffix(".pdf").exists()
     assert not list(results.rglob("*.tmp")), "temporary files left behind"
+
+
+def test_stage_tables(finished_run):
+    work, config = finished_run
+    tables = work / "results/tables"
+    attacks = pd.read_csv(tables / "attacks.csv")
+    assert {"pgd", "fgsm", "eot_pgd"} <= set(attacks["attack"])
+    assert attacks["success_rate"].between(0, 1).all()
+    examples = pd.read_csv(work / "results/attacks/synth_notes/logmel_cnn/pgd/examples.csv")
+    assert len(examples) == config["attack_settings"]["eval_size"]
+    ok = examples[examples["success"]]
+    assert (ok["snr_db"] >= 30 - 1e-3).all()
+    transfer = pd.read_csv(tables / "transfer.csv")
+    assert {"none", "flac", "mp3_32k", "room"} <= set(transfer["condition"])
+    # the lossless control changes no prediction
+    key = ["attack", "source_model", "target_model", "id"]
+    flac = transfer[transfer["condition"] == "flac"].set_index(key)
+    none = transfer[transfer["condition"] == "none"].set_index(key)
+    shared = flac.index.intersection(none.index)
+    assert len(shared) > 0
+    assert (flac.loc[shared, "pred"] == none.loc[shared, "pred"]).all()
+    anomaly = pd.read_csv(tables / "anomaly.csv")
+    assert anomaly["roc_auc"].dropna().between(0, 1).all()
+    review = pd.read_csv(work / "results/anomaly/synth_notes/review.csv")
+    assert len(review) > 0 and review["reason"].notna().all()
 
 
 def test_rerun_has_nothing_to_do(finished_run):

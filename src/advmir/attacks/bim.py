@@ -1,0 +1,70 @@
+"""BIM: the basic iterative method (iterated FGSM, no random start)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from advmir.attacks.pgd import PGD
+
+
+class BIM(PGD):
+    r"""Basic Iterative Method (I-FGSM), in 'Adversarial Examples in the Physical World' (Kurakin et al.,
+    2017) [https://arxiv.org/abs/1607.02533].
+
+    Distance measure: L-inf. PGD-L-inf started at the clean clip: ``x_{k+1} = clip_{x, eps}(x_k + alpha
+    sign(grad))``, with early stopping per clip.
+
+    Args:
+        model (nn.Module): maps (B, T) waveforms in [-1, 1] to logits (B, C).
+        eps (float | None): absolute L-inf budget. Default None.
+        snr_db (float | None): per-clip budget, eps_i = rms(x_i) 10^(-snr_db/20). Default None.
+            Exactly one of eps / snr_db.
+        envelope (float): shape of the L-inf box with snr_db, from 0 (flat, eps_i = rms(x_i)
+            10^(-snr_db/20)) to 1 (follows the clip's local loudness); see budgets.py. Default 0.0.
+        steps (int): maximum steps. Default 10.
+        rel_step (float | None): step as a fraction of eps_i. Default 1.25 / steps (Kurakin et al.'s
+            steps = 1.25 eps / alpha).
+        alpha (float | None): absolute step instead. Default None.
+        early_stop (bool): stop stepping a clip once it fools the model. Default True.
+        targeted, target_map, batch_size, seed: see :class:`advmir.attacks.base.Attack`.
+
+    Shape:
+        x: (B, T) float in [-1, 1]; y: (B,) int64; result.x_adv: (B, T).
+
+    Example::
+        >>> attack = BIM(model, snr_db=30, steps=10)
+        >>> result = attack(x, y)
+    """
+
+    name = "bim"
+    default_random_start = False
+    default_rel_step = 1.25
+
+    def __init__(
+        self,
+        model: nn.Module | None = None,
+        *,
+        eps: float | None = None,
+        snr_db: float | None = None,
+        envelope: float = 0.0,
+        steps: int = 10,
+        rel_step: float | None = None,
+        alpha: float | None = None,
+        early_stop: bool = True,
+        **common: Any,
+    ) -> None:
+        super().__init__(
+            model,
+            norm="linf",
+            eps=eps,
+            snr_db=snr_db,
+            envelope=envelope,
+            steps=steps,
+            rel_step=rel_step,
+            alpha=alpha,
+            random_start=False,
+            early_stop=early_stop,
+            **common,
+        )

@@ -1,0 +1,31 @@
+"""Lossy and lossless codecs (pydub over a static ffmpeg) and over-the-air simulation.
+
+Light imports only (no torch): the codec jobs start fast. The differentiable stand-ins used by
+EOT attacks live in :mod:`advmir.codecs.differentiable` (imports torch).
+"""
+
+from advmir.codecs.engine import ClipError, CodecEngine, FFmpegNotFoundError, find_ffmpeg, roundtrip_pydub
+from advmir.codecs.registry import (
+    CODECS,
+    CodecError,
+    CodecSetting,
+    CodecSettingError,
+    UnknownCodecError,
+    parse_setting,
+    parse_settings,
+)
+
+__all__ = [
+    "CODECS",
+    "ClipError",
+    "CodecEngine",
+    "CodecError",
+    "CodecSetting",
+    "CodecSettingError",
+    "FFmpegNotFoundError",
+    "UnknownCodecError",
+    "find_ffmpeg",
+    "parse_setting",
+    "parse_settings",
+    "roundtrip_pydub",
+]

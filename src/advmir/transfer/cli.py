@@ -1,0 +1,212 @@
+"""``python -m advmir encode-codec | evaluate-transfer | summarize-transfer``.
+
+- ``encode``: one (source, codec or room setting) -> ``results/codecs/{dataset}/{source}/{setting}/``.
+- ``evaluate``: one (attack, condition) -> ``results/transfer/{dataset}/{attack}/{condition}.csv``: every
+  target model's prediction on every example of every source model (attack ``clean``: the clean subset).
+- ``summarize``: every prediction table -> ``results/tables/transfer.csv`` and its aggregates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from advmir.runtime import setup_logging
+
+log = logging.getLogger(__name__)
+
+
+def _fail(message: str) -> int:
+    log.error("%s", message)
+    return 2
+
+
+def encode(argv: list[str]) -> int:
+    """Transform one source with one codec setting or room setting and keep the artifacts."""
+    parser = argparse.ArgumentParser(prog="advmir encode-codec", description=encode.__doc__)
+    parser.add_argument("--dataset-dir", required=True, help="prepared dataset (data contract)")
+    parser.add_argument(
+        "--examples",
+        required=True,
+        help="the source's examples.csv (attack) or any file with a `row` column (clean)",
+    )
+    parser.add_argument(
+        "--audio", default=None, help="(N, T) .npy in the order of --examples; omit for clean audio"
+    )
+    parser.add_argument(
+        "--source", required=True, help="source name: clean or MODEL/ATTACK (recorded in the tables)"
+    )
+    parser.add_argument("--name", required=True, help="the setting's name (config key), e.g. mp3_128k")
+    kind = parser.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--codec-setting", help='JSON, e.g. {"codec": "mp3", "bitrate_kbps": 128}')
+    kind.add_argument("--room-setting", help='JSON, e.g. {"n_rooms": 6, "snr_db": 30}')
+    parser.add_argument("--max-examples", type=int, default=None, help="only the first N examples")
+    parser.add_argument("--out-dir", required=True, help="results/codecs/{dataset}/{source}/{setting}")
+    parser.add_argument("--workers", type=int, default=2, help="ffmpeg processes at once")
+    parser.add_argument("--batch-size", type=int, default=25, help="clips per ffmpeg process")
+    parser.add_argument("--ffmpeg", default=None, help="ffmpeg to use (default: imageio-ffmpeg's)")
+    args = parser.parse_args(argv)
+    setup_logging()
+
+    from advmir.codecs.engine import ClipError, CodecEngine, FFmpegNotFoundError
+    from advmir.codecs.registry import CodecError, parse_setting
+    from advmir.codecs.room import parse_room
+    from advmir.transfer.encode import encode_source, simulate_source
+    from advmir.transfer.sources import SourceError, load_source
+
+    dataset = Path(args.dataset_dir).name
+    try:
+        source = load_source(args.dataset_dir, args.examples, args.audio, args.max_examples)
+        if args.codec_setting:
+            setting = parse_setting(args.name, json.loads(args.codec_setting), source.sample_rate)
+            engine = CodecEngine(args.ffmpeg, workers=args.workers, batch_size=args.batch_size)
+            encode_source(
+                source, setting, args.out_dir, dataset=dataset, source_name=args.source, engine=engine
+            )
+        else:
+            setting = parse_room(args.name, json.loads(args.room_setting), source.sample_rate)
+            simulate_source(source, setting, args.out_dir, dataset=dataset, source_name=args.source)
+    except (CodecError, ClipError, FFmpegNotFoundError, SourceError) as exc:
+        return _fail(f"{args.source} {args.name}: {exc}")
+    return 0
+
+
+def evaluate(argv: list[str]) -> int:
+    """Every target model's prediction on every example of every source under one condition."""
+    parser = argparse.ArgumentParser(prog="advmir evaluate-transfer", description=evaluate.__doc__)
+    parser.add_argument("--dataset-dir", required=True)
+    parser.add_argument("--attack", required=True, help="attack name, or `clean` for the clean subset")
+    parser.add_argument("--condition", required=True, help="`none` or a codec/room setting name")
+    parser.add_argument(
+        "--source",
+        nargs=3,
+        action="append",
+        required=True,
+        metavar=("MODEL", "AUDIO", "EXAMPLES"),
+        help="source model (`clean` for clean audio), its (N, T) .npy (or `dataset`: the clean waveforms) "
+        "and its examples.csv / rows file; repeat per source model",
+    )
+    parser.add_argument("--target", nargs=2, action="append", required=True, metavar=("MODEL", "CKPT"))
+    parser.add_argument("--max-examples", type=int, default=None, help="only the first N examples")
+    parser.add_argument("--out", required=True, help="results/transfer/{dataset}/{attack}/{condition}.csv")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args(argv)
+    setup_logging()
+
+    import torch
+
+    from advmir.io import write_csv
+    from advmir.models.zoo import load_model
+    from advmir.runtime import resolve_device
+    from advmir.transfer.predict import predictions_table
+    from advmir.transfer.sources import SourceError, load_source
+
+    torch.set_num_threads(max(1, args.threads))
+    device = resolve_device(args.device)
+    try:
+        sources = []
+        for model, audio, examples in args.source:
+            loaded = load_source(args.dataset_dir, examples, audio, args.max_examples)
+            sources.append((model, loaded.audio, loaded.examples))
+    except SourceError as exc:
+        return _fail(str(exc))
+    targets = {name: load_model(ckpt, device) for name, ckpt in args.target}
+    table = predictions_table(
+        sources,
+        targets,
+        dataset=Path(args.dataset_dir).name,
+        attack=args.attack,
+        condition=args.condition,
+        batch_size=args.batch_size,
+        device=device,
+    )
+    write_csv(args.out, table)
+    log.info("wrote %d predictions to %s", len(table), args.out)
+    return 0
+
+
+def summarize(argv: list[str]) -> int:
+    """Tidy transfer table, clean accuracy per codec, and the aggregated matrices."""
+    parser = argparse.ArgumentParser(prog="advmir summarize-transfer", description=summarize.__doc__)
+    parser.add_argument(
+        "--predictions", nargs="+", required=True, help="results/transfer/{dataset}/{attack}/{condition}.csv"
+    )
+    parser.add_argument("--bitrates", nargs="*", default=[], help="results/codecs/.../bitrates.csv")
+    parser.add_argument(
+        "--models", required=True, help="JSON: model name -> spec (frontend, arch, train_subset)"
+    )
+    parser.add_argument("--conditions", required=True, help="JSON: condition name -> spec (kind, codec, ...)")
+    parser.add_argument(
+        "--attacks",
+        default="{}",
+        help="JSON: attack name -> spec (name, threat, surrogate); default white-box",
+    )
+    parser.add_argument("--transfer-out", required=True, help="results/tables/transfer.csv")
+    parser.add_argument("--clean-out", required=True, help="results/tables/codec_clean_accuracy.csv")
+    parser.add_argument("--rates-out", required=True, help="results/tables/transfer_rates.csv")
+    parser.add_argument("--matrix-out", required=True, help="results/tables/transfer_matrix.csv")
+    parser.add_argument(
+        "--representation-out", required=True, help="results/tables/transfer_representation.csv"
+    )
+    parser.add_argument(
+        "--allow-lossless-changes",
+        action="store_true",
+        help="do not fail when a lossless codec changed a prediction (it never should)",
+    )
+    args = parser.parse_args(argv)
+    setup_logging()
+
+    import pandas as pd
+
+    from advmir.io import write_csv
+    from advmir.transfer.tables import TransferTableError, build_tables, lossless_changes
+
+    predictions = pd.concat([pd.read_csv(p, dtype={"id": str}) for p in args.predictions], ignore_index=True)
+    bitrates = (
+        pd.concat([pd.read_csv(p, dtype={"id": str}) for p in args.bitrates], ignore_index=True)
+        if args.bitrates
+        else None
+    )
+    try:
+        tables = build_tables(
+            predictions,
+            json.loads(args.models),
+            json.loads(args.conditions),
+            bitrates,
+            json.loads(args.attacks),
+        )
+    except TransferTableError as exc:
+        return _fail(str(exc))
+    write_csv(args.transfer_out, tables["transfer"])
+    write_csv(args.clean_out, tables["clean"])
+    write_csv(args.rates_out, tables["rates"])
+    write_csv(args.matrix_out, tables["matrix"])
+    write_csv(args.representation_out, tables["representation"])
+
+    clean = tables["clean"]
+    for row in clean[clean["lossless"].astype(bool)].itertuples():
+        log.info(
+            "lossless control %s, target %s: %d of %d clean and %d of %d adversarial predictions changed "
+            "(max confidence change %.2g)",
+            row.condition, row.target_model, row.n_changed_vs_none, row.n, row.n_adversarial_changed_vs_none,
+            row.n_adversarial, row.max_conf_change_vs_none,
+        )  # fmt: skip
+    rep = tables["representation"]
+    for row in rep[rep["condition"] == "none"].itertuples():
+        log.info(
+            "%s %s, no transformation: %s / %s -> %.3f pooled success (%d pairs)",
+            row.dataset, row.attack, row.relation, row.source_role, row.pooled_success_rate, row.n_pairs,
+        )  # fmt: skip
+    bad = lossless_changes(clean)
+    if len(bad) and not args.allow_lossless_changes:
+        return _fail(
+            "the lossless control changed predictions (it must change none): "
+            + "; ".join(f"{r.condition} on {r.target_model}" for r in bad.itertuples())
+            + ". The codec path is broken; run summarize-transfer with --allow-lossless-changes to inspect "
+            "the tables"
+        )
+    return 0

@@ -1,0 +1,83 @@
+"""Every target model's prediction on every clip of every source under one condition."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+@torch.inference_mode()
+def predict(
+    model: nn.Module, audio: np.ndarray, batch_size: int = 64, device: str = "cpu"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted class and its softmax probability for every clip.
+
+    Args:
+        model: (B, T) waveform -> (B, C) logits, in eval mode.
+        audio: float32 (N, T).
+
+    Returns:
+        pred (N,) int64 and conf (N,) float32.
+    """
+    preds, confs = [], []
+    for start in range(0, len(audio), batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(audio[start : start + batch_size], dtype=np.float32)).to(
+            device
+        )
+        probs = torch.softmax(model(x).float(), dim=1)
+        conf, pred = probs.max(dim=1)
+        preds.append(pred.cpu().numpy())
+        confs.append(conf.cpu().numpy())
+    if not preds:
+        return np.empty(0, np.int64), np.empty(0, np.float32)
+    return np.concatenate(preds).astype(np.int64), np.concatenate(confs).astype(np.float32)
+
+
+def predictions_table(
+    sources: Sequence[tuple[str, np.ndarray, pd.DataFrame]],
+    targets: Mapping[str, nn.Module],
+    *,
+    dataset: str,
+    attack: str,
+    condition: str,
+    batch_size: int = 64,
+    device: str = "cpu",
+) -> pd.DataFrame:
+    """Tidy predictions: one row per (source model, example, target model).
+
+    Args:
+        sources: ``(source_model, audio (N, T), examples)`` with examples holding ``id, row, label_idx,
+            attack_target`` in the order of the audio; ``source_model`` is ``clean`` for clean audio.
+        targets: target model name -> model.
+    """
+    frames = []
+    for target_name, model in targets.items():
+        for source_model, audio, examples in sources:
+            pred, conf = predict(model, audio, batch_size, device)
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "dataset": dataset,
+                        "attack": attack,
+                        "condition": condition,
+                        "source_model": source_model,
+                        "index": np.arange(len(examples)),
+                        "id": examples["id"].to_numpy(),
+                        "row": examples["row"].to_numpy(),
+                        "label_idx": examples["label_idx"].to_numpy(),
+                        "attack_target": examples["attack_target"].to_numpy(),
+                        "target_model": target_name,
+                        "pred": pred,
+                        "conf": np.round(conf, 5),
+                    }
+                )
+            )
+        log.info("%s %s %s: target %s done", dataset, attack, condition, target_name)
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,134 @@
+"""Where the audio of a transfer source comes from: the clean evaluation subset or one attack's output.
+
+A *source* is ``clean`` or ``{model}/{attack}``. Both cover the same seeded evaluation subset of
+the dataset: an attack's ``examples.csv`` lists it (column ``row`` = row in the dataset's
+``waveforms.npy``), and the clean source takes its rows from such a file (any attack's
+``examples.csv``, or a file with just a ``row`` column).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from advmir.data.contract import Dataset, load_dataset
+
+CLEAN = "clean"
+FROM_DATASET = "dataset"
+
+
+class SourceError(ValueError):
+    """A source's files disagree with each other or with the dataset."""
+
+
+@dataclass
+class SourceAudio:
+    """The audio of one source, in the order of its examples table.
+
+    Attributes:
+        audio: float32 (N, T) in [-1, 1].
+        examples: one row per clip with at least ``id``, ``row``, ``label_idx`` (ground truth from the
+            dataset manifest) and ``attack_target`` (-1 when untargeted).
+        sample_rate: of the audio.
+    """
+
+    audio: np.ndarray
+    examples: pd.DataFrame
+    sample_rate: int
+
+
+def read_rows(path: str | os.PathLike, dataset: Dataset) -> pd.DataFrame:
+    """The evaluation subset listed in ``path`` (a CSV with a ``row`` column), with ids and labels.
+
+    Returns a frame with ``id, row, label_idx, attack_target`` (``attack_target`` from a ``target``
+    column when present: an attack's examples.csv; else -1).
+    """
+    table = pd.read_csv(path)
+    if "row" not in table.columns:
+        raise SourceError(f"{path} has no `row` column; give an attack's examples.csv or a rows file")
+    rows = table["row"].to_numpy()
+    if len(rows) == 0:
+        raise SourceError(f"{path} lists no rows")
+    if not np.issubdtype(rows.dtype, np.integer) or rows.min() < 0 or rows.max() >= len(dataset.manifest):
+        raise SourceError(
+            f"{path}: rows must be integers in [0, {len(dataset.manifest) - 1}] "
+            f"(rows of {dataset.root}/waveforms.npy)"
+        )
+    if pd.Series(rows).duplicated().any():
+        raise SourceError(f"{path}: row {int(pd.Series(rows)[pd.Series(rows).duplicated()].iloc[0])} repeats")
+    manifest = dataset.manifest.iloc[rows]
+    if "id" in table.columns and not np.array_equal(
+        table["id"].astype(str).to_numpy(), manifest["id"].astype(str).to_numpy()
+    ):
+        raise SourceError(
+            f"{path}: ids do not match the dataset manifest at the listed rows; is it from another dataset?"
+        )
+    out = pd.DataFrame(
+        {
+            "id": manifest["id"].astype(str).to_numpy(),
+            "row": rows.astype(np.int64),
+            "label_idx": manifest["label_idx"].to_numpy().astype(np.int64),
+            "attack_target": _targets(table, dataset.classes),
+        }
+    )
+    return out
+
+
+def _targets(table: pd.DataFrame, classes: list[str]) -> np.ndarray:
+    """Attack targets as class indices, -1 where untargeted (missing, empty, negative)."""
+    if "target" not in table.columns:
+        return np.full(len(table), -1, dtype=np.int64)
+    index = {name: i for i, name in enumerate(classes)}
+    out = np.full(len(table), -1, dtype=np.int64)
+    for k, value in enumerate(table["target"].tolist()):
+        if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
+            continue
+        if isinstance(value, str) and value in index:
+            out[k] = index[value]
+            continue
+        try:
+            number = int(float(value))
+        except (TypeError, ValueError):
+            raise SourceError(
+                f"attack target {value!r} is neither a class index nor one of {classes}"
+            ) from None
+        out[k] = number if number >= 0 else -1
+    return out
+
+
+def load_source(
+    dataset_dir: str | os.PathLike,
+    examples_path: str | os.PathLike,
+    audio_path: str | os.PathLike | None = None,
+    max_examples: int | None = None,
+) -> SourceAudio:
+    """Audio of one source: ``audio_path`` (an (N, T) ``.npy`` in the order of ``examples_path``), or,
+    when it is None or ``"dataset"``, the dataset's clean waveforms at the listed rows.
+
+    ``max_examples`` keeps the first examples only (the same ones in every source: the attack stage
+    lists its seeded evaluation subset in one order); an ``audio_path`` may then hold all examples or
+    just the kept ones.
+    """
+    dataset = load_dataset(dataset_dir)
+    examples = read_rows(examples_path, dataset)
+    full = len(examples)
+    if max_examples is not None:
+        if max_examples < 1:
+            raise SourceError(f"max_examples must be >= 1, got {max_examples}")
+        examples = examples.iloc[:max_examples].reset_index(drop=True)
+    if audio_path is None or str(audio_path) == FROM_DATASET:
+        audio = dataset.float_waveforms(examples["row"].to_numpy())
+    else:
+        audio = np.load(audio_path, mmap_mode="r")
+        if audio.ndim == 2 and audio.shape[0] == full and full != len(examples):
+            audio = audio[: len(examples)]
+        if audio.ndim != 2 or audio.shape[0] != len(examples) or audio.shape[1] != dataset.clip_samples:
+            raise SourceError(
+                f"{audio_path} has shape {audio.shape} but {examples_path} lists {len(examples)} examples of "
+                f"{dataset.clip_samples} samples: the two files must come from the same run"
+            )
+        audio = np.array(audio, dtype=np.float32)
+    return SourceAudio(np.ascontiguousarray(audio), examples, dataset.sample_rate)

@@ -1,0 +1,328 @@
+"""Tidy tables of transfer after transformations, built from the per-(attack, condition) predictions.
+
+Success of an adversarial example on a target model under a condition (no transformation, a codec
+setting, a room) counts only when the target classifies the *clean* version of the example,
+through the same condition, correctly (``counted``); an example whose clean version the codec
+already breaks tells nothing about the attack. Untargeted success: prediction != label; targeted:
+prediction == target.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+NONE = "none"
+CLEAN = "clean"
+FRONTEND_ORDER = ("waveform", "stft", "logmel", "cqt")
+KEY = ["dataset", "condition", "row", "target_model"]
+
+
+class TransferTableError(ValueError):
+    """The predictions do not fit together (missing clean predictions, mismatched rows)."""
+
+
+def model_order(models: Mapping[str, Mapping[str, Any]], names: list[str] | None = None) -> list[str]:
+    """Model names grouped by input representation (waveform, stft, logmel, cqt), then by name."""
+    names = list(models) if names is None else names
+
+    def key(name: str) -> tuple[int, str]:
+        frontend = models.get(name, {}).get("frontend", "")
+        rank = FRONTEND_ORDER.index(frontend) if frontend in FRONTEND_ORDER else len(FRONTEND_ORDER)
+        return rank, name
+
+    return sorted(names, key=key)
+
+
+def source_role(name: str, spec: Mapping[str, Any]) -> str:
+    """``surrogate`` for a model trained on other data than the targets (limited knowledge), else
+    ``model``."""
+    subset = spec.get("train_subset", "all")
+    return "surrogate" if (subset not in (None, "all") or name.startswith("surrogate")) else "model"
+
+
+def relation(source: str, target: str, models: Mapping[str, Mapping[str, Any]]) -> str:
+    """``self`` (white-box), ``same_representation`` or ``cross_representation``."""
+    if source == target:
+        return "self"
+    same = models.get(source, {}).get("frontend") == models.get(target, {}).get("frontend")
+    return "same_representation" if same else "cross_representation"
+
+
+def _condition_columns(conditions: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    rows = [{"condition": NONE, "kind": "none", "codec": "none", "label": "no transformation"}]
+    for name, spec in conditions.items():
+        if name == NONE:
+            continue
+        rows.append(
+            {
+                "condition": name,
+                "kind": spec.get("kind", "codec"),
+                "codec": spec.get("codec", spec.get("kind", "room")),
+                "label": spec.get("label", name),
+                "bitrate_kbps": spec.get("bitrate_kbps"),
+                "quality": spec.get("quality"),
+                "codec_sample_rate": spec.get("sample_rate"),
+                "lossless": bool(spec.get("codec") == "flac" or spec.get("lossless", False)),
+            }
+        )
+    frame = pd.DataFrame(rows)
+    for column in ("bitrate_kbps", "quality", "codec_sample_rate", "lossless"):
+        if column not in frame:
+            frame[column] = np.nan
+    frame["lossless"] = frame["lossless"].fillna(False).astype(bool)
+    return frame
+
+
+def build_tables(
+    predictions: pd.DataFrame,
+    models: Mapping[str, Mapping[str, Any]],
+    conditions: Mapping[str, Mapping[str, Any]],
+    bitrates: pd.DataFrame | None = None,
+    attacks: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, pd.DataFrame]:
+    """All transfer tables from the tidy predictions of every (attack, condition) job.
+
+    Args:
+        predictions: rows ``dataset, attack, condition, source_model, index, id, row, label_idx,
+            attack_target, target_model, pred, conf``; attack ``clean`` holds the clean predictions.
+        models: model name -> spec (``frontend``, ``arch``, optional ``train_subset``).
+        conditions: condition name -> spec (``kind``: codec or room, ``codec``, ``bitrate_kbps``,
+            ``quality``, ``sample_rate``, ``label``); ``none`` is implied.
+        bitrates: per-clip ``dataset, source, condition, row, achieved_kbps, payload_kbps`` of the
+            codec jobs.
+        attacks: attack name -> spec (``threat``, ``surrogate``). The examples of a ``surrogate``
+            attack stored under ``{model}/{attack}`` were crafted on the surrogate (``crafted_on``),
+            which decides self / same / cross representation; default: white-box.
+
+    Returns:
+        ``transfer`` (one row per example x source x target x condition x attack), ``clean``
+        (accuracy of every target on clean audio per condition), ``rates`` (per source/target
+        pair), ``matrix`` (rates as source x target matrices), ``representation`` (rates pooled by
+        self / same / cross representation and source role).
+    """
+    cond = _condition_columns(conditions)
+    clean = predictions[predictions["attack"] == CLEAN]
+    adv = predictions[predictions["attack"] != CLEAN]
+    if clean.empty:
+        raise TransferTableError(
+            "no clean predictions (attack `clean`): the evaluate jobs of the clean source are missing"
+        )
+
+    kbps = None
+    if bitrates is not None and not bitrates.empty:
+        kbps = bitrates.assign(payload_kbps=bitrates.get("payload_kbps", bitrates["achieved_kbps"]))
+        kbps = kbps[["dataset", "source", "condition", "row", "achieved_kbps", "payload_kbps"]]
+
+    clean_keyed = clean[[*KEY, "pred", "conf", "label_idx"]].rename(
+        columns={"pred": "clean_pred", "conf": "clean_conf", "label_idx": "clean_label"}
+    )
+    if clean_keyed.duplicated(KEY).any():
+        raise TransferTableError("clean predictions repeat a (dataset, condition, row, target) key")
+    table = adv.merge(clean_keyed, on=KEY, how="left", validate="many_to_one")
+    missing = table["clean_pred"].isna()
+    if missing.any():
+        first = table[missing].iloc[0]
+        raise TransferTableError(
+            f"no clean prediction for row {first['row']} of {first['dataset']} under "
+            f"{first['condition']!r} by {first['target_model']}: the clean source must cover the rows of "
+            "every attack (the attack stage must use the same evaluation subset)"
+        )
+    if not (table["clean_label"] == table["label_idx"]).all():
+        raise TransferTableError("labels of the clean and adversarial predictions disagree")
+    table = table.drop(columns="clean_label")
+    table["clean_pred"] = table["clean_pred"].astype(np.int64)
+    table["clean_correct"] = table["clean_pred"] == table["label_idx"]
+    targeted = table["attack_target"] >= 0
+    table["success"] = np.where(
+        targeted, table["pred"] == table["attack_target"], table["pred"] != table["label_idx"]
+    )
+    table["counted"] = table["clean_correct"]
+    attacks = attacks or {}
+    threat = {a: (attacks.get(a) or {}).get("threat", "white_box") for a in table["attack"].unique()}
+    table["threat"] = table["attack"].map(threat)
+    surrogate = table["attack"].map(lambda a: (attacks.get(a) or {}).get("surrogate"))
+    table["crafted_on"] = np.where(table["threat"] == "surrogate", surrogate, table["source_model"])
+    frontend = {m: spec.get("frontend", "unknown") for m, spec in models.items()}
+    table["source_frontend"] = table["crafted_on"].map(lambda m: frontend.get(m, "unknown"))
+    table["target_frontend"] = table["target_model"].map(lambda m: frontend.get(m, "unknown"))
+    table["source_role"] = table["crafted_on"].map(lambda m: source_role(m, models.get(m, {})))
+    table["relation"] = [
+        relation(s, t, models) for s, t in zip(table["crafted_on"], table["target_model"], strict=True)
+    ]
+    table = table.merge(cond, on="condition", how="left")
+    if kbps is not None:
+        adv_kbps = kbps.assign(
+            source_model=kbps["source"].str.split("/").str[0], attack=kbps["source"].str.split("/").str[1]
+        )
+        table = table.merge(
+            adv_kbps[
+                ["dataset", "attack", "source_model", "condition", "row", "achieved_kbps", "payload_kbps"]
+            ],
+            on=["dataset", "attack", "source_model", "condition", "row"],
+            how="left",
+            validate="many_to_one",
+        )
+        clean_kbps = kbps[kbps["source"] == CLEAN][["dataset", "condition", "row", "achieved_kbps"]]
+        table = table.merge(
+            clean_kbps.rename(columns={"achieved_kbps": "clean_achieved_kbps"}),
+            on=["dataset", "condition", "row"],
+            how="left",
+            validate="many_to_one",
+        )
+    else:
+        table["achieved_kbps"] = np.nan
+        table["payload_kbps"] = np.nan
+        table["clean_achieved_kbps"] = np.nan
+    columns = [
+        "dataset", "attack", "condition", "kind", "codec", "label", "bitrate_kbps", "quality",
+        "codec_sample_rate", "threat", "source_model", "crafted_on", "source_frontend", "source_role",
+        "target_model", "target_frontend", "relation", "index", "id", "row", "label_idx", "attack_target",
+        "pred", "conf", "clean_pred", "clean_conf", "clean_correct", "success", "counted", "achieved_kbps",
+        "payload_kbps", "clean_achieved_kbps",
+    ]  # fmt: skip
+    table = table[columns].rename(columns={"label": "condition_label"})
+
+    return {
+        "transfer": table,
+        "clean": _clean_accuracy(clean, adv, cond, models, kbps),
+        **_rates(table, models),
+    }
+
+
+def _clean_accuracy(
+    clean: pd.DataFrame,
+    adv: pd.DataFrame,
+    cond: pd.DataFrame,
+    models: Mapping[str, Mapping[str, Any]],
+    kbps: pd.DataFrame | None,
+) -> pd.DataFrame:
+    """Accuracy of every target on the clean subset per condition, and how many predictions changed
+    against no transformation (clean and adversarial inputs alike)."""
+    frame = clean.assign(correct=clean["pred"] == clean["label_idx"])
+    none = frame[frame["condition"] == NONE][["dataset", "row", "target_model", "pred", "conf"]]
+    frame = frame.merge(
+        none.rename(columns={"pred": "pred_none", "conf": "conf_none"}),
+        on=["dataset", "row", "target_model"],
+        how="left",
+        validate="many_to_one",
+    )
+    frame["changed"] = frame["pred"] != frame["pred_none"]
+    frame["conf_change"] = (frame["conf"] - frame["conf_none"]).abs()
+    out = (
+        frame.groupby(["dataset", "condition", "target_model"], sort=False)
+        .agg(
+            n=("correct", "size"),
+            correct=("correct", "sum"),
+            accuracy=("correct", "mean"),
+            n_changed_vs_none=("changed", "sum"),
+            max_conf_change_vs_none=("conf_change", "max"),
+        )
+        .reset_index()
+    )
+    acc_none = out[out["condition"] == NONE][["dataset", "target_model", "accuracy"]]
+    out = out.merge(
+        acc_none.rename(columns={"accuracy": "accuracy_none"}), on=["dataset", "target_model"], how="left"
+    )
+    out["accuracy_change"] = out["accuracy"] - out["accuracy_none"]
+
+    adv_none = adv[adv["condition"] == NONE][
+        ["dataset", "attack", "source_model", "row", "target_model", "pred"]
+    ]
+    flips = adv.merge(
+        adv_none.rename(columns={"pred": "pred_none"}),
+        on=["dataset", "attack", "source_model", "row", "target_model"],
+        how="left",
+    )
+    flips = (
+        flips.assign(changed=flips["pred"] != flips["pred_none"])
+        .groupby(["dataset", "condition", "target_model"], sort=False)
+        .agg(n_adversarial=("changed", "size"), n_adversarial_changed_vs_none=("changed", "sum"))
+        .reset_index()
+    )
+    out = out.merge(flips, on=["dataset", "condition", "target_model"], how="left")
+    for column in ("n_adversarial", "n_adversarial_changed_vs_none"):
+        out[column] = out[column].fillna(0).astype(np.int64)
+    out = out.merge(cond, on="condition", how="left")
+    if kbps is not None:
+        clean_kbps = (
+            kbps[kbps["source"] == CLEAN]
+            .groupby(["dataset", "condition"])[["achieved_kbps", "payload_kbps"]]
+            .median()
+            .add_suffix("_median")
+            .reset_index()
+        )
+        out = out.merge(clean_kbps, on=["dataset", "condition"], how="left")
+    else:
+        out["achieved_kbps_median"] = np.nan
+        out["payload_kbps_median"] = np.nan
+    out["target_frontend"] = out["target_model"].map(lambda m: models.get(m, {}).get("frontend", "unknown"))
+    columns = [
+        "dataset", "condition", "kind", "codec", "label", "bitrate_kbps", "quality", "codec_sample_rate",
+        "lossless", "achieved_kbps_median", "payload_kbps_median", "target_model", "target_frontend", "n",
+        "correct", "accuracy", "accuracy_none", "accuracy_change", "n_changed_vs_none",
+        "max_conf_change_vs_none", "n_adversarial", "n_adversarial_changed_vs_none",
+    ]  # fmt: skip
+    return out[columns].rename(columns={"label": "condition_label"})
+
+
+def _rates(table: pd.DataFrame, models: Mapping[str, Mapping[str, Any]]) -> dict[str, pd.DataFrame]:
+    pair = [
+        "dataset", "attack", "condition", "kind", "codec", "condition_label", "bitrate_kbps", "quality",
+        "threat", "source_model", "crafted_on", "source_frontend", "source_role", "target_model",
+        "target_frontend", "relation",
+    ]  # fmt: skip
+    work = table.assign(hit=table["success"] & table["counted"])
+    rates = (
+        work.groupby(pair, sort=False, dropna=False)
+        .agg(
+            n=("success", "size"),
+            n_counted=("counted", "sum"),
+            n_success=("hit", "sum"),
+            success_rate_all=("success", "mean"),
+            achieved_kbps=("achieved_kbps", "mean"),
+            payload_kbps=("payload_kbps", "mean"),
+        )
+        .reset_index()
+    )
+    rates["success_rate"] = rates["n_success"] / rates["n_counted"].where(rates["n_counted"] > 0)
+
+    order = model_order(models, sorted(set(rates["target_model"]) | set(rates["crafted_on"])))
+    keys = ["dataset", "attack", "condition", "source_model", "crafted_on"]
+    wide = rates.set_index([*keys, "target_model"])["success_rate"].unstack("target_model")
+    wide = wide[[m for m in order if m in wide.columns]].reset_index()
+    wide.columns.name = None
+    rank = {m: i for i, m in enumerate(order)}
+    wide["source_rank"] = [
+        (rank.get(c, 0), rank.get(s, 0))
+        for c, s in zip(wide["crafted_on"], wide["source_model"], strict=True)
+    ]
+    wide = wide.sort_values(["dataset", "attack", "condition", "source_rank"]).drop(columns="source_rank")
+
+    groups = ["dataset", "attack", "condition", "kind", "codec", "condition_label", "relation", "source_role"]
+    representation = (
+        rates.groupby(groups, sort=False, dropna=False)
+        .agg(
+            n_pairs=("success_rate", "size"),
+            mean_pair_success_rate=("success_rate", "mean"),
+            n_counted=("n_counted", "sum"),
+            n_success=("n_success", "sum"),
+        )
+        .reset_index()
+    )
+    representation["pooled_success_rate"] = representation["n_success"] / representation["n_counted"].where(
+        representation["n_counted"] > 0
+    )
+    return {"rates": rates, "matrix": wide, "representation": representation}
+
+
+def lossless_changes(clean_table: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the clean-accuracy table where a lossless codec changed any prediction (should be none)."""
+    lossless = clean_table[clean_table["lossless"].astype(bool)]
+    return lossless[(lossless["n_changed_vs_none"] > 0) | (lossless["n_adversarial_changed_vs_none"] > 0)]

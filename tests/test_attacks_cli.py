@@ -1,0 +1,236 @@
+"""The attack stage's command line: craft (white-box, surrogate, universal, targeted), summarize, plot.
+
+A tiny dataset in the data contract (noisy tones of three classes, 0.25 s at 8 kHz) and two tiny
+zoo models (log-mel CNN, width 8) trained for a few steps, saved as real checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from advmir.attacks import AttackParamError
+from advmir.attacks.cli import EXAMPLE_COLUMNS, craft, evaluation_rows, summarize
+from advmir.data.contract import load_dataset, write_dataset
+
+SR, T = 8000, 2000
+CLASSES = ["low", "mid", "high"]
+FREQS = (300.0, 700.0, 1500.0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rng = np.random.default_rng(0)
+    n = 150
+    labels = rng.integers(0, 3, n)
+    t = np.arange(T) / SR
+    freqs = np.asarray(FREQS)[labels] * (1 + 0.03 * (rng.random(n) - 0.5))
+    tones = 0.15 * np.sin(2 * np.pi * freqs[:, None] * t[None] + rng.random((n, 1)) * 2 * np.pi)
+    audio = ((0.5 + 0.5 * rng.random((n, 1))) * (tones + 0.2 * rng.standard_normal((n, T)))).clip(-1, 1)
+    split = np.array(["train"] * 90 + ["valid"] * 20 + ["test"] * 40)
+    manifest = pd.DataFrame({
+        "id": [f"clip{i:03d}" for i in range(n)], "split": split,
+        "label": [CLASSES[k] for k in labels], "label_idx": labels,
+    })  # fmt: skip
+    out = tmp_path_factory.mktemp("data") / "tones"
+    return write_dataset(out, audio.astype(np.float32), manifest, CLASSES, SR)
+
+
+def _train(dataset_dir: Path, out: Path, seed: int, rows: slice) -> Path:
+    from advmir.models.zoo import build_model, save_checkpoint
+
+    ds = load_dataset(dataset_dir)
+    train = ds.split_indices("train")[rows]
+    x = torch.from_numpy(ds.float_waveforms(train))
+    y = torch.from_numpy(ds.manifest["label_idx"].to_numpy()[train])
+    torch.manual_seed(seed)
+    spec = {
+        "frontend": "logmel",
+        "arch": "cnn2d",
+        "frontend_args": {"n_fft": 256, "hop_length": 64, "n_mels": 32},
+        "arch_args": {"width": 8},
+    }
+    model = build_model(spec, 3, SR)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(40):
+        idx = torch.randint(0, len(x), (32,))
+        loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    path = out / "model.ckpt"
+    save_checkpoint(path, model.eval(), CLASSES)
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoints(dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("models")
+    return {
+        "cnn": _train(dataset_dir, root / "cnn", 0, slice(None)),
+        "surrogate": _train(dataset_dir, root / "surrogate", 1, slice(0, 45)),
+    }
+
+
+def _craft(dataset_dir: Path, ckpt: Path, out: Path, spec: dict, *extra: str, size: int = 16) -> Path:
+    argv = [
+        "--dataset-dir", str(dataset_dir), "--checkpoint", str(ckpt), "--attack-spec", json.dumps(spec),
+        "--eval-size", str(size), "--seed", "0", "--device", "cpu", "--out-dir", str(out),
+        "--threads", "1", "--batch-size", "8", *extra,
+    ]  # fmt: skip
+    assert craft(argv) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(dataset_dir: Path, checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("attacks") / "tones" / "cnn"
+    cnn = checkpoints["cnn"]
+    return {
+        "pgd": _craft(dataset_dir, cnn, root / "pgd", {"name": "pgd", "params": {"snr_db": 10}}),
+        "surrogate": _craft(
+            dataset_dir,
+            cnn,
+            root / "pgd_surrogate",
+            {"name": "pgd", "params": {"snr_db": 10}},
+            "--surrogate-checkpoint",
+            str(checkpoints["surrogate"]),
+        ),
+        "universal": _craft(
+            dataset_dir, cnn, root / "universal", {"name": "universal", "params": {"snr_db": 5, "epochs": 3}}
+        ),
+        "targeted": _craft(
+            dataset_dir,
+            cnn,
+            root / "pgd_map",
+            {
+                "name": "pgd",
+                "params": {
+                    "snr_db": 10,
+                    "targeted": "map",
+                    "target_map": {"low": "mid", "mid": "high", "high": "low"},
+                },
+            },
+        ),
+    }
+
+
+def test_craft_writes_a_complete_run(runs: dict, dataset_dir: Path) -> None:
+    run = runs["pgd"]
+    assert sorted(p.name for p in run.iterdir()) == [
+        "adversarial.npy",
+        "attack.json",
+        "examples.csv",
+        "listen",
+    ]
+    assert (run / "listen" / "panel.npz").exists()
+    ex = pd.read_csv(run / "examples.csv")
+    assert list(ex.columns) == EXAMPLE_COLUMNS and len(ex) == 16
+    adv = np.load(run / "adversarial.npy")
+    assert adv.shape == (16, T) and adv.dtype == np.float32 and np.abs(adv).max() <= 1
+    # row j of adversarial.npy is the clip of examples.csv row j, and its metrics are recomputable
+    ds = load_dataset(dataset_dir)
+    clean = ds.float_waveforms(ex["row"].to_numpy()).astype(np.float64)
+    snr = 10 * np.log10((clean**2).sum(1) / ((adv - clean) ** 2).sum(1))
+    assert np.allclose(snr, ex["snr_db"], atol=1e-3)
+    assert (ex["snr_db"] >= 10 - 1e-3).all()
+    assert (ds.manifest["split"].to_numpy()[ex["row"]] == "test").all()
+    assert (ex["id"].to_numpy() == ds.manifest["id"].to_numpy()[ex["row"]]).all()
+    # success only on clean-correct clips; untargeted: the target is -1
+    assert not (ex["success"] & ~ex["clean_correct"]).any()
+    assert (ex["success"] == (ex["clean_correct"] & (ex["adv_pred"] != ex["label"]))).all()
+    assert (ex["target"] == -1).all() and ex["success"].any()
+    meta = json.loads((run / "attack.json").read_text())
+    assert meta["threat"] == "white_box" and meta["algorithm"] == "pgd" and meta["attack"] == "pgd"
+    assert meta["n_clean_correct"] == int(ex["clean_correct"].sum())
+    assert meta["params"]["budget"] == {"norm": "linf", "eps": None, "snr_db": 10.0, "envelope": 0.0}
+    wavs = sorted(p.name for p in (run / "listen").glob("*.wav"))
+    assert len(wavs) == 9 and all(
+        w.endswith(("_clean.wav", "_adversarial.wav", "_perturbation_x10.wav")) for w in wavs
+    )
+
+
+def test_every_run_attacks_the_same_seeded_subset(runs: dict) -> None:
+    rows = [pd.read_csv(run / "examples.csv")["row"].tolist() for run in runs.values()]
+    assert all(r == rows[0] for r in rows)
+    test_rows = np.arange(110, 150)
+    small, large = evaluation_rows(test_rows, 10, 0), evaluation_rows(test_rows, 20, 0)
+    assert set(small) <= set(large) and list(small) == sorted(small)
+    assert not np.array_equal(evaluation_rows(test_rows, 10, 1), small)
+
+
+def test_surrogate_run_is_scored_on_the_target(runs: dict) -> None:
+    meta = json.loads((runs["surrogate"] / "attack.json").read_text())
+    assert meta["threat"] == "surrogate" and meta["surrogate"] == "surrogate" and meta["model"] == "cnn"
+    white = pd.read_csv(runs["pgd"] / "examples.csv")
+    grey = pd.read_csv(runs["surrogate"] / "examples.csv")
+    assert (white["clean_pred"] == grey["clean_pred"]).all()  # clean predictions: the target's
+
+
+def test_universal_run_saves_its_perturbation(runs: dict) -> None:
+    run = runs["universal"]
+    v = np.load(run / "perturbation.npy")
+    assert v.shape == (T,) and math.isclose(float(np.linalg.norm(v)), 1.0, rel_tol=1e-4)
+    ex = pd.read_csv(run / "examples.csv")
+    assert (ex["snr_db"] >= 5 - 1e-3).all() and (ex["iterations"] == 0).all()
+    meta = json.loads((run / "attack.json").read_text())
+    assert meta["fit"]["n_train"] == 90 and meta["fit"]["fit_steps"] > 0
+
+
+def test_targeted_map_by_class_names(runs: dict) -> None:
+    ex = pd.read_csv(runs["targeted"] / "examples.csv")
+    assert (ex["target"] == (ex["label"] + 1) % 3).all()
+    assert (ex["success"] == (ex["clean_correct"] & (ex["adv_pred"] == ex["target"]))).all()
+
+
+@pytest.mark.parametrize(
+    "spec,words",
+    [
+        ({"name": "teleport", "params": {}}, ["unknown attack", "teleport"]),
+        ({"name": "pgd", "params": {"eps": -1}}, ["pgd", "eps"]),
+        ({"name": "fgsm", "params": {"snr_db": "quiet"}}, ["fgsm", "snr_db"]),
+        ({"name": "deepfool", "params": {"targeted": "random"}}, ["deepfool", "targeted"]),
+    ],
+)
+def test_bad_specs_fail_before_any_work(spec: dict, words: list[str], dataset_dir, tmp_path: Path) -> None:
+    out = tmp_path / "never"
+    with pytest.raises(AttackParamError) as info:
+        _craft(dataset_dir, tmp_path / "no-such-model.ckpt", out, spec)
+    assert all(w in str(info.value) for w in words)
+    assert not out.exists() and not any(tmp_path.iterdir())
+
+
+def test_summarize_and_plot(runs: dict, tmp_path: Path) -> None:
+    from advmir.plotting.attacks import main as plot_main
+
+    table_path = tmp_path / "tables" / "attacks.csv"
+    assert summarize(["--runs", *map(str, runs.values()), "--out", str(table_path)]) == 0
+    table = pd.read_csv(table_path)
+    assert len(table) == 4 and set(table["attack"]) == {"pgd", "pgd_surrogate", "universal", "pgd_map"}
+    row = table.set_index("attack").loc["pgd"]
+    ex = pd.read_csv(runs["pgd"] / "examples.csv")
+    assert row["n_eval"] == 16 and row["n_clean_correct"] == ex["clean_correct"].sum()
+    assert math.isclose(row["success_rate"], ex["success"].sum() / ex["clean_correct"].sum())
+    assert row["budget_snr_db"] == 10 and row["norm"] == "linf" and row["threat"] == "white_box"
+    figs = {k: [str(tmp_path / f"{k}.png"), str(tmp_path / f"{k}.pdf")] for k in ("succ", "dist", "spec")}
+    argv = ["--table", str(table_path), "--runs", *map(str, runs.values()), "--panel", str(runs["pgd"]),
+            "--success-vs-snr", *figs["succ"], "--snr-distribution", *figs["dist"],
+            "--spectrograms", *figs["spec"]]  # fmt: skip
+    assert plot_main(argv) == 0
+    for paths in figs.values():
+        assert all(Path(p).stat().st_size > 1000 for p in paths)

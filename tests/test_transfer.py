@@ -1,0 +1,369 @@
+"""Transfer stage: the counting rule of the tables, and encode -> evaluate -> summarize -> plot through
+the command line on a tiny synthetic dataset with tiny real models (untrained, so predictions are
+arbitrary but deterministic)."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from advmir.data.contract import write_dataset
+from advmir.transfer import cli
+from advmir.transfer.tables import TransferTableError, build_tables, lossless_changes
+
+SR = 16000
+MODELS = {
+    "wave_a": {"frontend": "waveform", "arch": "cnn1d", "arch_args": {"width": 4}},
+    "wave_b": {"frontend": "waveform", "arch": "cnn1d", "arch_args": {"width": 4}},
+    "mel_a": {"frontend": "logmel", "arch": "cnn2d", "arch_args": {"width": 4}, "train_subset": "half_b"},
+}
+
+
+# ------------------------------------------------------------------------------ tables
+
+
+def _predictions() -> pd.DataFrame:
+    """Two examples (rows 5, 6; labels 0, 1), one source model, two targets, conditions none and mp3."""
+    rows = []
+
+    def add(attack, condition, source, row, label, target_model, pred, attack_target=-1):
+        rows.append(
+            {
+                "dataset": "d",
+                "attack": attack,
+                "condition": condition,
+                "source_model": source,
+                "index": row - 5,
+                "id": f"x{row}",
+                "row": row,
+                "label_idx": label,
+                "attack_target": attack_target,
+                "target_model": target_model,
+                "pred": pred,
+                "conf": 0.9,
+            }
+        )
+
+    for condition in ("none", "mp3"):
+        for target in ("wave_a", "mel_a"):
+            add("clean", condition, "clean", 5, 0, target, 0)
+            # the codec breaks the clean version of row 6 for mel_a: that example cannot count there
+            add(
+                "clean",
+                condition,
+                "clean",
+                6,
+                1,
+                target,
+                2 if (condition == "mp3" and target == "mel_a") else 1,
+            )
+            add("pgd", condition, "wave_a", 5, 0, target, 1)  # fooled
+            add("pgd", condition, "wave_a", 6, 1, target, 2 if target == "wave_a" else 1)
+    return pd.DataFrame(rows)
+
+
+def test_success_counts_only_examples_whose_clean_version_survives():
+    conditions = {"mp3": {"kind": "codec", "codec": "mp3", "bitrate_kbps": 128, "label": "MP3 128"}}
+    tables = build_tables(_predictions(), MODELS, conditions)
+    rates = tables["rates"].set_index(["condition", "target_model"])
+    assert rates.loc[("none", "wave_a"), ["n", "n_counted", "n_success"]].tolist() == [2, 2, 2]
+    assert rates.loc[("mp3", "mel_a"), ["n", "n_counted", "n_success"]].tolist() == [2, 1, 1]
+    assert rates.loc[("mp3", "mel_a"), "success_rate"] == 1.0
+    assert rates.loc[("none", "mel_a"), "success_rate"] == 0.5
+    assert rates.loc[("none", "wave_a"), "relation"] == "self"
+    assert rates.loc[("none", "mel_a"), "relation"] == "cross_representation"
+    transfer = tables["transfer"]
+    assert len(transfer) == 2 * 2 * 2  # examples x targets x conditions (one source, one attack)
+    assert set(transfer.columns) >= {
+        "source_frontend",
+        "target_frontend",
+        "clean_correct",
+        "success",
+        "counted",
+    }
+    clean = tables["clean"].set_index(["condition", "target_model"])
+    assert (
+        clean.loc[("mp3", "mel_a"), "accuracy"] == 0.5
+        and clean.loc[("mp3", "mel_a"), "n_changed_vs_none"] == 1
+    )
+    matrix = tables["matrix"]
+    assert list(matrix.columns[5:]) == ["wave_a", "mel_a"]  # grouped by representation: waveform first
+    rep = tables["representation"]
+    assert set(rep["relation"]) == {"self", "cross_representation"}
+
+
+def test_targeted_success_needs_the_target():
+    preds = _predictions()
+    preds.loc[preds["attack"] == "pgd", "attack_target"] = 2
+    tables = build_tables(preds, MODELS, {"mp3": {"kind": "codec", "codec": "mp3"}})
+    rates = tables["rates"].set_index(["condition", "target_model"])
+    assert rates.loc[("none", "wave_a"), "n_success"] == 1  # only row 6 went to class 2
+
+
+def test_missing_clean_predictions_are_reported():
+    preds = _predictions()
+    preds = preds[~((preds["attack"] == "clean") & (preds["row"] == 6) & (preds["condition"] == "mp3"))]
+    with pytest.raises(TransferTableError, match=r"no clean prediction for row 6 of d under 'mp3'"):
+        build_tables(preds, MODELS, {"mp3": {"kind": "codec", "codec": "mp3"}})
+
+
+def test_lossless_changes_are_flagged():
+    preds = _predictions()
+    preds.loc[preds["condition"] == "mp3", "condition"] = "flac"
+    tables = build_tables(preds, MODELS, {"flac": {"kind": "codec", "codec": "flac"}})
+    bad = lossless_changes(tables["clean"])
+    assert list(bad["target_model"]) == ["mel_a"]
+
+
+# ------------------------------------------------------------------------------ command line
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> dict:
+    """A 12-clip dataset, one attack output on wave_a, and three tiny real model checkpoints."""
+    from advmir.models.zoo import build_model, save_checkpoint
+
+    root = tmp_path_factory.mktemp("transfer")
+    rng = np.random.default_rng(0)
+    n, length = 12, 4000
+    t = np.arange(length) / SR
+    labels = np.arange(n) % 3
+    audio = np.stack(
+        [
+            0.5 * np.sin(2 * np.pi * (200 * (1 + label) + 7 * i) * t) + 0.05 * rng.standard_normal(length)
+            for i, label in enumerate(labels)
+        ]
+    ).astype(np.float32)
+    classes = ["low", "mid", "high"]
+    manifest = pd.DataFrame(
+        {
+            "id": [f"clip{i:02d}" for i in range(n)],
+            "split": ["test"] * n,
+            "label": [classes[k] for k in labels],
+            "label_idx": labels,
+        }
+    )
+    dataset = write_dataset(root / "data" / "toy", audio, manifest, classes, SR)
+    rows = np.array([1, 3, 4, 7, 8, 10])
+    attack = root / "attacks" / "toy" / "wave_a" / "pgd"
+    attack.mkdir(parents=True)
+    adversarial = np.clip(audio[rows] + 0.02 * np.sign(rng.standard_normal((len(rows), length))), -1, 1)
+    np.save(attack / "adversarial.npy", adversarial.astype(np.float32))
+    pd.DataFrame(
+        {
+            "id": manifest["id"].to_numpy()[rows],
+            "row": rows,
+            "label": labels[rows],
+            "target": -1,
+            "clean_pred": 0,
+            "clean_conf": 0.5,
+            "adv_pred": 0,
+            "adv_conf": 0.5,
+            "clean_correct": True,
+            "success": True,
+            "snr_db": 20.0,
+            "linf": 0.02,
+            "l2": 1.0,
+            "iterations": 1,
+            "queries": 1,
+            "seconds": 0.0,
+        }
+    ).to_csv(attack / "examples.csv", index=False)
+    torch.manual_seed(0)
+    ckpts = {}
+    for name, spec in MODELS.items():
+        model = build_model({k: v for k, v in spec.items() if k != "train_subset"}, 3, SR)
+        ckpts[name] = root / "models" / name / "model.ckpt"
+        ckpts[name].parent.mkdir(parents=True)
+        save_checkpoint(ckpts[name], model, classes)
+    return {"root": root, "dataset": dataset, "attack": attack, "ckpts": ckpts, "rows": rows}
+
+
+CONDITIONS = {
+    "flac": {"codec": "flac"},
+    "mp3_32k": {"codec": "mp3", "bitrate_kbps": 32},
+    "room": {"n_rooms": 2, "room_dim_m": [[3, 3, 2.5], [4, 4, 3]], "distance_m": [0.5, 1.0], "snr_db": 30},
+}
+
+
+def _encode(ws: dict, source: str, name: str) -> Path:
+    out = ws["root"] / "codecs" / "toy" / source / name
+    spec = json.dumps(CONDITIONS[name])
+    args = ["--dataset-dir", str(ws["dataset"]), "--source", source, "--name", name, "--out-dir", str(out)]
+    args += ["--examples", str(ws["attack"] / "examples.csv")]
+    if source != "clean":
+        args += ["--audio", str(ws["attack"] / "adversarial.npy")]
+    args += ["--room-setting", spec] if name == "room" else ["--codec-setting", spec, "--workers", "2"]
+    assert cli.encode(args) == 0
+    return out
+
+
+def _evaluate(ws: dict, attack: str, condition: str) -> Path:
+    out = ws["root"] / "transfer" / "toy" / attack / f"{condition}.csv"
+    examples = str(ws["attack"] / "examples.csv")
+    source_model = "clean" if attack == "clean" else "wave_a"
+    audio = (
+        ("dataset" if attack == "clean" else str(ws["attack"] / "adversarial.npy"))
+        if condition == "none"
+        else str(
+            ws["root"]
+            / "codecs"
+            / "toy"
+            / ("clean" if attack == "clean" else "wave_a/pgd")
+            / condition
+            / "decoded.npy"
+        )
+    )
+    args = [
+        "--dataset-dir",
+        str(ws["dataset"]),
+        "--attack",
+        attack,
+        "--condition",
+        condition,
+        "--out",
+        str(out),
+    ]
+    args += ["--source", source_model, audio, examples, "--device", "cpu"]
+    for name, ckpt in ws["ckpts"].items():
+        args += ["--target", name, str(ckpt)]
+    assert cli.evaluate(args) == 0
+    return out
+
+
+def test_encode_evaluate_summarize_plot(workspace):
+    ws = workspace
+    for source in ("clean", "wave_a/pgd"):
+        for name in CONDITIONS:
+            _encode(ws, source, name)
+    folder = ws["root"] / "codecs" / "toy" / "wave_a" / "pgd" / "mp3_32k"
+    decoded = np.load(folder / "decoded.npy")
+    assert decoded.shape == (6, 4000) and decoded.dtype == np.float32
+    with zipfile.ZipFile(folder / "bitstreams.zip") as archive:
+        names = archive.namelist()
+        assert len(names) == 6 and names[0] == "00000_clip01.mp3"
+        assert archive.read(names[0])[:3] in (b"\xff\xfb", b"ID3") or archive.read(names[0])[0] == 0xFF
+    bitrates = pd.read_csv(folder / "bitrates.csv")
+    assert list(bitrates["row"]) == list(ws["rows"]) and bitrates["honoured"].all()
+    assert (bitrates["achieved_kbps"] > 32).all()  # file bytes, container included
+    setting = json.loads((folder / "setting.json").read_text())
+    assert setting["encoder_options"][:4] == ["-c:a", "libmp3lame", "-b:a", "32k"] and setting["honoured"]
+    channel = pd.read_csv(ws["root"] / "codecs" / "toy" / "clean" / "room" / "channel.csv")
+    assert set(channel.columns) >= {"room", "distance_m", "absorption", "snr_db", "rt60_sabine_s"}
+
+    predictions = [_evaluate(ws, attack, c) for attack in ("clean", "pgd") for c in ("none", *CONDITIONS)]
+    tables = {k: ws["root"] / "tables" / f"{k}.csv" for k in ("transfer", "clean", "rates", "matrix", "rep")}
+    bitrate_files = sorted((ws["root"] / "codecs").rglob("bitrates.csv"))
+    conditions = {
+        "flac": {"kind": "codec", "codec": "flac", "label": "FLAC"},
+        "mp3_32k": {"kind": "codec", "codec": "mp3", "bitrate_kbps": 32, "label": "MP3 32"},
+        "room": {"kind": "room", "label": "room"},
+    }
+    args = ["--predictions", *map(str, predictions), "--bitrates", *map(str, bitrate_files)]
+    args += ["--models", json.dumps(MODELS), "--conditions", json.dumps(conditions)]
+    args += ["--transfer-out", str(tables["transfer"]), "--clean-out", str(tables["clean"])]
+    args += ["--rates-out", str(tables["rates"]), "--matrix-out", str(tables["matrix"])]
+    args += ["--representation-out", str(tables["rep"])]
+    assert cli.summarize(args) == 0
+
+    transfer = pd.read_csv(tables["transfer"])
+    assert len(transfer) == 6 * 3 * 4  # examples x targets x conditions (one source model, one attack)
+    flac = transfer[transfer["condition"] == "flac"].set_index(["row", "target_model"])
+    none = transfer[transfer["condition"] == "none"].set_index(["row", "target_model"])
+    assert (flac["pred"] == none.loc[flac.index, "pred"]).all()  # the lossless control changes nothing
+    assert (flac["clean_pred"] == none.loc[flac.index, "clean_pred"]).all()
+    clean = pd.read_csv(tables["clean"])
+    assert (clean.loc[clean["condition"] == "flac", "n_changed_vs_none"] == 0).all()
+    assert clean.loc[clean["condition"] == "mp3_32k", "achieved_kbps_median"].iloc[0] > 32
+    mp3 = transfer[transfer["condition"] == "mp3_32k"]
+    assert mp3["achieved_kbps"].notna().all() and mp3["clean_achieved_kbps"].notna().all()
+
+    from advmir.plotting.transfer import main as plot
+
+    figures = ws["root"] / "figures"
+    outs = {
+        k: [str(figures / f"transfer_{k}.png"), str(figures / f"transfer_{k}.pdf")] for k in ("b", "h", "r")
+    }
+    argv = [
+        "--rates",
+        str(tables["rates"]),
+        "--clean",
+        str(tables["clean"]),
+        "--heatmap-conditions",
+        "none",
+        "mp3_32k",
+    ]
+    argv += ["--rooms", "room", "--plain-attack", "pgd", "--eot-attack", "eot_pgd"]
+    argv += ["--out-bitrate", *outs["b"], "--out-heatmaps", *outs["h"], "--out-room", *outs["r"]]
+    assert plot(argv) == 0
+    assert all(Path(p).stat().st_size > 1000 for paths in outs.values() for p in paths)
+
+
+def test_encode_refuses_a_setting_it_cannot_honour(workspace, capsys):
+    ws = workspace
+    out = ws["root"] / "codecs" / "toy" / "clean" / "opus_1k"
+    args = [
+        "--dataset-dir",
+        str(ws["dataset"]),
+        "--source",
+        "clean",
+        "--name",
+        "opus_1k",
+        "--out-dir",
+        str(out),
+    ]
+    args += [
+        "--examples",
+        str(ws["attack"] / "examples.csv"),
+        "--codec-setting",
+        '{"codec": "opus", "bitrate_kbps": 1}',
+    ]
+    assert cli.encode(args) == 2
+    assert "clean opus_1k: codec setting 'opus_1k' (opus): Opus cannot take 1 kbps" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_encode_refuses_mismatched_source_files(workspace, tmp_path, capsys):
+    ws = workspace
+    np.save(tmp_path / "short.npy", np.zeros((2, 4000), np.float32))
+    args = [
+        "--dataset-dir",
+        str(ws["dataset"]),
+        "--source",
+        "wave_a/pgd",
+        "--name",
+        "flac",
+        "--out-dir",
+        str(tmp_path / "o"),
+    ]
+    args += ["--examples", str(ws["attack"] / "examples.csv"), "--audio", str(tmp_path / "short.npy")]
+    args += ["--codec-setting", '{"codec": "flac"}']
+    assert cli.encode(args) == 2
+    assert "short.npy has shape (2, 4000) but" in capsys.readouterr().err
+
+
+def test_surrogate_attack_counts_as_crafted_on_its_surrogate():
+    preds = _predictions()
+    attacks = {"pgd": {"name": "pgd", "threat": "surrogate", "surrogate": "mel_a"}}
+    tables = build_tables(preds, MODELS, {"mp3": {"kind": "codec", "codec": "mp3"}}, attacks=attacks)
+    rates = tables["rates"].set_index(["condition", "target_model"])
+    assert rates.loc[("none", "mel_a"), "relation"] == "self"
+    assert rates.loc[("none", "wave_a"), "relation"] == "cross_representation"
+    assert set(rates["crafted_on"]) == {"mel_a"} and set(rates["source_role"]) == {"surrogate"}
+
+
+def test_max_examples_keeps_the_first_examples_of_every_source(workspace):
+    from advmir.transfer.sources import load_source
+
+    ws = workspace
+    examples = ws["attack"] / "examples.csv"
+    clean = load_source(ws["dataset"], examples, None, max_examples=4)
+    adversarial = load_source(ws["dataset"], examples, ws["attack"] / "adversarial.npy", max_examples=4)
+    assert clean.audio.shape == adversarial.audio.shape == (4, 4000)
+    assert list(clean.examples["row"]) == list(adversarial.examples["row"]) == list(ws["rows"][:4])

@@ -1,0 +1,140 @@
+"""The job grid of the codec and transfer stages (advmir.transfer.plan, used by codecs.smk/transfer.smk)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from advmir.codecs import CodecSettingError
+from advmir.transfer.plan import TransferConfigError, TransferPlan, alternatives
+
+MODELS = {
+    "wave": {"frontend": "waveform", "arch": "cnn1d"},
+    "mel": {"frontend": "logmel", "arch": "cnn2d"},
+    "sur": {"frontend": "logmel", "arch": "cnn2d", "train_subset": "half_b"},
+}
+CONFIG = {
+    "datasets": ["toy"],
+    "toy": {"sample_rate": 16000},
+    "models": MODELS,
+    "attacks": {
+        "pgd": {"name": "pgd", "params": {"eps": 0.002}},
+        "eot": {"name": "eot_pgd", "params": {"eps": 0.002}},
+        "transfer_pgd": {"name": "pgd", "threat": "surrogate", "surrogate": "sur"},
+    },
+    "codecs": {
+        "settings": {"flac": {"codec": "flac"}, "mp3_32k": {"codec": "mp3", "bitrate_kbps": 32}},
+        "rooms": {"room": {"n_rooms": 2}},
+    },
+    "transfer": {"attacks": ["pgd", "eot"]},
+}
+
+
+def plan(config: dict | None = None, attacked=None) -> TransferPlan:
+    return TransferPlan(config or CONFIG, "results", ["toy"], MODELS, attacked)
+
+
+def jobs(p: TransferPlan) -> dict[str, dict[tuple, str]]:
+    """Every job of the two stages with the parameter a change of which re-runs it."""
+    codec = {
+        ("codec", s, c): p.codec_setting_json(c) if c in p.codec_settings else p.room_setting_json(c)
+        for s in p.sources()
+        for c in [*p.codec_settings, *p.room_settings]
+    }
+    evaluate = {
+        ("evaluate", a, c): str(p.transfer_inputs("toy", a, c))
+        for a in p.transfer_attacks
+        for c in p.conditions
+    }
+    return {**codec, **evaluate}
+
+
+def test_the_grid_is_one_job_per_source_and_setting():
+    p = plan()
+    assert p.sources() == ["clean", "wave/pgd", "mel/pgd", "sur/pgd", "wave/eot", "mel/eot", "sur/eot"]
+    assert p.conditions == ["none", "flac", "mp3_32k", "room"]
+    assert len(p.codec_targets()) == 7 * 3
+    assert sum(1 for k in jobs(p) if k[0] == "evaluate") == 3 * 4
+
+
+def test_adding_a_setting_adds_only_its_own_jobs():
+    before = jobs(plan())
+    config = copy.deepcopy(CONFIG)
+    config["codecs"]["settings"]["opus_24k"] = {"codec": "opus", "bitrate_kbps": 24}
+    after = jobs(plan(config))
+    assert {k: v for k, v in after.items() if k in before} == before  # no existing job changes
+    added = set(after) - set(before)
+    assert added and all(key[-1] == "opus_24k" for key in added)
+    assert len(added) == 7 + 3  # one codec job per source, one evaluation job per attack + clean
+
+
+def test_inputs_of_evaluation_jobs():
+    p = plan()
+    none = p.transfer_inputs("toy", "clean", "none")
+    assert "audio" not in none and none["examples"] == ["results/attacks/toy/wave/pgd/examples.csv"]
+    assert p.source_options("clean", None, none["examples"]).startswith("--source clean dataset ")
+    mp3 = p.transfer_inputs("toy", "pgd", "mp3_32k")
+    assert mp3["audio"][1] == "results/codecs/toy/mel/pgd/mp3_32k/decoded.npy"
+    assert mp3["ckpts"] == [f"results/models/toy/{m}/model.ckpt" for m in MODELS]
+    assert (
+        p.transfer_inputs("toy", "eot", "none")["audio"][0] == "results/attacks/toy/wave/eot/adversarial.npy"
+    )
+
+
+def test_attack_stage_models_sources_and_targets_are_honoured():
+    config = copy.deepcopy(CONFIG)
+    config["transfer"].update(sources=["wave", "sur"], targets=["mel"], max_examples=50)
+    p = plan(config, attacked=lambda attack: ["mel", "sur"])
+    assert p.sources() == ["clean", "sur/pgd", "sur/eot"]
+    assert p.target_models == ["mel"] and p.max_examples_option() == "--max-examples 50"
+    assert p.clean_rows_file("toy") == "results/attacks/toy/sur/pgd/examples.csv"
+
+
+def test_eot_pair_and_attack_specs():
+    p = plan()
+    assert p.eot_options() == "--plain-attack pgd --eot-attack eot"
+    config = copy.deepcopy(CONFIG)
+    config["transfer"] = {}
+    assert "transfer_pgd" in plan(config).attack_specs_json()
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        (
+            {"transfer": {"attacks": ["cw"]}},
+            TransferConfigError,
+            r"transfer.attacks \['cw'\] are not attacks",
+        ),
+        (
+            {"codecs": {"settings": {"room": {"codec": "flac"}}, "rooms": {"room": {}}}},
+            TransferConfigError,
+            "unique",
+        ),
+        ({"codecs": {"settings": {"none": {"codec": "flac"}}}}, TransferConfigError, "not `none`"),
+        (
+            {"transfer": {"targets": ["cqt"]}},
+            TransferConfigError,
+            r"transfer.targets \['cqt'\] are not models",
+        ),
+        (
+            {"codecs": {"settings": {"opus_1k": {"codec": "opus", "bitrate_kbps": 1}}}},
+            CodecSettingError,
+            "opus_1k",
+        ),
+        ({"codecs": {"rooms": {"far": {"distance_m": [1, 30]}}}}, CodecSettingError, "far"),
+    ],
+)
+def test_bad_configs_fail_when_the_workflow_starts(change, error, match):
+    config = {**copy.deepcopy(CONFIG), **change}
+    with pytest.raises(error, match=match):
+        plan(config)
+
+
+def test_disabled_stage_has_no_jobs():
+    config = copy.deepcopy(CONFIG)
+    config["codecs"]["enabled"] = False
+    p = plan(config)
+    assert p.codec_targets() == [] and p.transfer_targets() == [] and p.sources() == ["clean"]
+    assert alternatives([]) == "(?!x)x" and alternatives(["a.b"]) == r"a\.b"

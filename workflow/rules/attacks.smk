@@ -1,0 +1,108 @@
+# Adversarial generation: one job per (dataset, model, attack), then a tidy table and figures.
+# {attack} is a key of config["attacks"]: an algorithm (`name`), its `params`, a `threat` (white_box:
+# craft and score on {model}; surrogate: craft on the model named by `surrogate`, score on {model})
+# and optionally the `models` it runs on (default: every model but its own surrogate).
+# config["attack_settings"] holds what every attack shares (evaluation size, batch, listening files).
+# The evaluation subset is the same for every model and attack: seeded by config["seed"].
+
+
+include: "inputs/attacks.smk"
+
+
+rule craft_adversarial:
+    input:
+        unpack(attack_inputs),
+    output:
+        adversarial=f"{RESULTS}/attacks/{{dataset}}/{{model}}/{{attack}}/adversarial.npy",
+        examples=f"{RESULTS}/attacks/{{dataset}}/{{model}}/{{attack}}/examples.csv",
+        meta=f"{RESULTS}/attacks/{{dataset}}/{{model}}/{{attack}}/attack.json",
+    log:
+        f"{RESULTS}/logs/attacks/{{dataset}}/{{model}}/{{attack}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/attacks/{{dataset}}/{{model}}/{{attack}}.tsv"
+    wildcard_constraints:
+        attack="|".join(map(re.escape, ATTACK_SPECS)) or "no-attack-configured",
+    conda:
+        "../../envs/torch.yaml"
+    threads: ATTACK_SETTINGS["threads"]
+    resources:
+        mem_mb=3000,
+        runtime=60,
+        gpu=GPUS,
+    params:
+        spec=attack_spec_json,
+        surrogate=surrogate_option,
+        eval_size=ATTACK_SETTINGS["eval_size"],
+        seed=config["seed"],
+        batch_size=ATTACK_SETTINGS["batch_size"],
+        chunk_size=ATTACK_SETTINGS["chunk_size"],
+        listen=ATTACK_SETTINGS["listen"],
+        device=config["device"],
+    shell:
+        "python -m advmir craft --dataset-dir $(dirname {input.waveforms}) --checkpoint {input.checkpoint}"
+        " {params.surrogate} --attack-spec {params.spec:q} --eval-size {params.eval_size}"
+        " --seed {params.seed} --device {params.device} --batch-size {params.batch_size}"
+        " --chunk-size {params.chunk_size} --listen {params.listen} --threads {threads}"
+        " --out-dir $(dirname {output.examples}) > {log} 2>&1"
+
+
+rule summarize_attacks:
+    input:
+        examples=attack_examples(),
+        meta=attack_examples("attack.json"),
+    output:
+        f"{RESULTS}/tables/attacks.csv",
+    log:
+        f"{RESULTS}/logs/tables/attacks.log",
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    shell:
+        "python -m advmir summarize-attacks --runs {input.examples} --out {output} > {log} 2>&1"
+
+
+rule plot_attacks:
+    input:
+        table=f"{RESULTS}/tables/attacks.csv",
+        examples=attack_examples(),
+        panel=f"{attack_panel_run()}/attack.json" if ATTACK_SPECS else [],
+    output:
+        success_png=report(
+            f"{RESULTS}/figures/attack_success_vs_snr.png",
+            caption="../report/attack_success_vs_snr.rst",
+            category="2. Attacks",
+            labels={"figure": "success vs SNR budget"},
+        ),
+        success_pdf=f"{RESULTS}/figures/attack_success_vs_snr.pdf",
+        snr_png=report(
+            f"{RESULTS}/figures/attack_snr_distribution.png",
+            caption="../report/attack_snr_distribution.rst",
+            category="2. Attacks",
+            labels={"figure": "SNR of successful examples"},
+        ),
+        snr_pdf=f"{RESULTS}/figures/attack_snr_distribution.pdf",
+        spec_png=report(
+            f"{RESULTS}/figures/attack_spectrograms.png",
+            caption="../report/attack_spectrograms.rst",
+            category="2. Attacks",
+            labels={"figure": "spectrograms"},
+        ),
+        spec_pdf=f"{RESULTS}/figures/attack_spectrograms.pdf",
+    log:
+        f"{RESULTS}/logs/figures/attacks.log",
+    conda:
+        "../../envs/plot.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    params:
+        panel=lambda wildcards, input: os.path.dirname(input.panel),
+    shell:
+        "python -m advmir plot-attacks --table {input.table} --runs {input.examples} --panel {params.panel}"
+        " --success-vs-snr {output.success_png} {output.success_pdf}"
+        " --snr-distribution {output.snr_png} {output.snr_pdf}"
+        " --spectrograms {output.spec_png} {output.spec_pdf} > {log} 2>&1"

@@ -1,0 +1,81 @@
+# Compression and over-the-air simulation: one job per (dataset, source, setting).
+# {source} is `clean` (the evaluation subset) or `{model}/{attack}` (one attack's output);
+# {codec} is the name of a codec setting (codecs.settings) or of a room setting (codecs.rooms).
+# A job depends on its own setting's spec only, so adding a setting runs just that setting's jobs.
+# The job grid lives in advmir.transfer.plan (tested); include attacks.smk first (attacked_models).
+
+
+include: "inputs/codecs.smk"
+
+
+rule encode_with_codec:
+    input:
+        unpack(
+            lambda w: {
+                **dataset_files(w),
+                **TRANSFER_PLAN.codec_inputs(w.dataset, w.source),
+            }
+        ),
+    output:
+        decoded=DECODED if TRANSFER_PLAN.keep_decoded else temp(DECODED),
+        bitstreams=f"{CODEC_DIR}/bitstreams.zip",
+        bitrates=f"{CODEC_DIR}/bitrates.csv",
+        setting=f"{CODEC_DIR}/setting.json",
+    log:
+        f"{RESULTS}/logs/codecs/{{dataset}}/{{source}}/{{codec}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/codecs/{{dataset}}/{{source}}/{{codec}}.tsv"
+    wildcard_constraints:
+        source=alternatives(TRANSFER_PLAN.sources()),
+        codec=alternatives(list(TRANSFER_PLAN.codec_settings)),
+    conda:
+        "../../envs/codecs.yaml"
+    threads: TRANSFER_PLAN.codec_threads
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        setting=lambda w: TRANSFER_PLAN.codec_setting_json(w.codec),
+        audio=lambda w, input: TRANSFER_PLAN.audio_option(w.source, input.get("audio")),
+        subset=TRANSFER_PLAN.max_examples_option(),
+    shell:
+        "python -m advmir encode-codec --dataset-dir $(dirname {input.waveforms}) --examples {input.examples}"
+        " {params.audio} {params.subset} --source {wildcards.source} --name {wildcards.codec}"
+        " --codec-setting {params.setting:q} --out-dir $(dirname {output.decoded})"
+        " --workers {threads} > {log} 2>&1"
+
+
+rule simulate_room:
+    input:
+        unpack(
+            lambda w: {
+                **dataset_files(w),
+                **TRANSFER_PLAN.codec_inputs(w.dataset, w.source),
+            }
+        ),
+    output:
+        decoded=DECODED if TRANSFER_PLAN.keep_decoded else temp(DECODED),
+        channel=f"{CODEC_DIR}/channel.csv",
+        rooms=f"{CODEC_DIR}/rooms.npz",
+        setting=f"{CODEC_DIR}/setting.json",
+    log:
+        f"{RESULTS}/logs/codecs/{{dataset}}/{{source}}/{{codec}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/codecs/{{dataset}}/{{source}}/{{codec}}.tsv"
+    wildcard_constraints:
+        source=alternatives(TRANSFER_PLAN.sources()),
+        codec=alternatives(list(TRANSFER_PLAN.room_settings)),
+    conda:
+        "../../envs/codecs.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        setting=lambda w: TRANSFER_PLAN.room_setting_json(w.codec),
+        audio=lambda w, input: TRANSFER_PLAN.audio_option(w.source, input.get("audio")),
+        subset=TRANSFER_PLAN.max_examples_option(),
+    shell:
+        "python -m advmir encode-codec --dataset-dir $(dirname {input.waveforms}) --examples {input.examples}"
+        " {params.audio} {params.subset} --source {wildcards.source} --name {wildcards.codec}"
+        " --room-setting {params.setting:q} --out-dir $(dirname {output.decoded}) > {log} 2>&1"

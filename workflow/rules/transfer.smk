@@ -1,0 +1,116 @@
+# Transfer evaluation: every target model's prediction on every example, per (attack, condition);
+# then the tidy tables and figures. {attack} is an attack name or `clean` (the clean subset);
+# {condition} is `none` or a codec / room setting name. Include codecs.smk first (TRANSFER_PLAN).
+
+
+include: "inputs/transfer.smk"
+
+
+rule evaluate_transfer:
+    input:
+        unpack(
+            lambda w: {
+                **dataset_files(w),
+                **TRANSFER_PLAN.transfer_inputs(w.dataset, w.attack, w.condition),
+            }
+        ),
+    output:
+        f"{RESULTS}/transfer/{{dataset}}/{{attack}}/{{condition}}.csv",
+    log:
+        f"{RESULTS}/logs/transfer/{{dataset}}/{{attack}}/{{condition}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/transfer/{{dataset}}/{{attack}}/{{condition}}.tsv"
+    wildcard_constraints:
+        attack=alternatives(TRANSFER_PLAN.transfer_attacks),
+        condition=alternatives(TRANSFER_PLAN.conditions),
+    conda:
+        "../../envs/torch.yaml"
+    threads: TRANSFER_PLAN.transfer_threads
+    resources:
+        mem_mb=4000,
+        runtime=30,
+        gpu=GPUS,
+    params:
+        sources=lambda w, input: TRANSFER_PLAN.source_options(
+            w.attack, input.get("audio"), input.examples
+        ),
+        targets=lambda w, input: TRANSFER_PLAN.target_options(input.ckpts),
+        subset=TRANSFER_PLAN.max_examples_option(),
+        device=config["device"],
+    shell:
+        "python -m advmir evaluate-transfer --dataset-dir $(dirname {input.waveforms})"
+        " --attack {wildcards.attack} --condition {wildcards.condition} {params.sources} {params.targets}"
+        " {params.subset} --out {output} --device {params.device} --threads {threads} > {log} 2>&1"
+
+
+rule summarize_transfer:
+    input:
+        predictions=TRANSFER_PLAN.prediction_files(),
+        bitrates=TRANSFER_PLAN.bitrate_files(),
+    output:
+        **TRANSFER_TABLES,
+    log:
+        f"{RESULTS}/logs/tables/transfer.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/tables/transfer.tsv"
+    conda:
+        "../../envs/plot.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    params:
+        models=TRANSFER_PLAN.model_specs_json(),
+        attacks=TRANSFER_PLAN.attack_specs_json(),
+        conditions=TRANSFER_PLAN.condition_specs_json(),
+    shell:
+        "python -m advmir summarize-transfer --predictions {input.predictions} --bitrates {input.bitrates}"
+        " --models {params.models:q} --attacks {params.attacks:q} --conditions {params.conditions:q}"
+        " --transfer-out {output.transfer} --clean-out {output.codec_clean_accuracy}"
+        " --rates-out {output.transfer_rates} --matrix-out {output.transfer_matrix}"
+        " --representation-out {output.transfer_representation} > {log} 2>&1"
+
+
+rule plot_transfer:
+    input:
+        rates=TRANSFER_TABLES["transfer_rates"],
+        clean=TRANSFER_TABLES["codec_clean_accuracy"],
+    output:
+        bitrate=report(
+            TRANSFER_PLAN.figure("bitrate", "png"),
+            caption="../report/transfer_bitrate.rst",
+            category="4. Compression and transfer",
+            labels={"figure": "success vs bitrate"},
+        ),
+        bitrate_pdf=TRANSFER_PLAN.figure("bitrate", "pdf"),
+        heatmaps=report(
+            TRANSFER_PLAN.figure("heatmaps", "png"),
+            caption="../report/transfer_heatmaps.rst",
+            category="4. Compression and transfer",
+            labels={"figure": "transfer heatmaps"},
+        ),
+        heatmaps_pdf=TRANSFER_PLAN.figure("heatmaps", "pdf"),
+        room=report(
+            TRANSFER_PLAN.figure("room_eot", "png"),
+            caption="../report/transfer_room_eot.rst",
+            category="4. Compression and transfer",
+            labels={"figure": "room: PGD vs EOT-PGD"},
+        ),
+        room_pdf=TRANSFER_PLAN.figure("room_eot", "pdf"),
+    log:
+        f"{RESULTS}/logs/figures/transfer.log",
+    conda:
+        "../../envs/plot.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        heatmaps=TRANSFER_PLAN.heatmap_conditions(),
+        rooms=" ".join(TRANSFER_PLAN.room_settings),
+        eot=TRANSFER_PLAN.eot_options(),
+    shell:
+        "python -m advmir plot-transfer --rates {input.rates} --clean {input.clean}"
+        " --heatmap-conditions {params.heatmaps} --rooms {params.rooms} {params.eot}"
+        " --out-bitrate {output.bitrate} {output.bitrate_pdf} --out-heatmaps {output.heatmaps} {output.heatmaps_pdf}"
+        " --out-room {output.room} {output.room_pdf} > {log} 2>&1"
