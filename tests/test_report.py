@@ -480,6 +480,10 @@ def test_report_renders_every_figure_and_audio(
     images = sorted(p for p, e in entries.items() if e["mime_type"].startswith("image/"))
     audio = sorted(p for p, e in entries.items() if e["mime_type"].startswith("audio/"))
     assert images, f"the report has no figure; it lists: {sorted(entries)}"
+    pages = [p for p, e in entries.items() if e["mime_type"] == "text/html"]
+    assert any("<audio" in (report.parent / p).read_text() for p in pages), (
+        "no listenable audio in the report"
+    )
 
     in_report = {(report.parent / path).resolve() for path in entries}  # paths as the workflow named them
     figures = report.parent / "results" / "figures"

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "craft": ("advmir.attacks.cli:craft", "craft adversarial examples with one attack"),
     "summarize-attacks": ("advmir.attacks.cli:summarize", "tidy table of attack success"),
     "plot-attacks": ("advmir.plotting.attacks:main", "figures of attack success and SNR"),
+    "listen-page": ("advmir.plotting.listen:main", "page of listenable adversarial examples"),
     "encode-codec": ("advmir.transfer.cli:encode", "round-trip one source through one codec setting"),
     "evaluate-transfer": ("advmir.transfer.cli:evaluate", "predictions of every target model"),
     "summarize-transfer": ("advmir.transfer.cli:summarize", "tidy transfer and codec tables"),

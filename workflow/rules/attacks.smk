@@ -106,3 +106,27 @@ rule plot_attacks:
         " --success-vs-snr {output.success_png} {output.success_pdf}"
         " --snr-distribution {output.snr_png} {output.snr_pdf}"
         " --spectrograms {output.spec_png} {output.spec_pdf} > {log} 2>&1"
+
+
+rule listening_page:
+    input:
+        attack_examples(),
+    output:
+        report(
+            f"{RESULTS}/figures/listen_examples.html",
+            caption="../report/listen_examples.rst",
+            category="2. Attacks",
+            labels={"figure": "listen"},
+        ),
+    log:
+        f"{RESULTS}/logs/figures/listen_examples.log",
+    conda:
+        "../../envs/plot.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        runs=lambda w, input: " ".join(os.path.dirname(f) for f in input),
+    shell:
+        "python -m advmir listen-page --runs {params.runs} --out {output} > {log} 2>&1"

@@ -189,7 +189,11 @@ def _finite_median(values: pd.Series) -> float | None:
 
 # -------------------------------------------------------------------------------------------- craft
 def _craft_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m advmir craft", description=__doc__.split("\n\n")[1])
+    p = argparse.ArgumentParser(
+        prog="python -m advmir craft",
+        description="Attack a fixed, seeded evaluation subset of a dataset's test split with one attack; "
+        "write adversarial.npy, examples.csv, attack.json and listen/ into --out-dir, atomically.",
+    )
     p.add_argument("--dataset-dir", required=True, help="prepared dataset (data contract)")
     p.add_argument("--checkpoint", required=True, help="the target model's model.ckpt")
     p.add_argument("--attack-spec", required=True, help='JSON: {"name": "pgd", "params": {...}}')
@@ -198,7 +202,11 @@ def _craft_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     p.add_argument("--out-dir", required=True, help="results/attacks/{dataset}/{model}/{attack}")
     p.add_argument("--surrogate-checkpoint", help="craft on this model instead, score on the target")
-    p.add_argument("--batch-size", type=int, help="clips per forward pass (default: the spec's, else 64)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="clips per forward pass, unless the spec's params set batch_size (default 64)",
+    )
     p.add_argument("--chunk-size", type=int, default=256, help="clips held in memory at once")
     p.add_argument("--listen", type=int, default=3, help="examples written as WAV for listening")
     p.add_argument("--threads", type=int, help="torch CPU threads")
@@ -215,7 +223,6 @@ def craft(argv: list[str]) -> int:
 
     args = _craft_parser().parse_args(argv)
     setup_logging()
-    _return_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     seed_everything(args.seed)
@@ -225,7 +232,7 @@ def craft(argv: list[str]) -> int:
     dataset = load_dataset(args.dataset_dir)
     params = resolve_target_map(dict(spec["params"]), dataset.classes)
     if args.batch_size is not None:
-        params["batch_size"] = args.batch_size
+        params.setdefault("batch_size", args.batch_size)
     params.setdefault("seed", args.seed)
     attack = build_attack(spec["name"], params)  # rejects bad names and parameters before any work
     out_dir = Path(args.out_dir)
@@ -310,6 +317,8 @@ def craft(argv: list[str]) -> int:
                     "iterations": int(result.iterations[i]), "queries": int(result.queries[i]),
                     "seconds": float(result.seconds[i]),
                 })  # fmt: skip
+            del x, result
+            _return_freed_memory()
         frame = pd.DataFrame.from_records(records, columns=EXAMPLE_COLUMNS)
         frame.to_csv(tmp / "examples.csv", index=False)
         listened = write_listen(
@@ -365,14 +374,16 @@ def craft(argv: list[str]) -> int:
 
 
 def _return_freed_memory() -> None:
-    """Ask glibc to serve every allocation of 1 MiB or more by mmap, so freed tensors go back to the
-    system at once. glibc otherwise raises that threshold as large blocks are freed and keeps them in
-    its heap: a job's resident memory would then creep up chunk after chunk instead of staying flat."""
+    """Give the heap's free memory back to the system (glibc ``malloc_trim``), once per chunk.
+
+    glibc keeps freed blocks of the chunk's large tensors in its heap, where later chunks fragment
+    them: without this, a job's resident memory creeps up chunk after chunk instead of staying flat.
+    (A low fixed mmap threshold would do it too, but costs about 40% more time in page faults.)"""
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):  # not glibc: nothing to tune
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
         pass
 
 

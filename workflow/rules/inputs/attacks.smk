@@ -139,7 +139,10 @@ def attack_targets():
     """Final files of the attack stage (none when config["attacks"] is empty)."""
     if not ATTACK_SPECS:
         return []
-    return [f"{RESULTS}/tables/attacks.csv"] + [
+    return [
+        f"{RESULTS}/tables/attacks.csv",
+        f"{RESULTS}/figures/listen_examples.html",
+    ] + [
         f"{RESULTS}/figures/{name}.{ext}"
         for name in ATTACK_FIGURES
         for ext in ("png", "pdf")
