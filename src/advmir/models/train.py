@@ -114,11 +114,15 @@ class ClassifierModule(pl.LightningModule):
         opt = torch.optim.AdamW(
             self.parameters(), lr=self.cfg.learning_rate, weight_decay=self.cfg.weight_decay
         )
+        total_steps = self.cfg.max_epochs * self.steps_per_epoch
+        if total_steps < 3:  # too short to warm up and anneal: OneCycleLR divides by zero there
+            return opt
         sched = torch.optim.lr_scheduler.OneCycleLR(
             opt,
             max_lr=self.cfg.learning_rate,
-            total_steps=self.cfg.max_epochs * self.steps_per_epoch,
-            pct_start=0.2,
+            total_steps=total_steps,
+            # The warm-up must span at least two steps, or OneCycleLR divides by zero.
+            pct_start=min(0.5, max(0.2, 2.0 / total_steps)),
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
