@@ -57,3 +57,25 @@ def test_cross_key_checks(config):
         check_config(bad)
     message = str(info.value)
     assert "note_seconds" in message and "wave_cnn" in message and "gtzan" in message
+
+
+def test_paper_config_dry_run_lists_the_full_sweep(tmp_path):
+    """config/paper.yaml: every model, every (model, attack) cell and every codec setting is a job."""
+    import re
+
+    from conftest import run_snakemake
+
+    paper = yaml.safe_load((REPO / "config/paper.yaml").read_text())
+    paper["results"] = str(tmp_path / "results")
+    out = run_snakemake(tmp_path, paper, "-n").stdout
+    counts = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", out, re.M)}
+    cells = sum(
+        len(a.get("models") or [m for m in paper["models"] if m != a.get("surrogate")])
+        for a in paper["attacks"].values()
+    )
+    assert counts["train_model"] == len(paper["models"])
+    assert counts["craft_adversarial"] == cells, counts
+    # every codec setting on the clean set and on each attack sent through the codecs
+    sent = paper["transfer"]["attacks"] or paper["attacks"]
+    assert counts["encode_with_codec"] >= len(paper["codecs"]["settings"]) * (1 + len(sent))
+    assert counts["total"] > 1000, counts

@@ -2,12 +2,19 @@
 
 import copy
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
-from conftest import run_snakemake, tiny_config
+from conftest import REPO, run_snakemake, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -98,3 +105,47 @@ def test_bad_config_stops_before_any_job(tmp_path):
     out = proc.stdout + proc.stderr
     assert "random" in out and "instruments" in out
     assert not (tmp_path / "results").exists()
+
+
+def test_sigkill_during_training_then_rerun_gives_the_same_tables(tiny_workflow, tmp_path):
+    """Kill Snakemake and its jobs (SIGKILL) while a model trains; unlock and rerun as `make run`
+    does: the run completes and its models and table equal those of the uninterrupted run."""
+    reference, config = tiny_workflow
+    work = tmp_path / "killed"
+    config = copy.deepcopy(config)
+    config["results"] = str(work / "results")
+    work.mkdir()
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    target = f"{config['results']}/tables/clean_accuracy.csv"
+    cmd = [
+        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+        "--directory", str(work), "--configfile", str(work / "config.yaml"), "--cores", "2", target,
+    ]  # fmt: skip
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    models = work / "results/models/synth_notes"
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    # Wait until a model is in its training epochs (Lightning's bar in its log), none done yet.
+    logs = work / "results/logs/models/synth_notes"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any("Epoch" in log.read_text(errors="replace") for log in logs.glob("*.log")):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before training could be interrupted"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (work / "results/tables/clean_accuracy.csv").exists()
+    assert len(list(models.glob("*/model.ckpt"))) < len(config["models"])
+
+    run_snakemake(work, config, "--unlock")
+    run_snakemake(work, config, "--cores", "2", "--rerun-incomplete", target)
+    columns = ["model", "test_accuracy", "macro_f1"]
+    resumed = pd.read_csv(work / "results/tables/clean_accuracy.csv")[columns]
+    uninterrupted = pd.read_csv(reference / "results/tables/clean_accuracy.csv")[columns]
+    pd.testing.assert_frame_equal(resumed, uninterrupted)
+    for model in config["models"]:
+        a = json.loads((models / model / "metrics.json").read_text())
+        b = json.loads((reference / f"results/models/synth_notes/{model}/metrics.json").read_text())
+        assert a["confusion"] == b["confusion"], model
+    assert not list((work / "results").rglob("*.tmp")), "temporary files left behind"
