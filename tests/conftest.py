@@ -119,3 +119,21 @@ def run_snakemake(workdir: Path, config: dict, *args: str, check: bool = True) -
             f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
         )
     return proc
+
+
+def announce(config: pytest.Config, tag: str, message: str) -> None:
+    """Print ``[tag] message`` past pytest's output capture, so that it shows even without -rs."""
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if capture is None or reporter is None:
+        print(f"[{tag}] {message}", file=sys.__stderr__)
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.ensure_newline()
+        reporter.write_line(f"[{tag}] {message}", yellow=True)
+
+
+def skip_loudly(config: pytest.Config, tag: str, reason: str) -> None:
+    """Skip the test and print the reason where a person reads the run, never silently."""
+    announce(config, tag, f"SKIPPED: {reason}")
+    pytest.skip(reason)

@@ -389,6 +389,8 @@ def test_attack_mode_restores_a_mixed_model(model: TinyLogMelCNN) -> None:
         ("square", {"snr_db": 30, "p_init": 2}, ["square", "p_init"]),
         ("universal", {}, ["universal", "snr_db"]),
         ("mifgsm", {"snr_db": 30, "decay": -1}, ["mifgsm", "decay"]),
+        ("bim", {"snr_db": 30, "norm": "l2"}, ["bim", "norm", "unknown"]),  # fixed by BIM
+        ("mifgsm", {"snr_db": 30, "random_start": True}, ["mifgsm", "random_start", "unknown"]),
         ("telepathy", {}, ["unknown attack", "telepathy"]),
     ],
 )

@@ -46,7 +46,7 @@ from typing import Any
 
 import pytest
 
-from conftest import run_snakemake
+from conftest import announce, run_snakemake, skip_loudly
 
 pytestmark = pytest.mark.slow
 
@@ -68,20 +68,11 @@ FIGURE_SUFFIXES = (".png", ".svg", ".jpg", ".jpeg")
 
 
 def _announce(config: pytest.Config, message: str) -> None:
-    """Print past pytest's output capture, so that a skip reason shows even without -rs."""
-    capture = config.pluginmanager.get_plugin("capturemanager")
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if capture is None or reporter is None:
-        print(f"[test_report] {message}", file=sys.__stderr__)
-        return
-    with capture.global_and_fixture_disabled():
-        reporter.ensure_newline()
-        reporter.write_line(f"[test_report] {message}", yellow=True)
+    announce(config, "test_report", message)
 
 
 def _skip(config: pytest.Config, reason: str) -> None:
-    _announce(config, f"SKIPPED: {reason}")
-    pytest.skip(reason)
+    skip_loudly(config, "test_report", reason)
 
 
 def _find_browser() -> tuple[str, str] | None:

@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import tiny_config
+from conftest import announce, skip_loudly, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -163,20 +163,11 @@ class Run:
 
 
 def _announce(config: pytest.Config, message: str) -> None:
-    """Print past pytest's output capture, so that a skip reason shows even without -rs."""
-    capture = config.pluginmanager.get_plugin("capturemanager")
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if capture is None or reporter is None:
-        print(f"[test_slurm] {message}", file=sys.__stderr__)
-        return
-    with capture.global_and_fixture_disabled():
-        reporter.ensure_newline()
-        reporter.write_line(f"[test_slurm] {message}", yellow=True)
+    announce(config, "test_slurm", message)
 
 
 def _skip(config: pytest.Config, reason: str) -> None:
-    _announce(config, f"SKIPPED: {reason}")
-    pytest.skip(reason)
+    skip_loudly(config, "test_slurm", reason)
 
 
 def _cannot_run_reason() -> str | None:

@@ -34,13 +34,14 @@ COMMON_PARAMS = ("targeted", "target_map", "batch_size", "seed")
 
 def accepted_params(name: str) -> list[str]:
     """Parameter names the attack ``name`` accepts (its own and the common ones)."""
+    skip = {"self", "model", *getattr(ATTACKS[name], "fixed_params", {})}
     own: list[str] = []
     for klass in ATTACKS[name].__mro__:  # follow **kwargs up to the classes that take them
         params = inspect.signature(klass.__init__).parameters.values()
         own += [
             p.name
             for p in params
-            if p.name not in {"self", "model", *own} and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+            if p.name not in skip | set(own) and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
         ]
         if not any(p.kind is p.VAR_KEYWORD for p in params) or klass is Attack:
             break

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import nn
 
@@ -41,6 +41,8 @@ class BIM(PGD):
     name = "bim"
     default_random_start = False
     default_rel_step = 1.25
+    # PGD parameters this attack fixes: not accepted from a config.
+    fixed_params: ClassVar[dict[str, Any]] = {"norm": "linf", "random_start": False}
 
     def __init__(
         self,
@@ -57,14 +59,13 @@ class BIM(PGD):
     ) -> None:
         super().__init__(
             model,
-            norm="linf",
             eps=eps,
             snr_db=snr_db,
             envelope=envelope,
             steps=steps,
             rel_step=rel_step,
             alpha=alpha,
-            random_start=False,
             early_stop=early_stop,
+            **self.fixed_params,
             **common,
         )

@@ -7,10 +7,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from advmir.attacks.pgd import PGD
+from advmir.attacks.bim import BIM
 
 
-class MIFGSM(PGD):
+class MIFGSM(BIM):
     r"""Momentum Iterative FGSM, in 'Boosting Adversarial Attacks with Momentum' (Dong et al., 2018)
     [https://arxiv.org/abs/1710.06081]. Known to transfer better than BIM/PGD.
 
@@ -41,36 +41,10 @@ class MIFGSM(PGD):
     """
 
     name = "mifgsm"
-    default_random_start = False
     default_rel_step = 1.0
 
-    def __init__(
-        self,
-        model: nn.Module | None = None,
-        *,
-        eps: float | None = None,
-        snr_db: float | None = None,
-        envelope: float = 0.0,
-        steps: int = 10,
-        decay: float = 1.0,
-        rel_step: float | None = None,
-        alpha: float | None = None,
-        early_stop: bool = True,
-        **common: Any,
-    ) -> None:
-        super().__init__(
-            model,
-            norm="linf",
-            eps=eps,
-            snr_db=snr_db,
-            envelope=envelope,
-            steps=steps,
-            rel_step=rel_step,
-            alpha=alpha,
-            random_start=False,
-            early_stop=early_stop,
-            **common,
-        )
+    def __init__(self, model: nn.Module | None = None, *, decay: float = 1.0, **bim: Any) -> None:
+        super().__init__(model, **bim)
         self.decay = self._number("decay", decay, minimum=0.0)
 
     def init_state(self, x, y, t, radius):
