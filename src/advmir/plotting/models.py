@@ -27,6 +27,8 @@ def plot_clean_accuracy(accuracy: pd.DataFrame, confusion: pd.DataFrame) -> plt.
     ax.set_xlabel("test score")
     ax.set_ylabel("")
     ax.set_title("clean test accuracy")
+    # Below the axes: inside, it hides the bars (every score is near 1).
+    sns.move_legend(ax, "upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, title=None, frameon=False)
     for k, model in enumerate(models, start=1):
         ax = axes[k // cols, k % cols]
         cells = confusion[confusion["model"] == model]
