@@ -156,12 +156,19 @@ def plot_heatmaps(rates: pd.DataFrame, conditions: list[str]) -> plt.Figure:
     names, frontends = _order(rates)
     n = len(names)
     size = max(3.2, 0.5 * n + 1.0)
+    # Each row as tall as its matrix (one attack may have one source model, another all of them)
+    # plus room for the rotated target names.
+    rows = [
+        rates.loc[(rates["dataset"] == d) & (rates["attack"] == a), "crafted_on"].nunique() for d, a in panels
+    ]
+    heights = [0.5 * k + 2.2 for k in rows]
     fig, axes = plt.subplots(
         len(panels),
         len(conditions),
-        figsize=(size * len(conditions) + 2.5, (size + 0.8) * len(panels)),
+        figsize=(size * len(conditions) + 2.5, sum(heights)),
         squeeze=False,
         layout="constrained",
+        gridspec_kw={"height_ratios": heights},
     )
     image = None
     for r, (dataset, attack) in enumerate(panels):
@@ -195,7 +202,7 @@ def plot_heatmaps(rates: pd.DataFrame, conditions: list[str]) -> plt.Figure:
             ax.set_title(f"{attack} ({dataset}): {label}", fontsize=9)
             ax.set_xlabel("target model")
             if c == 0:
-                ax.set_ylabel("source model (the examples were crafted on)")
+                ax.set_ylabel("source model (crafted on)")
     if image is not None:
         fig.colorbar(image, ax=axes, shrink=0.6, label="success rate (clean-correct examples)")
     return fig
