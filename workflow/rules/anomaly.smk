@@ -175,6 +175,8 @@ rule summarize_anomalies:
         comparison=f"{RESULTS}/tables/anomaly_multitask_vs_ensemble.csv",
     log:
         f"{RESULTS}/logs/tables/anomaly.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/tables/anomaly.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: 1
@@ -219,6 +221,8 @@ rule plot_anomalies:
         budget_pdf=f"{RESULTS}/figures/anomaly/{{dataset}}/review_budget.pdf",
     log:
         f"{RESULTS}/logs/figures/anomaly/{{dataset}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/figures/anomaly/{{dataset}}.tsv"
     conda:
         "../../envs/plot.yaml"
     threads: 1

@@ -54,6 +54,8 @@ rule summarize_attacks:
         f"{RESULTS}/tables/attacks.csv",
     log:
         f"{RESULTS}/logs/tables/attacks.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/tables/attacks.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: 1
@@ -93,6 +95,8 @@ rule plot_attacks:
         spec_pdf=f"{RESULTS}/figures/attack_spectrograms.pdf",
     log:
         f"{RESULTS}/logs/figures/attacks.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/figures/attacks.tsv"
     conda:
         "../../envs/plot.yaml"
     threads: 1
@@ -120,6 +124,8 @@ rule listening_page:
         ),
     log:
         f"{RESULTS}/logs/figures/listen_examples.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/figures/listen_examples.tsv"
     conda:
         "../../envs/plot.yaml"
     threads: 1

@@ -38,6 +38,8 @@ rule summarize_models:
         confusion=f"{RESULTS}/tables/confusion.csv",
     log:
         f"{RESULTS}/logs/tables/clean_accuracy.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/tables/clean_accuracy.tsv"
     conda:
         "../../envs/plot.yaml"
     threads: 1
@@ -63,6 +65,8 @@ rule plot_models:
         pdf=f"{RESULTS}/figures/clean_accuracy.pdf",
     log:
         f"{RESULTS}/logs/figures/clean_accuracy.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/figures/clean_accuracy.tsv"
     conda:
         "../../envs/plot.yaml"
     threads: 1

@@ -99,6 +99,8 @@ rule plot_transfer:
         room_pdf=TRANSFER_PLAN.figure("room_eot", "pdf"),
     log:
         f"{RESULTS}/logs/figures/transfer.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/figures/transfer.tsv"
     conda:
         "../../envs/plot.yaml"
     threads: 1
