@@ -46,7 +46,7 @@ def frame_vectors(x: np.ndarray, sample_rate: int, cfg: AEConfig) -> np.ndarray:
 class DenseAutoencoder(nn.Module):
     """(B, D) -> (B, D): Dense(hidden) x4 -> Dense(bottleneck) -> Dense(hidden) x4 -> Dense(D)."""
 
-    def __init__(self, dim: int, hidden: int = 128, bottleneck: int = 8):
+    def __init__(self, dim: int, hidden: int = 128, bottleneck: int = 8) -> None:
         super().__init__()
 
         def block(i: int, o: int) -> list[nn.Module]:

@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -22,6 +23,9 @@ from advmir.anomaly.corruptions import (
     normalize_severities,
     split_rng,
 )
+
+if TYPE_CHECKING:
+    from advmir.data.contract import Dataset
 
 log = logging.getLogger("advmir.anomaly")
 ENSEMBLES = ("ensemble_rank", "ensemble_stack")
@@ -107,7 +111,7 @@ def corrupt(argv: list[str]) -> int:
 
 
 # -------------------------------------------------------------------------------------------- training
-def _train_clips(dataset: str, max_clips: int, seed: int):
+def _train_clips(dataset: str, max_clips: int, seed: int) -> tuple[Dataset, np.ndarray]:
     from advmir.data.contract import load_dataset
 
     data = load_dataset(dataset)
@@ -240,7 +244,7 @@ def score(argv: list[str]) -> int:
     return 0
 
 
-def _base_detector(args, sets) -> list[pd.DataFrame]:
+def _base_detector(args: argparse.Namespace, sets: list[Dataset]) -> list[pd.DataFrame]:
     from advmir.anomaly.detectors import NEEDS_REFERENCE, NEEDS_TORCH, Reference, ScoreSet, run_detector
 
     data, rows = _train_clips(args.dataset, args.max_reference, args.seed)
@@ -280,7 +284,7 @@ def _read_scores(paths: list[str]) -> dict[str, pd.DataFrame]:
     return {Path(q).stem: pd.read_csv(q, keep_default_na=False).astype({"id": str}) for q in paths}
 
 
-def _ensemble(kind: str, score_paths: list[str], sets) -> list[pd.DataFrame]:
+def _ensemble(kind: str, score_paths: list[str], sets: list[Dataset]) -> list[pd.DataFrame]:
     from advmir.anomaly import ensemble
 
     if len(sets) == 2:  # scores of the first set, then of the second (validation) set

@@ -228,7 +228,16 @@ class FaultSpec:
     description: str
 
 
-def _spec(name, kind, func, unit, low, high, default, train_range=None) -> FaultSpec:
+def _spec(
+    name: str,
+    kind: str,
+    func: Callable[..., Any],
+    unit: str,
+    low: float,
+    high: float,
+    default: float,
+    train_range: tuple[float, float] | None = None,
+) -> FaultSpec:
     train = train_range if train_range is not None else (default, default)
     return FaultSpec(name, kind, func, unit, low, high, default, train, (func.__doc__ or "").strip())
 

@@ -12,10 +12,14 @@ validation split only, and scores ``-log p(none)``: one linear score per fault t
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
+
+if TYPE_CHECKING:
+    from sklearn.linear_model import LogisticRegression
 
 
 def quantiles(score: np.ndarray) -> np.ndarray:
@@ -63,7 +67,9 @@ def stack_features(tables: Mapping[str, pd.DataFrame], ids: Sequence[str]) -> pd
     return pd.concat([tail, z], axis=1)
 
 
-def fit_stack(tables: Mapping[str, pd.DataFrame], manifest: pd.DataFrame, seed: int = 0, c: float = 1.0):
+def fit_stack(
+    tables: Mapping[str, pd.DataFrame], manifest: pd.DataFrame, seed: int = 0, c: float = 1.0
+) -> tuple[LogisticRegression, list[str]]:
     """Multinomial logistic regression from detector evidence to the fault type (``none`` = clean).
 
     Fitted on a corrupted validation split: ``manifest`` has ``id`` and ``fault``.
@@ -83,7 +89,10 @@ def fit_stack(tables: Mapping[str, pd.DataFrame], manifest: pd.DataFrame, seed: 
 
 
 def apply_stack(
-    model, detectors: Sequence[str], tables: Mapping[str, pd.DataFrame], ids: Sequence[str]
+    model: LogisticRegression,
+    detectors: Sequence[str],
+    tables: Mapping[str, pd.DataFrame],
+    ids: Sequence[str],
 ) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
     """Stacked score ``-log p(none)`` (N,), each detector's contribution to the most likely fault
     type (N, detectors), and that fault type (N,)."""

@@ -16,10 +16,10 @@ def mel_filterbank(
     """Triangular HTK mel filters, shape (n_mels, n_fft // 2 + 1)."""
     fmax = fmax or sample_rate / 2
 
-    def hz_to_mel(f):
+    def hz_to_mel(f: float | np.ndarray) -> np.ndarray:
         return 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)
 
-    def mel_to_hz(m):
+    def mel_to_hz(m: float | np.ndarray) -> np.ndarray:
         return 700.0 * (10 ** (np.asarray(m) / 2595.0) - 1.0)
 
     edges = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
@@ -88,7 +88,7 @@ def _summary_features(x: np.ndarray, sample_rate: int) -> tuple[np.ndarray, list
     env = heuristics.db(heuristics.frame_rms(x, sample_rate // 100))
     env = env - env.max(axis=1, keepdims=True)
 
-    def wmean(v):
+    def wmean(v: np.ndarray) -> np.ndarray:
         return (v * weight).sum(axis=1)
 
     stats = {

@@ -38,7 +38,7 @@ class MultitaskConfig:
 class LogMel(nn.Module):
     """(B, T) -> (B, 1, n_mels, frames) log-mel in dB (floor -100 dB), from 0 Hz so a DC offset shows."""
 
-    def __init__(self, sample_rate: int, n_mels: int, n_fft: int, hop: int):
+    def __init__(self, sample_rate: int, n_mels: int, n_fft: int, hop: int) -> None:
         super().__init__()
         import torchaudio
 
@@ -53,7 +53,7 @@ class LogMel(nn.Module):
 class MultitaskNet(nn.Module):
     """Waveform (B, T) -> (family logits (B, n_classes), fault logits (B, n_faults + 1))."""
 
-    def __init__(self, sample_rate: int, n_classes: int, n_fault_classes: int, cfg: MultitaskConfig):
+    def __init__(self, sample_rate: int, n_classes: int, n_fault_classes: int, cfg: MultitaskConfig) -> None:
         super().__init__()
         self.front = LogMel(sample_rate, cfg.n_mels, cfg.n_fft, cfg.hop)
         layers: list[nn.Module] = [nn.BatchNorm2d(1)]

@@ -327,7 +327,9 @@ class IterativeAttack(Attack):
     the clip's current ``x_adv`` fool the crafting model).
     """
 
-    def init_state(self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, radius: torch.Tensor) -> dict:
+    def init_state(
+        self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, radius: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """Start state of b new clips x (b, T); must hold ``x_adv`` (b, T)."""
         raise NotImplementedError
 
@@ -339,7 +341,9 @@ class IterativeAttack(Attack):
         """The adversarial clips (d, T) of the slots leaving the pool."""
         return state["x_adv"][done]
 
-    def _craft(self, x, y, t, radius):
+    def _craft(
+        self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, radius: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         n, device = x.shape[0], x.device
         if radius is None:
             radius = torch.full((n, 1), float("inf"), dtype=x.dtype, device=device)

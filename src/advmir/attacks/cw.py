@@ -113,7 +113,9 @@ class CarliniWagnerL2(IterativeAttack):
         limit = 1.0 - 1e-6 if x.dtype == torch.float64 else 1.0 - 1e-5
         return torch.atanh(x.clamp(-limit, limit))
 
-    def init_state(self, x, y, t, radius):
+    def init_state(
+        self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, radius: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         b = x.shape[0]
         energy = x.pow(2).sum(dim=1)
         fill = lambda v: torch.full((b,), v, dtype=x.dtype, device=x.device)  # noqa: E731
@@ -136,7 +138,7 @@ class CarliniWagnerL2(IterativeAttack):
             "scale0": energy.sqrt().clamp_min(1e-6) * 10.0 ** (-self.init_snr_db / 20.0),
         }
 
-    def step(self, s):
+    def step(self, s: dict[str, torch.Tensor]) -> torch.Tensor:
         w = s["w"].detach().requires_grad_(True)
         with torch.enable_grad():
             x_adv = torch.tanh(w)
@@ -209,7 +211,7 @@ class CarliniWagnerL2(IterativeAttack):
         s["found"] = s["found"] & ~end
         s["prev_loss"] = torch.where(end, torch.full_like(s["prev_loss"], float("inf")), s["prev_loss"])
 
-    def final_adversarial(self, state: dict, done: torch.Tensor) -> torch.Tensor:
+    def final_adversarial(self, state: dict[str, torch.Tensor], done: torch.Tensor) -> torch.Tensor:
         found = torch.isfinite(state["best_dist"][done])
         x = state["x"][done]
         last = state["x_adv"][done]

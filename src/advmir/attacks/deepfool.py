@@ -59,10 +59,12 @@ class DeepFool(IterativeAttack):
         self.n_candidates = self._number("n_candidates", n_candidates, minimum=1, integer=True)
         self.budget = Budget.create(self.name, "l2", eps=eps, snr_db=snr_db, required=False)
 
-    def init_state(self, x, y, t, radius):
+    def init_state(
+        self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, radius: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         return {"x_adv": x.clone(), "r_total": torch.zeros_like(x)}
 
-    def step(self, s):
+    def step(self, s: dict[str, torch.Tensor]) -> torch.Tensor:
         x_adv = s["x_adv"].detach().requires_grad_(True)
         y = s["y"]
         with torch.enable_grad():

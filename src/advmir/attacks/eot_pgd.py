@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from advmir.attacks.base import AttackResult
 from advmir.attacks.pgd import PGD
 
 
@@ -69,7 +70,7 @@ class EOTPGD(PGD):
             )
         return self._transform.to(device)
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None):
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None) -> AttackResult:
         self.transform(x.device).reseed(self.seed)
         return super().__call__(x, y, target)
 

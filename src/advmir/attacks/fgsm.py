@@ -49,7 +49,9 @@ class FGSM(Attack):
         super().__init__(model, **common)
         self.budget = Budget.create(self.name, "linf", eps=eps, snr_db=snr_db, envelope=envelope)
 
-    def _craft_batch(self, x, y, t, radius):
+    def _craft_batch(
+        self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, radius: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | int, torch.Tensor | int]:
         _, grad = self.input_gradient(x, y, t)
         x_adv = (x + radius * grad.sign()).clamp(-1.0, 1.0)
         ones = torch.ones(x.shape[0], dtype=torch.long, device=x.device)

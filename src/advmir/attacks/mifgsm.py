@@ -47,7 +47,9 @@ class MIFGSM(BIM):
         super().__init__(model, **bim)
         self.decay = self._number("decay", decay, minimum=0.0)
 
-    def init_state(self, x, y, t, radius):
+    def init_state(
+        self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, radius: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         return {**super().init_state(x, y, t, radius), "momentum": torch.zeros_like(x)}
 
     def direction(self, grad: torch.Tensor, state: dict) -> torch.Tensor:

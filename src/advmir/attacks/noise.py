@@ -51,7 +51,9 @@ class RandomNoise(Attack):
         self.budget = Budget.create(self.name, norm, eps=eps, snr_db=snr_db, envelope=envelope)
         self.norm = norm
 
-    def _craft_batch(self, x, y, t, radius):
+    def _craft_batch(
+        self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, radius: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | int, torch.Tensor | int]:
         if self.norm == "linf":
             bits = torch.randint(0, 2, x.shape, generator=self._gen, device=x.device)
             delta = (bits.to(x.dtype) * 2 - 1) * radius

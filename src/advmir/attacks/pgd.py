@@ -88,7 +88,9 @@ class PGD(IterativeAttack):
         """Step size, shaped like the radius: (b, 1), or (b, T) for a shaped L-inf box."""
         return torch.full_like(radius, self.alpha) if self.alpha is not None else radius * self.rel_step
 
-    def init_state(self, x, y, t, radius):
+    def init_state(
+        self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, radius: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         x_adv = x.clone()
         if self.random_start:
             if self.norm == "linf":
@@ -112,7 +114,7 @@ class PGD(IterativeAttack):
             return grad.sign()
         return grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-20)
 
-    def step(self, s):
+    def step(self, s: dict[str, torch.Tensor]) -> torch.Tensor:
         logits, grad = self.input_gradient(s["x_adv"], s["y"], s["t"])
         size = self.step_size(s["radius"])
         if self.norm == "linf":

@@ -82,7 +82,9 @@ class Square(IterativeAttack):
         return self.p_init / 2.0**halvings
 
     @torch.no_grad()
-    def init_state(self, x, y, t, radius):
+    def init_state(
+        self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, radius: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         delta = self._signs(x.shape, x) * radius
         x_adv = (x + delta).clamp(-1.0, 1.0)
         margin = self.margin(self.model(x_adv), y, t)
@@ -90,7 +92,7 @@ class Square(IterativeAttack):
         return {"x_adv": x_adv, "loss": margin, "queries": ones, "known": margin < 0}
 
     @torch.no_grad()
-    def step(self, s):
+    def step(self, s: dict[str, torch.Tensor]) -> torch.Tensor:
         b, n = s["x"].shape
         fooled = s["known"]
         length = (self._fraction(s["queries"]) * n).round().clamp(1, n).to(torch.long)

@@ -158,7 +158,9 @@ class Universal(Attack):
             v = v * min(1.0, radius / max(float(v.norm()), 1e-20))
         return v.float().numpy()
 
-    def _craft_batch(self, x, y, t, radius):
+    def _craft_batch(
+        self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, radius: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | int, torch.Tensor | int]:
         if self.perturbation is None:
             raise RuntimeError(f"{self.name}: call fit() on training clips before attacking")
         with torch.no_grad():

@@ -34,10 +34,14 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from advmir.codecs.registry import CodecSetting, honoured
+
+if TYPE_CHECKING:
+    from pydub import AudioSegment
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +68,7 @@ _FFMPEG_LOCK = threading.Lock()
 _FFMPEG_CHECKED: dict[str, set[str]] = {}
 
 
-def _import_pydub():
+def _import_pydub() -> type[AudioSegment]:
     # pydub warns at import when no ffmpeg is on PATH; we set its converter explicitly instead.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)

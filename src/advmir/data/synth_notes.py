@@ -19,10 +19,14 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
+
+if TYPE_CHECKING:
+    from tinysoundfont import Synth
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +135,7 @@ def default_soundfont() -> Path:
     return Path(pretty_midi.__file__).parent / "TimGM6mb.sf2"
 
 
-def _open_synth(soundfont: Path, sample_rate: int, programs: list[int]):
+def _open_synth(soundfont: Path, sample_rate: int, programs: list[int]) -> tuple[Synth, int]:
     import tinysoundfont
 
     if not soundfont.is_file():
@@ -154,7 +158,7 @@ def _open_synth(soundfont: Path, sample_rate: int, programs: list[int]):
 
 
 def render_note(
-    synth, sfid: int, program: int, pitch: int, velocity: int, n_samples: int, hold: int
+    synth: Synth, sfid: int, program: int, pitch: int, velocity: int, n_samples: int, hold: int
 ) -> np.ndarray:
     """Render one note from a silent synth: held for ``hold`` samples, then released.
 

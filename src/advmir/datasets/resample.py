@@ -14,9 +14,13 @@ import importlib.util
 import math
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
+
+if TYPE_CHECKING:
+    from torchaudio.transforms import Resample
 
 _HAVE_SOXR = importlib.util.find_spec("soxr") is not None
 KAISER_BEST = {
@@ -86,7 +90,7 @@ def resample(audio: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=8)
-def _torch_resampler(orig_rate: int, target_rate: int):
+def _torch_resampler(orig_rate: int, target_rate: int) -> Resample:
     """torchaudio's Resample module for one pair of rates (its filter kernel is computed once)."""
     import torchaudio.transforms as T
 
