@@ -227,7 +227,11 @@ def _run(case: str, params: dict, model: nn.Module, x: torch.Tensor, y: torch.Te
     attack = build_attack(_algorithm(case), {"batch_size": 8, **params}, model)
     if _algorithm(case) == "universal":
         attack.fit(*noisy_tones(128, 11))
-    return attack, attack(x, y)
+    finished: list[int] = []
+    attack.on_clips_done = finished.append  # what the stage's progress bar is fed
+    result = attack(x, y)
+    assert sum(finished) == x.shape[0], f"{case}: progress reported {finished} for {x.shape[0]} clips"
+    return attack, result
 
 
 @pytest.mark.parametrize("case", sorted(CONTRACT))

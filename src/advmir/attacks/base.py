@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -124,6 +124,8 @@ class Attack:
         self.batch_size = int(check_number(self.name, "batch_size", batch_size, minimum=1, integer=True))
         self.seed = int(check_number(self.name, "seed", seed, minimum=0, integer=True))
         self.budget: Budget | None = None
+        # Called with the number of clips just finished (a progress bar's update), or None.
+        self.on_clips_done: Callable[[int], None] | None = None
 
     # ----------------------------------------------------------------------------------------- checks
     def _check_target_map(self, target_map: Any) -> dict[int, int] | None:
@@ -283,6 +285,10 @@ class Attack:
             l2=metrics["l2"].to(to),
         )
 
+    def _report_done(self, n: int) -> None:
+        if self.on_clips_done is not None:
+            self.on_clips_done(n)
+
     def _craft(
         self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, radius: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -298,6 +304,7 @@ class Attack:
             r = radius[sl] if radius is not None else None
             x_adv[sl], iterations[sl], queries[sl] = self._craft_batch(x[sl], y[sl], t[sl], r)
             seconds[sl] = (time.perf_counter() - t0) / x[sl].shape[0]
+            self._report_done(x[sl].shape[0])
         return x_adv, iterations, queries, seconds, torch.zeros(n, dtype=torch.bool, device=x.device)
 
     def _craft_batch(
@@ -390,6 +397,7 @@ class IterativeAttack(Attack):
                 queries[idx] = state["queries"][done]
                 seconds[idx] = state["secs"][done]
                 known[idx] = state["known"][done]
+                self._report_done(idx.numel())
                 keep = ~done
                 state = {k: v[keep] for k, v in state.items()}
         return x_adv, iterations, queries, seconds, known

@@ -286,13 +286,10 @@ def craft(argv: list[str]) -> int:
         created = np.lib.format.open_memmap(adv_path, mode="w+", dtype=np.float32, shape=(n, length))
         del created
         bs = attack.batch_size
-        for start in tqdm(
-            range(0, n, args.chunk_size),
-            desc=f"craft {spec['name']}",
-            unit="chunk",
-            mininterval=10,
-            disable=None,
-        ):
+        # One tick per finished clip, also into the rule's log file (not a terminal: disable=False).
+        bar = tqdm(total=n, desc=f"craft {spec['name']}", unit="clip", mininterval=5, disable=False)
+        attack.on_clips_done = bar.update
+        for start in range(0, n, args.chunk_size):
             chunk = rows[start : start + args.chunk_size]
             x = torch.from_numpy(read_rows(waveforms_path, chunk))
             y = torch.from_numpy(labels_all[chunk].astype(np.int64))
@@ -319,6 +316,7 @@ def craft(argv: list[str]) -> int:
                 })  # fmt: skip
             del x, result
             _return_freed_memory()
+        bar.close()
         frame = pd.DataFrame.from_records(records, columns=EXAMPLE_COLUMNS)
         frame.to_csv(tmp / "examples.csv", index=False)
         listened = write_listen(
