@@ -101,8 +101,9 @@ def tiny_workflow(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]
     return work, config
 
 
-def run_snakemake(workdir: Path, config: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the repo's Snakefile in ``workdir`` with ``config`` (written to workdir/config.yaml)."""
+def snakemake_command(workdir: Path, config: dict, *args: str) -> tuple[list[str], dict[str, str]]:
+    """The command and environment that run the repo's Snakefile in ``workdir`` with ``config``
+    (written to workdir/config.yaml), jobs calling this interpreter's ``python -m advmir``."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
@@ -113,6 +114,12 @@ def run_snakemake(workdir: Path, config: dict, *args: str, check: bool = True) -
         "--configfile", str(workdir / "config.yaml"),
         *args,
     ]  # fmt: skip
+    return cmd, env
+
+
+def run_snakemake(workdir: Path, config: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the repo's Snakefile in ``workdir`` with ``config`` (written to workdir/config.yaml)."""
+    cmd, env = snakemake_command(workdir, config, *args)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise AssertionError(

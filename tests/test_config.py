@@ -1,4 +1,5 @@
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from advmir.config import ConfigError, check_config
+from conftest import run_snakemake
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = str(REPO / "workflow/schemas/config.schema.yaml")
@@ -61,10 +63,6 @@ def test_cross_key_checks(config):
 
 def test_paper_config_dry_run_lists_the_full_sweep(tmp_path):
     """config/paper.yaml: every model, every (model, attack) cell and every codec setting is a job."""
-    import re
-
-    from conftest import run_snakemake
-
     paper = yaml.safe_load((REPO / "config/paper.yaml").read_text())
     paper["results"] = str(tmp_path / "results")
     out = run_snakemake(tmp_path, paper, "-n").stdout

@@ -5,16 +5,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
-from conftest import REPO, run_snakemake, tiny_config
+from conftest import run_snakemake, snakemake_command, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -114,14 +111,8 @@ def test_sigkill_during_training_then_rerun_gives_the_same_tables(tiny_workflow,
     work = tmp_path / "killed"
     config = copy.deepcopy(config)
     config["results"] = str(work / "results")
-    work.mkdir()
-    (work / "config.yaml").write_text(yaml.safe_dump(config))
     target = f"{config['results']}/tables/clean_accuracy.csv"
-    cmd = [
-        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-        "--directory", str(work), "--configfile", str(work / "config.yaml"), "--cores", "2", target,
-    ]  # fmt: skip
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    cmd, env = snakemake_command(work, config, "--cores", "2", target)
     models = work / "results/models/synth_notes"
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
