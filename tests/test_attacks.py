@@ -408,3 +408,51 @@ def test_bad_parameters_are_rejected_by_name(name: str, params: dict, words: lis
 def test_inputs_outside_the_audio_range_are_rejected(model: TinyLogMelCNN) -> None:
     with pytest.raises(ValueError, match=r"\[-1, 1\]"):
         PGD(model, snr_db=30)(torch.full((2, T), 1.5), torch.zeros(2, dtype=torch.long))
+
+
+def test_matched_noise_has_the_snr_of_each_perturbation(model: TinyLogMelCNN, clips) -> None:
+    from advmir.attacks.controls import matched_noise
+
+    x, y = clips
+    x_adv = PGD(model, snr_db=20, steps=5)(x, y).x_adv
+    x_adv[0] = x[0]  # no perturbation: the control is the clean clip
+    x, x_adv = torch.cat([x, 0.999 * x[:1].sign()]), torch.cat([x_adv, 0.999 * x[:1].sign() * 0.9])
+    rows = torch.arange(len(x)).numpy() + 100
+    control = matched_noise(x, x_adv, rows, seed=3)
+    assert control.shape == x.shape and control.dtype == torch.float32 and control.abs().max() <= 1
+    assert torch.equal(control[0], x[0])
+    adv_snr, noise_snr = perturbation_metrics(x, x_adv)["snr_db"], perturbation_metrics(x, control)["snr_db"]
+    clipped = ((x.double() + (control - x).double()).abs() >= 1 - 1e-6).any(dim=1)
+    assert clipped[-1] and (~clipped[1:-1]).all()  # the full-scale clip clips, the tones do not
+    assert torch.allclose(noise_snr[1:-1], adv_snr[1:-1], atol=0.01)
+    assert noise_snr[-1] > adv_snr[-1] + 0.1  # clipping removes noise: the SNR rises
+    # white noise, not the perturbation rescaled; the same per (seed, row), new for another seed or row
+    delta, noise = (x_adv - x)[1:-1].double(), (control - x)[1:-1].double()
+    cosine = (delta * noise).sum(1) / (delta.norm(dim=1) * noise.norm(dim=1))
+    assert cosine.abs().max() < 0.2
+    assert torch.equal(control, matched_noise(x, x_adv, rows, seed=3))
+    assert not torch.equal(control[1], matched_noise(x, x_adv, rows, seed=4)[1])
+    assert not torch.equal(control[1], matched_noise(x, x_adv, rows + 1, seed=3)[1])
+    with pytest.raises(ValueError, match="rows"):
+        matched_noise(x, x_adv, rows[:2], seed=3)
+
+
+def test_one_success_rule_for_examples_controls_and_early_stop(model: TinyLogMelCNN, clips) -> None:
+    import numpy as np
+
+    from advmir.attacks.scoring import fooled, success_rule
+
+    label = np.array([0, 0, 1, 1, 2, 2])
+    target = np.array([-1, -1, 2, 2, 0, -1])  # untargeted, untargeted, targeted x3, untargeted
+    clean_pred = np.array([0, 1, 1, 1, 2, 2])  # clip 1 was wrong when clean: never a success
+    pred = np.array([1, 2, 2, 0, 0, 2])
+    assert success_rule(pred, label, target, clean_pred).tolist() == [True, False, True, False, True, False]
+    # the attacks' early stop follows the same rule on the crafting model (targets -1 when untargeted)
+    x, y = clips
+    logits = model(x).detach()
+    for attack, t in (
+        (PGD(model, snr_db=20), torch.full_like(y, -1)),
+        (PGD(model, snr_db=20, targeted="random"), (y + 1) % 3),
+    ):
+        expected = fooled(logits.argmax(1).numpy(), y.numpy(), t.numpy())
+        assert attack.is_success(logits, y, t).numpy().tolist() == expected.tolist()

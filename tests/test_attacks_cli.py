@@ -17,6 +17,7 @@ import torch
 
 from advmir.attacks import AttackParamError
 from advmir.attacks.cli import EXAMPLE_COLUMNS, craft, evaluation_rows, summarize
+from advmir.attacks.scoring import success_rates
 from advmir.data.contract import load_dataset, write_dataset
 
 SR, T = 8000, 2000
@@ -137,6 +138,7 @@ def test_craft_writes_a_complete_run(runs: dict, dataset_dir: Path) -> None:
         "attack.json",
         "examples.csv",
         "listen",
+        "matched_noise.npy",
     ]
     assert (run / "listen" / "panel.npz").exists()
     ex = pd.read_csv(run / "examples.csv")
@@ -224,8 +226,19 @@ def test_summarize_and_plot(runs: dict, tmp_path: Path) -> None:
     assert len(table) == 4 and set(table["attack"]) == {"pgd", "pgd_surrogate", "universal", "pgd_map"}
     row = table.set_index("attack").loc["pgd"]
     ex = pd.read_csv(runs["pgd"] / "examples.csv")
-    assert row["n_eval"] == 16 and row["n_clean_correct"] == ex["clean_correct"].sum()
-    assert math.isclose(row["success_rate"], ex["success"].sum() / ex["clean_correct"].sum())
+    n_correct = ex["clean_correct"].sum()
+    assert row["n_eval"] == 16 and row["n_clean_correct"] == n_correct
+    assert math.isclose(row["success_rate"], ex["success"].sum() / n_correct)
+    assert math.isclose(row["noise_success_rate"], ex["noise_success"].sum() / n_correct)
+    assert row["n_noise_success"] == ex["noise_success"].sum()
+    # every success rate beside its control, in rate units
+    assert np.allclose(table["excess_over_noise"], table["success_rate"] - table["noise_success_rate"])
+    for b in (30, 40):
+        assert table[f"success_rate_snr{b}"].between(0, 1).all()
+        assert (table[f"success_rate_snr{b}"] <= table["success_rate"] + 1e-12).all()
+        assert (table[f"noise_success_rate_snr{b}"] <= table["noise_success_rate"] + 1e-12).all()
+    fooled_above_30 = ex["success"] & (ex["snr_db"] >= 30 - 0.05)
+    assert math.isclose(row["success_rate_snr30"], fooled_above_30.sum() / n_correct)
     assert row["budget_snr_db"] == 10 and row["norm"] == "linf" and row["threat"] == "white_box"
     figs = {k: [str(tmp_path / f"{k}.png"), str(tmp_path / f"{k}.pdf")] for k in ("succ", "dist", "spec")}
     argv = ["--table", str(table_path), "--runs", *map(str, runs.values()), "--panel", str(runs["pgd"]),
@@ -234,3 +247,65 @@ def test_summarize_and_plot(runs: dict, tmp_path: Path) -> None:
     assert plot_main(argv) == 0
     for paths in figs.values():
         assert all(Path(p).stat().st_size > 1000 for p in paths)
+
+
+def _clean_clips(dataset_dir: Path, ex: pd.DataFrame) -> np.ndarray:
+    return load_dataset(dataset_dir).float_waveforms(ex["row"].to_numpy()).astype(np.float64)
+
+
+@pytest.mark.parametrize("run", ["pgd", "surrogate", "universal", "targeted"])
+def test_matched_noise_is_stored_and_scored_like_the_examples(
+    run: str, runs: dict, dataset_dir: Path, checkpoints: dict[str, Path]
+) -> None:
+    from advmir.models.zoo import load_model
+
+    ex = pd.read_csv(runs[run] / "examples.csv")
+    noise = np.load(runs[run] / "matched_noise.npy")
+    adv = np.load(runs[run] / "adversarial.npy")
+    assert noise.shape == adv.shape == (16, T) and noise.dtype == np.float32 and np.abs(noise).max() <= 1
+    clean = _clean_clips(dataset_dir, ex)
+    # row j is the control of adversarial row j: the same SNR unless clipping took some noise away
+    snr = 10 * np.log10((clean**2).sum(1) / ((noise - clean) ** 2).sum(1))
+    assert np.allclose(snr, ex["noise_snr_db"], atol=1e-3)
+    clipped = (np.abs(noise) >= 1 - 1e-6).any(axis=1)
+    assert (np.abs(ex["noise_snr_db"] - ex["snr_db"])[~clipped] < 0.1).all() and (~clipped).sum() >= 12
+    assert (ex["noise_snr_db"][clipped] >= ex["snr_db"][clipped] - 0.1).all()
+    assert not np.allclose(noise - clean, adv - clean, atol=1e-4)  # noise, not the perturbation
+    # scored on the target model (also for the surrogate threat), by the attack's own success rule
+    target = load_model(checkpoints["cnn"], torch.device("cpu"))
+    with torch.no_grad():
+        pred = target(torch.from_numpy(noise)).argmax(1).numpy()
+    assert (pred == ex["noise_pred"]).all()
+    targeted = ex["target"] >= 0
+    fooled = np.where(targeted, ex["noise_pred"] == ex["target"], ex["noise_pred"] != ex["label"])
+    assert (ex["noise_success"] == (ex["clean_correct"] & fooled)).all()
+    assert targeted.all() if run == "targeted" else not targeted.any()
+
+
+def test_matched_noise_is_the_same_for_every_attack_of_a_seed(runs: dict, dataset_dir: Path) -> None:
+    """One noise direction per (seed, clip): attacks differ only in how loud their control is."""
+    ex = pd.read_csv(runs["pgd"] / "examples.csv")
+    clean = _clean_clips(dataset_dir, ex)
+    a = np.load(runs["pgd"] / "matched_noise.npy") - clean
+    b = np.load(runs["universal"] / "matched_noise.npy") - clean
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert (cosine > 0.95).mean() >= 0.75  # clipping aside, the same direction
+
+
+def test_success_rates_count_thresholds_with_a_tolerance() -> None:
+    ex = pd.DataFrame({
+        "clean_correct": [True, True, True, True, True, False],
+        "success":       [True, True, True, False, True, False],
+        "snr_db":        [29.96, 29.9, 41.0, 50.0, 35.0, 60.0],
+        "noise_success": [False, True, True, True, False, True],
+        "noise_snr_db":  [29.96, 29.9, 41.0, 50.0, 35.0, np.inf],
+    })  # fmt: skip
+    rates = success_rates(ex)
+    assert rates["success_rate"] == 4 / 5 and rates["noise_success_rate"] == 3 / 5
+    assert math.isclose(rates["excess_over_noise"], 1 / 5)
+    assert rates["success_rate_snr30"] == 3 / 5  # 29.96 counts (0.05 dB tolerance), 29.9 does not
+    assert rates["success_rate_snr40"] == 1 / 5
+    assert rates["noise_success_rate_snr30"] == 2 / 5 and rates["noise_success_rate_snr40"] == 2 / 5
+    assert math.isnan(success_rates(ex.assign(clean_correct=False))["noise_success_rate"])
+    with pytest.raises(ValueError, match="re-run"):
+        success_rates(ex.drop(columns=["noise_success"]))

@@ -25,7 +25,7 @@ attacks:
   noise: {name: noise, params: {snr_db: 30}, models: [logmel_cnn, wave_cnn]}
   pgd_linf:
     name: pgd
-    params: {norm: linf, snr_db: 15, steps: 60, rel_step: 0.03, random_start: false}
+    params: {norm: linf, snr_db: 30, steps: 100, rel_step: 0.05, random_start: false}
   cw: {name: cw, params: {binary_steps: 4, steps: 25}, models: [logmel_cnn, wave_cnn]}
   mifgsm_surrogate:
     name: mifgsm

@@ -1,6 +1,6 @@
-"""Transfer stage: the counting rule of the tables, and encode -> evaluate -> summarize -> plot through
-the command line on a tiny synthetic dataset with tiny real models (untrained, so predictions are
-arbitrary but deterministic)."""
+"""Transfer stage: the counting rule of the tables (adversarial examples beside their matched-noise
+controls), and encode -> evaluate -> summarize -> plot through the command line on a tiny synthetic
+dataset with tiny real models (untrained, so predictions are arbitrary but deterministic)."""
 
 from __future__ import annotations
 
@@ -29,10 +29,13 @@ MODELS = {
 
 
 def _predictions() -> pd.DataFrame:
-    """Two examples (rows 5, 6; labels 0, 1), one source model, two targets, conditions none and mp3."""
+    """Two examples (rows 5, 6; labels 0, 1), one source model, two targets, conditions none and mp3.
+
+    The matched noise of row 5 flips wave_a (under both conditions); no other control flips anything.
+    """
     rows = []
 
-    def add(attack, condition, source, row, label, target_model, pred, attack_target=-1):
+    def add(attack, condition, source, row, label, target_model, pred, attack_target=-1, noise_pred=-1):
         rows.append(
             {
                 "dataset": "d",
@@ -47,6 +50,8 @@ def _predictions() -> pd.DataFrame:
                 "target_model": target_model,
                 "pred": pred,
                 "conf": 0.9,
+                "noise_pred": noise_pred,
+                "noise_conf": 0.8 if noise_pred >= 0 else np.nan,
             }
         )
 
@@ -63,8 +68,10 @@ def _predictions() -> pd.DataFrame:
                 target,
                 2 if (condition == "mp3" and target == "mel_a") else 1,
             )
-            add("pgd", condition, "wave_a", 5, 0, target, 1)  # fooled
-            add("pgd", condition, "wave_a", 6, 1, target, 2 if target == "wave_a" else 1)
+            add(
+                "pgd", condition, "wave_a", 5, 0, target, 1, noise_pred=2 if target == "wave_a" else 0
+            )  # fooled
+            add("pgd", condition, "wave_a", 6, 1, target, 2 if target == "wave_a" else 1, noise_pred=1)
     return pd.DataFrame(rows)
 
 
@@ -93,7 +100,12 @@ def test_success_counts_only_examples_whose_clean_version_survives():
         and clean.loc[("mp3", "mel_a"), "n_changed_vs_none"] == 1
     )
     matrix = tables["matrix"]
-    assert list(matrix.columns[5:]) == ["wave_a", "mel_a"]  # grouped by representation: waveform first
+    assert list(matrix.columns[6:]) == ["wave_a", "mel_a"]  # grouped by representation: waveform first
+    assert list(dict.fromkeys(matrix["quantity"])) == [
+        "success_rate",
+        "noise_success_rate",
+        "excess_over_noise",
+    ]
     rep = tables["representation"]
     assert set(rep["relation"]) == {"self", "cross_representation"}
 
@@ -104,6 +116,49 @@ def test_targeted_success_needs_the_target():
     tables = build_tables(preds, MODELS, {"mp3": {"kind": "codec", "codec": "mp3"}})
     rates = tables["rates"].set_index(["condition", "target_model"])
     assert rates.loc[("none", "wave_a"), "n_success"] == 1  # only row 6 went to class 2
+
+
+def test_excess_over_noise_is_the_rate_minus_the_matched_noise_rate():
+    tables = build_tables(_predictions(), MODELS, {"mp3": {"kind": "codec", "codec": "mp3"}})
+    rates = tables["rates"].set_index(["condition", "target_model"])
+    wave = rates.loc[("none", "wave_a")]
+    assert (wave["n_counted"], wave["n_success"], wave["n_noise_success"]) == (2, 2, 1)
+    assert (wave["success_rate"], wave["noise_success_rate"], wave["excess_over_noise"]) == (1.0, 0.5, 0.5)
+    mel = rates.loc[("mp3", "mel_a")]  # row 6 not counted (its clean version breaks), nothing flips by noise
+    assert (mel["noise_success_rate"], mel["excess_over_noise"]) == (0.0, 1.0)
+    np.testing.assert_allclose(
+        rates["excess_over_noise"], rates["success_rate"] - rates["noise_success_rate"]
+    )
+    transfer = tables["transfer"].set_index(["condition", "row", "target_model"])
+    assert transfer.loc[("none", 5, "wave_a"), "noise_success"]
+    assert not transfer.loc[("none", 5, "mel_a"), "noise_success"]
+    rep = tables["representation"].set_index(["condition", "relation"])
+    assert rep.loc[("none", "self"), "pooled_excess_over_noise"] == 0.5
+    matrix = tables["matrix"].set_index(["condition", "quantity"])
+    assert matrix.loc[("none", "excess_over_noise"), "wave_a"] == 0.5
+
+
+def test_noise_success_uses_the_attack_success_rule():
+    """Targeted: the control succeeds only by hitting the target, on clips the target got right."""
+    preds = _predictions()
+    attack = preds["attack"] == "pgd"
+    preds.loc[attack, "attack_target"] = 2
+    preds.loc[attack & (preds["row"] == 5), "noise_pred"] = 1  # flips the label, misses the target
+    preds.loc[attack & (preds["row"] == 6), "noise_pred"] = 2  # hits the target
+    tables = build_tables(preds, MODELS, {"mp3": {"kind": "codec", "codec": "mp3"}})
+    rates = tables["rates"].set_index(["condition", "target_model"])
+    assert rates.loc[("none", "wave_a"), "n_noise_success"] == 1
+    assert rates.loc[("none", "wave_a"), "noise_success_rate"] == 0.5
+    assert rates.loc[("mp3", "mel_a"), "n_noise_success"] == 0  # row 6 is not counted under mp3 on mel_a
+
+
+def test_predictions_without_their_noise_control_are_refused():
+    preds = _predictions()
+    preds.loc[(preds["attack"] == "pgd") & (preds["condition"] == "mp3"), "noise_pred"] = -1
+    with pytest.raises(TransferTableError, match=r"no matched-noise prediction for wave_a/pgd under 'mp3'"):
+        build_tables(preds, MODELS, {"mp3": {"kind": "codec", "codec": "mp3"}})
+    with pytest.raises(TransferTableError, match="matched-noise"):
+        build_tables(preds.drop(columns=["noise_pred"]), MODELS, {"mp3": {"kind": "codec", "codec": "mp3"}})
 
 
 def test_missing_clean_predictions_are_reported():
@@ -126,7 +181,8 @@ def test_lossless_changes_are_flagged():
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> dict:
-    """A 12-clip dataset, one attack output on wave_a, and three tiny real model checkpoints."""
+    """A 12-clip dataset, one attack output on wave_a (with its matched-noise control, as the attack
+    stage writes it), and three tiny real model checkpoints."""
     from advmir.models.zoo import build_model, save_checkpoint
 
     root = tmp_path_factory.mktemp("transfer")
@@ -155,6 +211,11 @@ def workspace(tmp_path_factory) -> dict:
     attack.mkdir(parents=True)
     adversarial = np.clip(audio[rows] + 0.02 * np.sign(rng.standard_normal((len(rows), length))), -1, 1)
     np.save(attack / "adversarial.npy", adversarial.astype(np.float32))
+    # the control: each clean clip plus white Gaussian noise of its perturbation's L2 norm
+    norms = np.linalg.norm(adversarial - audio[rows], axis=1, keepdims=True)
+    direction = rng.standard_normal((len(rows), length))
+    noise = audio[rows] + norms * direction / np.linalg.norm(direction, axis=1, keepdims=True)
+    np.save(attack / "matched_noise.npy", np.clip(noise, -1, 1).astype(np.float32))
     pd.DataFrame(
         {
             "id": manifest["id"].to_numpy()[rows],
@@ -199,6 +260,7 @@ def _encode(ws: dict, source: str, name: str) -> Path:
     args += ["--examples", str(ws["attack"] / "examples.csv")]
     if source != "clean":
         args += ["--audio", str(ws["attack"] / "adversarial.npy")]
+        args += ["--noise-audio", str(ws["attack"] / "matched_noise.npy")]
     args += ["--room-setting", spec] if name == "room" else ["--codec-setting", spec, "--workers", "2"]
     assert cli.encode(args) == 0
     return out
@@ -231,6 +293,9 @@ def _evaluate(ws: dict, attack: str, condition: str) -> Path:
         str(out),
     ]
     args += ["--source", source_model, audio, examples, "--device", "cpu"]
+    if attack != "clean":
+        noise = Path(audio).parent / ("matched_noise.npy" if condition == "none" else "decoded_noise.npy")
+        args += ["--noise", source_model, str(noise)]
     for name, ckpt in ws["ckpts"].items():
         args += ["--target", name, str(ckpt)]
     assert cli.evaluate(args) == 0
@@ -245,13 +310,17 @@ def test_encode_evaluate_summarize_plot(workspace):
     folder = ws["root"] / "codecs" / "toy" / "wave_a" / "pgd" / "mp3_32k"
     decoded = np.load(folder / "decoded.npy")
     assert decoded.shape == (6, 4000) and decoded.dtype == np.float32
+    decoded_noise = np.load(folder / "decoded_noise.npy")
+    assert decoded_noise.shape == decoded.shape and decoded_noise.dtype == np.float32
+    assert not (ws["root"] / "codecs" / "toy" / "clean" / "mp3_32k" / "decoded_noise.npy").exists()
     with zipfile.ZipFile(folder / "bitstreams.zip") as archive:
         names = archive.namelist()
-        assert len(names) == 6 and names[0] == "00000_clip01.mp3"
+        assert len(names) == 12 and names[0] == "00000_clip01.mp3" and names[6] == "noise/00000_clip01.mp3"
         assert archive.read(names[0])[:3] in (b"\xff\xfb", b"ID3") or archive.read(names[0])[0] == 0xFF
     bitrates = pd.read_csv(folder / "bitrates.csv")
     assert list(bitrates["row"]) == list(ws["rows"]) and bitrates["honoured"].all()
     assert (bitrates["achieved_kbps"] > 32).all()  # file bytes, container included
+    assert (bitrates["noise_achieved_kbps"] > 32).all()
     setting = json.loads((folder / "setting.json").read_text())
     assert setting["encoder_options"][:4] == ["-c:a", "libmp3lame", "-b:a", "32k"] and setting["honoured"]
     channel = pd.read_csv(ws["root"] / "codecs" / "toy" / "clean" / "room" / "channel.csv")
@@ -283,6 +352,22 @@ def test_encode_evaluate_summarize_plot(workspace):
     assert clean.loc[clean["condition"] == "mp3_32k", "achieved_kbps_median"].iloc[0] > 32
     mp3 = transfer[transfer["condition"] == "mp3_32k"]
     assert mp3["achieved_kbps"].notna().all() and mp3["clean_achieved_kbps"].notna().all()
+    assert mp3["noise_payload_kbps"].notna().all()
+    assert (flac["noise_pred"] == none.loc[flac.index, "noise_pred"]).all()  # the control too
+    # the predictions on the controls are their own, and the rates follow them
+    raw = pd.read_csv(ws["root"] / "transfer" / "toy" / "pgd" / "mp3_32k.csv")
+    assert (raw["noise_pred"] >= 0).all() and raw["noise_conf"].notna().all()
+    assert (pd.read_csv(ws["root"] / "transfer" / "toy" / "clean" / "mp3_32k.csv")["noise_pred"] == -1).all()
+    rates = pd.read_csv(tables["rates"]).set_index(["condition", "target_model"])
+    hits = (
+        (transfer["noise_success"] & transfer["counted"])
+        .groupby([transfer["condition"], transfer["target_model"]])
+        .sum()
+    )
+    counted = transfer.groupby(["condition", "target_model"])["counted"].sum()
+    expected = (hits / counted.where(counted > 0)).reindex(rates.index)
+    np.testing.assert_allclose(rates["noise_success_rate"], expected)
+    np.testing.assert_allclose(rates["excess_over_noise"], rates["success_rate"] - expected)
 
     from advmir.plotting.transfer import main as plot
 
@@ -303,6 +388,49 @@ def test_encode_evaluate_summarize_plot(workspace):
     argv += ["--out-bitrate", *outs["b"], "--out-heatmaps", *outs["h"], "--out-room", *outs["r"]]
     assert plot(argv) == 0
     assert all(Path(p).stat().st_size > 1000 for paths in outs.values() for p in paths)
+
+
+def test_the_noise_control_goes_through_the_same_codec_and_room(workspace):
+    """decoded_noise.npy is matched_noise.npy through the same setting, row for row, aligned like
+    decoded.npy: the same bitstreams as a round trip of the controls alone, the lossless control
+    returns them, and each control meets its example's room."""
+    from advmir.codecs.engine import CodecEngine
+    from advmir.codecs.registry import parse_setting
+    from advmir.codecs.room import parse_room, simulate
+
+    ws = workspace
+    noise = np.load(ws["attack"] / "matched_noise.npy")
+    folders = {name: _encode(ws, "wave_a/pgd", name) for name in CONDITIONS}
+
+    flac = np.load(folders["flac"] / "decoded_noise.npy")
+    np.testing.assert_allclose(flac, noise, atol=2.0**-14)  # aligned, and in the order of the rows
+    assert np.abs(np.load(folders["flac"] / "decoded.npy") - flac).max() > 1e-3  # not the examples
+
+    setting = parse_setting("mp3_32k", CONDITIONS["mp3_32k"], SR)
+    alone = CodecEngine(workers=1, batch_size=4).roundtrip(noise, SR, setting)
+    np.testing.assert_array_equal(np.load(folders["mp3_32k"] / "decoded_noise.npy"), alone.decoded)
+    with zipfile.ZipFile(folders["mp3_32k"] / "bitstreams.zip") as archive:
+        controls = [archive.read(n) for n in archive.namelist() if n.startswith("noise/")]
+    assert controls == alone.bitstreams
+    bitrates = pd.read_csv(folders["mp3_32k"] / "bitrates.csv")
+    np.testing.assert_allclose(bitrates["noise_payload_kbps"], alone.payload_kbps, atol=1e-3)
+
+    room = parse_room("room", CONDITIONS["room"], SR)
+    # keyed by the dataset rows, as the examples are: each control meets its example's room and noise
+    expected = simulate(noise, SR, room, ws["rows"])[0]
+    np.testing.assert_array_equal(np.load(folders["room"] / "decoded_noise.npy"), expected)
+    assert "noise_snr_db_vs_original" in pd.read_csv(folders["room"] / "channel.csv").columns
+    summary = json.loads((folders["room"] / "setting.json").read_text())
+    assert summary["noise_control"] is True
+
+
+def test_evaluate_refuses_an_attack_source_without_its_control(workspace, capsys):
+    ws = workspace
+    args = ["--dataset-dir", str(ws["dataset"]), "--attack", "pgd", "--condition", "none"]
+    args += ["--source", "wave_a", str(ws["attack"] / "adversarial.npy"), str(ws["attack"] / "examples.csv")]
+    args += ["--target", "wave_a", str(ws["ckpts"]["wave_a"]), "--out", str(ws["root"] / "x.csv")]
+    assert cli.evaluate(args) == 2
+    assert "missing for ['wave_a']" in capsys.readouterr().err
 
 
 def test_encode_refuses_a_setting_it_cannot_honour(workspace, capsys):

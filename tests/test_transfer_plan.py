@@ -82,6 +82,23 @@ def test_inputs_of_evaluation_jobs():
     )
 
 
+def test_attack_sources_carry_their_matched_noise_control():
+    p = plan()
+    assert "noise" not in p.codec_inputs("toy", "clean") and p.noise_option("clean", None) == ""
+    codec = p.codec_inputs("toy", "mel/pgd")
+    assert codec["noise"] == "results/attacks/toy/mel/pgd/matched_noise.npy"
+    assert p.noise_option("mel/pgd", codec["noise"]) == f"--noise-audio {codec['noise']}"
+    none, mp3 = p.transfer_inputs("toy", "pgd", "none"), p.transfer_inputs("toy", "pgd", "mp3_32k")
+    assert none["noise"][1] == "results/attacks/toy/mel/pgd/matched_noise.npy"
+    assert mp3["noise"][1] == "results/codecs/toy/mel/pgd/mp3_32k/decoded_noise.npy"
+    assert len(mp3["noise"]) == len(mp3["audio"]) == 3
+    options = p.source_options("pgd", mp3["audio"], mp3["examples"], mp3["noise"])
+    assert f"--noise mel {mp3['noise'][1]}" in options and options.count("--noise ") == 3
+    clean = p.transfer_inputs("toy", "clean", "mp3_32k")
+    assert "noise" not in clean
+    assert "--noise" not in p.source_options("clean", clean["audio"], clean["examples"])
+
+
 def test_attack_stage_models_sources_and_targets_are_honoured():
     config = copy.deepcopy(CONFIG)
     config["transfer"].update(sources=["wave", "sur"], targets=["mel"], max_examples=50)

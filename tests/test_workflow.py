@@ -63,6 +63,17 @@ def test_stage_tables(finished_run):
     shared = flac.index.intersection(none.index)
     assert len(shared) > 0
     assert (flac.loc[shared, "pred"] == none.loc[shared, "pred"]).all()
+    # every adversarial prediction beside its matched-noise control's, through the same condition
+    assert (transfer["noise_pred"] >= 0).all() and transfer["noise_success"].isin([True, False]).all()
+    assert (flac.loc[shared, "noise_pred"] == none.loc[shared, "noise_pred"]).all()
+    rates = pd.read_csv(tables / "transfer_rates.csv")
+    assert rates["noise_success_rate"].dropna().between(0, 1).all()
+    assert np.allclose(
+        rates["excess_over_noise"], rates["success_rate"] - rates["noise_success_rate"], equal_nan=True
+    )
+    for condition in ("mp3_32k", "room"):
+        folder = work / f"results/codecs/synth_notes/logmel_cnn/pgd/{condition}"
+        assert np.load(folder / "decoded_noise.npy").shape == np.load(folder / "decoded.npy").shape
     anomaly = pd.read_csv(tables / "anomaly.csv")
     assert anomaly["roc_auc"].dropna().between(0, 1).all()
     review = pd.read_csv(work / "results/anomaly/synth_notes/review.csv")

@@ -4,6 +4,8 @@
 # and optionally the `models` it runs on (default: every model but its own surrogate).
 # config["attack_settings"] holds what every attack shares (evaluation size, batch, listening files).
 # The evaluation subset is the same for every model and attack: seeded by config["seed"].
+# Every run also writes its control, matched_noise.npy (white noise at each example's SNR, on the same
+# clips) and scores it like the examples, so attacks.csv states each success beside noise's.
 
 
 include: "inputs/attacks.smk"
@@ -14,6 +16,7 @@ rule craft_adversarial:
         unpack(attack_inputs),
     output:
         adversarial=f"{RESULTS}/attacks/{{dataset}}/{{model}}/{{attack}}/adversarial.npy",
+        matched_noise=f"{RESULTS}/attacks/{{dataset}}/{{model}}/{{attack}}/matched_noise.npy",
         examples=f"{RESULTS}/attacks/{{dataset}}/{{model}}/{{attack}}/examples.csv",
         meta=f"{RESULTS}/attacks/{{dataset}}/{{model}}/{{attack}}/attack.json",
     log:

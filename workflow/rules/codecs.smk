@@ -1,6 +1,9 @@
 # Compression and over-the-air simulation: one job per (dataset, source, setting).
 # {source} is `clean` (the evaluation subset) or `{model}/{attack}` (one attack's output);
 # {codec} is the name of a codec setting (codecs.settings) or of a room setting (codecs.rooms).
+# The job of an attack source also sends the run's matched-noise control (matched_noise.npy)
+# through the same setting (decoded_noise.npy); the clean source's rules (encode_clean_with_codec,
+# simulate_clean_room) are the same rules without that control.
 # A job depends on its own setting's spec only, so adding a setting runs just that setting's jobs.
 # The job grid lives in advmir.transfer.plan (tested); include attacks.smk first (attacked_models).
 
@@ -17,7 +20,8 @@ rule encode_with_codec:
             }
         ),
     output:
-        decoded=DECODED if TRANSFER_PLAN.keep_decoded else temp(DECODED),
+        decoded=decoded_output(DECODED),
+        decoded_noise=decoded_output(DECODED_NOISE_FILE),
         bitstreams=f"{CODEC_DIR}/bitstreams.zip",
         bitrates=f"{CODEC_DIR}/bitrates.csv",
         setting=f"{CODEC_DIR}/setting.json",
@@ -26,7 +30,7 @@ rule encode_with_codec:
     benchmark:
         f"{RESULTS}/benchmarks/codecs/{{dataset}}/{{source}}/{{codec}}.tsv"
     wildcard_constraints:
-        source=alternatives(TRANSFER_PLAN.sources()),
+        source=ATTACK_SOURCES,
         codec=alternatives(list(TRANSFER_PLAN.codec_settings)),
     conda:
         "../../envs/codecs.yaml"
@@ -37,10 +41,11 @@ rule encode_with_codec:
     params:
         setting=lambda w: TRANSFER_PLAN.codec_setting_json(w.codec),
         audio=lambda w, input: TRANSFER_PLAN.audio_option(w.source, input.get("audio")),
+        noise=lambda w, input: TRANSFER_PLAN.noise_option(w.source, input.get("noise")),
         subset=TRANSFER_PLAN.max_examples_option(),
     shell:
         "python -m advmir encode-codec --dataset-dir $(dirname {input.waveforms}) --examples {input.examples}"
-        " {params.audio} {params.subset} --source {wildcards.source} --name {wildcards.codec}"
+        " {params.audio} {params.noise} {params.subset} --source {wildcards.source} --name {wildcards.codec}"
         " --codec-setting {params.setting:q} --out-dir $(dirname {output.decoded})"
         " --workers {threads} > {log} 2>&1"
 
@@ -54,7 +59,8 @@ rule simulate_room:
             }
         ),
     output:
-        decoded=DECODED if TRANSFER_PLAN.keep_decoded else temp(DECODED),
+        decoded=decoded_output(DECODED),
+        decoded_noise=decoded_output(DECODED_NOISE_FILE),
         channel=f"{CODEC_DIR}/channel.csv",
         rooms=f"{CODEC_DIR}/rooms.npz",
         setting=f"{CODEC_DIR}/setting.json",
@@ -63,7 +69,7 @@ rule simulate_room:
     benchmark:
         f"{RESULTS}/benchmarks/codecs/{{dataset}}/{{source}}/{{codec}}.tsv"
     wildcard_constraints:
-        source=alternatives(TRANSFER_PLAN.sources()),
+        source=ATTACK_SOURCES,
         codec=alternatives(list(TRANSFER_PLAN.room_settings)),
     conda:
         "../../envs/codecs.yaml"
@@ -74,8 +80,31 @@ rule simulate_room:
     params:
         setting=lambda w: TRANSFER_PLAN.room_setting_json(w.codec),
         audio=lambda w, input: TRANSFER_PLAN.audio_option(w.source, input.get("audio")),
+        noise=lambda w, input: TRANSFER_PLAN.noise_option(w.source, input.get("noise")),
         subset=TRANSFER_PLAN.max_examples_option(),
     shell:
         "python -m advmir encode-codec --dataset-dir $(dirname {input.waveforms}) --examples {input.examples}"
-        " {params.audio} {params.subset} --source {wildcards.source} --name {wildcards.codec}"
+        " {params.audio} {params.noise} {params.subset} --source {wildcards.source} --name {wildcards.codec}"
         " --room-setting {params.setting:q} --out-dir $(dirname {output.decoded}) > {log} 2>&1"
+
+
+use rule encode_with_codec as encode_clean_with_codec with:
+    output:
+        decoded=decoded_output(DECODED),
+        bitstreams=f"{CODEC_DIR}/bitstreams.zip",
+        bitrates=f"{CODEC_DIR}/bitrates.csv",
+        setting=f"{CODEC_DIR}/setting.json",
+    wildcard_constraints:
+        source=CLEAN,
+        codec=alternatives(list(TRANSFER_PLAN.codec_settings)),
+
+
+use rule simulate_room as simulate_clean_room with:
+    output:
+        decoded=decoded_output(DECODED),
+        channel=f"{CODEC_DIR}/channel.csv",
+        rooms=f"{CODEC_DIR}/rooms.npz",
+        setting=f"{CODEC_DIR}/setting.json",
+    wildcard_constraints:
+        source=CLEAN,
+        codec=alternatives(list(TRANSFER_PLAN.room_settings)),

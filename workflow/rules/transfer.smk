@@ -1,6 +1,7 @@
 # Transfer evaluation: every target model's prediction on every example, per (attack, condition);
 # then the tidy tables and figures. {attack} is an attack name or `clean` (the clean subset);
-# {condition} is `none` or a codec / room setting name. Include codecs.smk first (TRANSFER_PLAN).
+# {condition} is `none` or a codec / room setting name. An attack's examples are scored beside their
+# matched-noise controls under the same condition. Include codecs.smk first (TRANSFER_PLAN).
 
 
 include: "inputs/transfer.smk"
@@ -32,7 +33,7 @@ rule evaluate_transfer:
         gpu=GPUS,
     params:
         sources=lambda w, input: TRANSFER_PLAN.source_options(
-            w.attack, input.get("audio"), input.examples
+            w.attack, input.get("audio"), input.examples, input.get("noise")
         ),
         targets=lambda w, input: TRANSFER_PLAN.target_options(input.ckpts),
         subset=TRANSFER_PLAN.max_examples_option(),
@@ -53,8 +54,9 @@ rule summarize_transfer:
         f"{RESULTS}/logs/tables/transfer.log",
     benchmark:
         f"{RESULTS}/benchmarks/tables/transfer.tsv"
+    # torch's environment: the success rule is the attack stage's (advmir.attacks.scoring)
     conda:
-        "../../envs/plot.yaml"
+        "../../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=4000,

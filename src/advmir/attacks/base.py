@@ -26,6 +26,7 @@ from torch import nn
 
 from advmir.attacks.budgets import Budget, perturbation_metrics
 from advmir.attacks.params import AttackParamError, check_bool, check_choice, check_number
+from advmir.attacks.scoring import fooled
 
 log = logging.getLogger(__name__)
 
@@ -225,9 +226,9 @@ class Attack:
         return -F.cross_entropy(logits, t, reduction="none")
 
     def is_success(self, logits: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """(B,) bool: the prediction is the target (targeted) or not the label (untargeted)."""
-        pred = logits.argmax(dim=1)
-        return pred == t if self.targeted is not None else pred != y
+        """(B,) bool: the prediction is the target (targeted) or not the label (untargeted); the rule
+        of :func:`advmir.attacks.scoring.fooled` (targets are -1 exactly when untargeted)."""
+        return fooled(logits.argmax(dim=1), y, t)
 
     def margin(self, logits: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """(B,) logit margin, negative exactly when the attack succeeds (CW's f6 before clamping)."""

@@ -6,20 +6,25 @@ craft
 
     - ``adversarial.npy``: float32 (n_eval, T), row j is the adversarial clip of examples.csv row j;
       streamed to disk chunk by chunk, so memory stays flat as the evaluation set grows.
+    - ``matched_noise.npy``: float32 (n_eval, T), row j is the control of adversarial row j: the clean
+      clip plus white noise at the same SNR (:mod:`advmir.attacks.controls`), streamed the same way.
     - ``examples.csv``: one row per example: id, row (in the dataset), label, target (-1 when
       untargeted), clean_pred, clean_conf, adv_pred, adv_conf, clean_correct, success, snr_db, linf, l2,
-      iterations, queries, seconds. Labels and predictions are class indices (names in attack.json).
-      ``success`` counts only examples the *target* model got right when clean.
+      iterations, queries, seconds, and the control's noise_snr_db, noise_pred, noise_success. Labels
+      and predictions are class indices (names in attack.json). ``success`` and ``noise_success``
+      follow one rule (:mod:`advmir.attacks.scoring`) and count only examples the *target* model got
+      right when clean.
     - ``attack.json``: the spec, resolved parameters, threat model, counts and timings.
     - ``listen/*.wav``: a few examples as clean, adversarial and perturbation x10 (float WAV), and the
       same clips in ``listen/panel.npz`` (ids, clean, adversarial, sample_rate) for figures.
     - ``perturbation.npy`` (universal attack only): the perturbation fitted on the train split.
 
     With ``--surrogate-checkpoint`` the attack is crafted on the surrogate and scored on the target
-    (the limited-knowledge threat model).
+    (the limited-knowledge threat model); so is the control.
 
 summarize-attacks
-    One row per (dataset, model, attack) run with its budget: results/tables/attacks.csv.
+    One row per (dataset, model, attack) run with its budget: results/tables/attacks.csv, each success
+    rate beside its matched-noise control (see :func:`advmir.attacks.scoring.success_rates`).
 """
 
 from __future__ import annotations
@@ -39,13 +44,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from advmir.attacks.scoring import EXAMPLE_COLUMNS, score_chunk, success_rates
+
 log = logging.getLogger("advmir.attacks")
 
 SPEC_KEYS = {"name", "params", "threat", "surrogate", "models"}
-EXAMPLE_COLUMNS = [
-    "id", "row", "label", "target", "clean_pred", "clean_conf", "adv_pred", "adv_conf", "clean_correct",
-    "success", "snr_db", "linf", "l2", "iterations", "queries", "seconds",
-]  # fmt: skip
 DEFAULT_LOADER = "advmir.models.zoo:load_model"
 
 
@@ -101,19 +104,6 @@ def load_loader(path: str) -> Callable[..., torch.nn.Module]:
     """Import ``module:function``, the function that loads a checkpoint (default: the model zoo's)."""
     module, _, func = path.partition(":")
     return getattr(importlib.import_module(module), func)
-
-
-@torch.no_grad()
-def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted class (n,) and its softmax probability (n,) of ``model`` on clips x (n, T)."""
-    device = next(model.parameters()).device
-    preds, confs = [], []
-    for i in range(0, x.shape[0], batch_size):
-        probs = torch.softmax(model(x[i : i + batch_size].to(device)).float(), dim=1)
-        conf, pred = probs.max(dim=1)
-        preds.append(pred.cpu())
-        confs.append(conf.cpu())
-    return torch.cat(preds).numpy(), torch.cat(confs).numpy()
 
 
 def read_rows(path: Path, rows: np.ndarray | slice) -> np.ndarray:
@@ -192,7 +182,8 @@ def _craft_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m advmir craft",
         description="Attack a fixed, seeded evaluation subset of a dataset's test split with one attack; "
-        "write adversarial.npy, examples.csv, attack.json and listen/ into --out-dir, atomically.",
+        "write adversarial.npy, matched_noise.npy, examples.csv, attack.json and listen/ into --out-dir, "
+        "atomically.",
     )
     p.add_argument("--dataset-dir", required=True, help="prepared dataset (data contract)")
     p.add_argument("--checkpoint", required=True, help="the target model's model.ckpt")
@@ -277,14 +268,15 @@ def craft(argv: list[str]) -> int:
 
     from tqdm import tqdm
 
-    records: list[dict[str, Any]] = []
+    frames: list[pd.DataFrame] = []
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
-        # the file is created (header, size) through open_memmap, then each chunk is written through a
+        # each file is created (header, size) through open_memmap, then each chunk is written through a
         # map opened for it alone: written pages leave the process with it, so memory stays flat
-        adv_path = tmp / "adversarial.npy"
-        created = np.lib.format.open_memmap(adv_path, mode="w+", dtype=np.float32, shape=(n, length))
-        del created
+        adv_path, noise_path = tmp / "adversarial.npy", tmp / "matched_noise.npy"
+        for path in (adv_path, noise_path):
+            created = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, length))
+            del created
         bs = attack.batch_size
         # One tick per finished clip, also into the rule's log file (not a terminal: disable=False).
         bar = tqdm(total=n, desc=f"craft {spec['name']}", unit="clip", mininterval=5, disable=False)
@@ -293,31 +285,18 @@ def craft(argv: list[str]) -> int:
             chunk = rows[start : start + args.chunk_size]
             x = torch.from_numpy(read_rows(waveforms_path, chunk))
             y = torch.from_numpy(labels_all[chunk].astype(np.int64))
-            clean_pred, clean_conf = predict(target_model, x, bs)
             result = attack(x, y).cpu()
-            adv_pred, adv_conf = predict(target_model, result.x_adv, bs)
-            adv = np.load(adv_path, mmap_mode="r+")
-            adv[start : start + len(chunk)] = result.x_adv.numpy()
-            adv.flush()
-            del adv
-            target = result.target.numpy()
-            correct = clean_pred == y.numpy()
-            fooled = adv_pred == target if attack.targeted else adv_pred != y.numpy()
-            for i, row in enumerate(chunk):
-                records.append({
-                    "id": ids_all[row], "row": int(row), "label": int(y[i]), "target": int(target[i]),
-                    "clean_pred": int(clean_pred[i]), "clean_conf": float(clean_conf[i]),
-                    "adv_pred": int(adv_pred[i]), "adv_conf": float(adv_conf[i]),
-                    "clean_correct": bool(correct[i]), "success": bool(correct[i] and fooled[i]),
-                    "snr_db": float(result.snr_db[i]), "linf": float(result.linf[i]),
-                    "l2": float(result.l2[i]),
-                    "iterations": int(result.iterations[i]), "queries": int(result.queries[i]),
-                    "seconds": float(result.seconds[i]),
-                })  # fmt: skip
-            del x, result
+            scores, control = score_chunk(target_model, x, y, result, chunk, ids_all[chunk], args.seed, bs)
+            for path, audio in ((adv_path, result.x_adv), (noise_path, control)):
+                stored = np.load(path, mmap_mode="r+")
+                stored[start : start + len(chunk)] = audio.numpy()
+                stored.flush()
+                del stored
+            frames.append(scores)
+            del x, result, control
             _return_freed_memory()
         bar.close()
-        frame = pd.DataFrame.from_records(records, columns=EXAMPLE_COLUMNS)
+        frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=EXAMPLE_COLUMNS)
         frame.to_csv(tmp / "examples.csv", index=False)
         listened = write_listen(
             tmp / "listen",
@@ -332,6 +311,7 @@ def craft(argv: list[str]) -> int:
         seconds_total = time.perf_counter() - t_start
         n_correct = int(frame["clean_correct"].sum())
         n_success = int(frame["success"].sum())
+        n_noise_success = int(frame["noise_success"].sum())
         meta = {
             "attack": out_dir.name,
             "algorithm": spec["name"],
@@ -352,6 +332,8 @@ def craft(argv: list[str]) -> int:
             "n_clean_correct": n_correct,
             "n_success": n_success,
             "success_rate": n_success / n_correct if n_correct else None,
+            "n_noise_success": n_noise_success,
+            "noise_success_rate": n_noise_success / n_correct if n_correct else None,
             "median_snr_db": _finite_median(frame.loc[frame["success"], "snr_db"]),
             "seconds": seconds_total,
             "fit": fit_info,
@@ -362,8 +344,10 @@ def craft(argv: list[str]) -> int:
         (tmp / "attack.json").write_text(json.dumps(meta, indent=2, default=_json_default) + "\n")
     rate = f"{n_success}/{n_correct}" if n_correct else "0/0"
     log.info(
-        "done: success %s clean-correct clips, median SNR of successes %s dB, %.1f s; wrote %s",
+        "done: success %s clean-correct clips (matched noise: %d), median SNR of successes %s dB, %.1f s; "
+        "wrote %s",
         rate,
+        n_noise_success,
         meta["median_snr_db"],
         seconds_total,
         out_dir,
@@ -395,13 +379,15 @@ def _json_default(value: Any) -> Any:
 
 # ---------------------------------------------------------------------------------------- summarize
 def summarize_run(run_dir: Path) -> dict[str, Any]:
-    """One row of attacks.csv from a craft output folder."""
+    """One row of attacks.csv from a craft output folder: counts, timings, and each success rate
+    beside the rate of its matched-noise control (:func:`advmir.attacks.scoring.success_rates`)."""
     meta = json.loads((run_dir / "attack.json").read_text())
     ex = pd.read_csv(run_dir / "examples.csv")
     correct = ex[ex["clean_correct"]]
     success = ex[ex["success"]]
     budget = meta["params"].get("budget") or {}
     n_correct = len(correct)
+    rates = success_rates(ex)
     return {
         "dataset": meta["dataset"],
         "model": meta["model"],
@@ -416,8 +402,10 @@ def summarize_run(run_dir: Path) -> dict[str, Any]:
         "n_eval": len(ex),
         "n_clean_correct": n_correct,
         "n_success": len(success),
-        "success_rate": len(success) / n_correct if n_correct else float("nan"),
+        "success_rate": rates["success_rate"],
         "median_snr_db": _finite_median(success["snr_db"]),
+        "n_noise_success": int(ex["noise_success"].sum()),
+        **{k: v for k, v in rates.items() if k != "success_rate"},
         "mean_iterations": float(correct["iterations"].mean()) if n_correct else float("nan"),
         "mean_queries": float(correct["queries"].mean()) if n_correct else float("nan"),
         "seconds": float(meta["seconds"]),

@@ -1,9 +1,12 @@
 """Figures of the attack stage, from results/tables/attacks.csv and each run's examples.csv.
 
-- success vs SNR budget: per attack (panel) and model (line), the share of clean-correct clips the
+- success vs SNR budget: per attack (panel) and model (colour), the share of clean-correct clips the
   attack fooled with a perturbation at least b dB below the clip, against b. An example that fooled
   the model at SNR s also counts for every budget b <= s, so each line is a lower bound of the
-  success at that budget from one run; the marker is the run's own budget and success rate.
+  success at that budget from one run; the marker is the run's own budget and success rate. Beside
+  each attack line, dashed in the same colour, its control: the same clips with white noise at each
+  example's own SNR (matched_noise.npy), counted the same way; the open marker is its rate at the
+  run's budget.
 - SNR distribution of the successful examples, per attack and model.
 - spectrogram panel: clean, adversarial and perturbation of a few listenable examples of one run.
 """
@@ -40,21 +43,32 @@ def load_examples(run_dirs: list[Path]) -> pd.DataFrame:
 
 
 def success_curves(examples: pd.DataFrame, grid: np.ndarray) -> pd.DataFrame:
-    """Share of clean-correct clips fooled at SNR >= b for each b of ``grid``, per dataset, model, attack."""
+    """Share of clean-correct clips fooled at SNR >= b for each b of ``grid``, per dataset, model, attack:
+    by the adversarial examples (``success_rate``) and by their matched noise (``noise_success_rate``,
+    NaN for runs without the control)."""
+
+    def rate(correct: pd.DataFrame, success: str, snr: str) -> np.ndarray:
+        if success not in correct or correct[success].isna().all():  # a run from before the control
+            return np.full(len(grid), np.nan)
+        fooled = correct.loc[correct[success].astype(bool), snr].to_numpy()
+        return (fooled[None, :] >= grid[:, None]).sum(axis=1) / len(correct)
+
     rows = []
     for (dataset, model, attack), ex in examples.groupby(["dataset", "model", "attack"], sort=True):
         correct = ex[ex["clean_correct"]]
         if correct.empty:
             continue
-        snr = correct.loc[correct["success"], "snr_db"].to_numpy()
-        rate = (snr[None, :] >= grid[:, None]).sum(axis=1) / len(correct)
-        rows.append(pd.DataFrame({"dataset": dataset, "model": model, "attack": attack, "budget_db": grid,
-                                  "success_rate": rate}))  # fmt: skip
+        curve = {"dataset": dataset, "model": model, "attack": attack, "budget_db": grid}
+        curve["success_rate"] = rate(correct, "success", "snr_db")
+        curve["noise_success_rate"] = rate(correct, "noise_success", "noise_snr_db")
+        rows.append(pd.DataFrame(curve))
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
 
 
 def plot_success_vs_snr(table: pd.DataFrame, examples: pd.DataFrame) -> plt.Figure:
-    """One panel per (dataset, attack): success rate against the SNR budget, one line per model."""
+    """One panel per (dataset, attack): success rate against the SNR budget, one colour per model: the
+    attack (solid line, filled dot at the run's budget) and its matched-noise control (dashed line,
+    open dot)."""
     finite = examples.loc[np.isfinite(examples["snr_db"]) & examples["success"], "snr_db"]
     top = float(np.ceil(finite.max() / 5) * 5 + 5) if len(finite) else 60.0
     grid = np.linspace(0.0, max(top, 10.0), 241)
@@ -70,10 +84,16 @@ def plot_success_vs_snr(table: pd.DataFrame, examples: pd.DataFrame) -> plt.Figu
         sel = curves[(curves["dataset"] == dataset) & (curves["attack"] == attack)] if len(curves) else curves
         for model, line in sel.groupby("model") if len(sel) else []:
             ax.plot(line["budget_db"], line["success_rate"], color=palette[model], label=model, lw=1.5)
+            ax.plot(line["budget_db"], line["noise_success_rate"], color=palette[model], lw=1.2, ls="--")
         points = table[(table["dataset"] == dataset) & (table["attack"] == attack)]
         for _, p in points.iterrows():
-            if pd.notna(p["budget_snr_db"]) and pd.notna(p["success_rate"]):
+            if pd.isna(p["budget_snr_db"]):
+                continue
+            if pd.notna(p["success_rate"]):
                 ax.plot(p["budget_snr_db"], p["success_rate"], "o", color=palette[p["model"]], ms=6, mec="k")
+            if pd.notna(p.get("noise_success_rate")):
+                ax.plot(p["budget_snr_db"], p["noise_success_rate"], "o", mfc="none", mec=palette[p["model"]],
+                        ms=6, mew=1.5)  # fmt: skip
         info = points.iloc[0]
         ax.set_title(f"{attack} ({info['algorithm']}, {info['threat']})" + (
             f"\n{dataset}" if table["dataset"].nunique() > 1 else ""), fontsize=9)  # fmt: skip
@@ -85,7 +105,11 @@ def plot_success_vs_snr(table: pd.DataFrame, examples: pd.DataFrame) -> plt.Figu
     for k in range(len(panels), rows * cols):
         axes[k // cols, k % cols].axis("off")
     handles = [plt.Line2D([], [], color=palette[m], lw=2, label=m) for m in models]
-    handles.append(plt.Line2D([], [], ls="", marker="o", color="grey", mec="k", label="run budget"))
+    handles.append(
+        plt.Line2D([], [], color="grey", lw=1.5, marker="o", mec="k", label="attack (dot: run budget)")
+    )
+    handles.append(plt.Line2D([], [], color="grey", lw=1.2, ls="--", marker="o", mfc="none",
+                              label="matched noise (same clips, same SNR)"))  # fmt: skip
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), frameon=False,
                bbox_to_anchor=(0.5, -0.02 - 0.03 * math.ceil(len(handles) / 4)))  # fmt: skip
     fig.tight_layout()

@@ -1,13 +1,16 @@
 """Figures of the transfer stage, drawn from the tables only.
 
 - success rate against the achieved bitrate, one line per codec, per attack (white-box and transfer),
-  above the clean accuracy of the targets at the same bitrates;
+  beside the same for the matched-noise control (dashed), above the clean accuracy of the targets at
+  the same bitrates;
 - transfer heatmaps (source x target models, grouped by input representation) with no
-  transformation and after chosen codec settings (default MP3 128 kbps);
-- success after the room simulation for PGD against EOT-PGD.
+  transformation and after chosen codec settings (default MP3 128 kbps): each cell the excess of
+  the success rate over the matched-noise control's, annotated with both rates;
+- success after the room simulation for PGD against EOT-PGD, each bar with its control's rate.
 
 Success rates count only examples whose clean version, through the same transformation, the target
-classifies correctly (see :mod:`advmir.transfer.tables`).
+classifies correctly (see :mod:`advmir.transfer.tables`); the matched-noise control (the clean clip
+plus white noise at the example's own SNR, through the same transformation) is counted the same way.
 """
 
 from __future__ import annotations
@@ -34,9 +37,17 @@ CODEC_STYLE = {
 FRONTEND_ORDER = ("waveform", "stft", "logmel", "cqt")
 
 
-def _pooled(frame: pd.DataFrame) -> float:
+def _pooled(frame: pd.DataFrame, hits: str = "n_success") -> float:
+    """Pooled rate of the rows of ``frame``: ``hits`` (n_success, or n_noise_success for the
+    control) over the counted clips."""
     counted = frame["n_counted"].sum()
-    return float(frame["n_success"].sum() / counted) if counted else float("nan")
+    return float(frame[hits].sum() / counted) if counted else float("nan")
+
+
+def _noise_kbps(frame: pd.DataFrame) -> float:
+    """Mean achieved payload kbps of the controls (of the examples when the table lacks it)."""
+    kbps = frame["noise_payload_kbps"] if "noise_payload_kbps" in frame else frame["payload_kbps"]
+    return float(kbps.mean())
 
 
 def _panels(rates: pd.DataFrame) -> list[tuple[str, str]]:
@@ -61,7 +72,8 @@ def _empty(message: str) -> plt.Figure:
 
 
 def plot_bitrate(rates: pd.DataFrame, clean: pd.DataFrame) -> plt.Figure:
-    """Success rate against achieved bitrate, one line per codec; columns: (dataset, attack).
+    """Success rate against achieved bitrate, one line per codec (solid: the attack; dashed with open
+    markers: its matched-noise control at the controls' own bitrate); columns: (dataset, attack).
 
     Rows: white-box (target = source), transfer (target != source), and the clean accuracy of the
     targets (mean over targets) at the bitrate of the clean clips.
@@ -79,19 +91,34 @@ def plot_bitrate(rates: pd.DataFrame, clean: pd.DataFrame) -> plt.Figure:
             none = part[part["condition"] == "none"]
             if len(none):
                 ax.axhline(_pooled(none), color="grey", ls=":", lw=1, label="no codec")
+                ax.axhline(
+                    _pooled(none, "n_noise_success"),
+                    color="grey",
+                    ls="-.",
+                    lw=1,
+                    label="no codec, matched noise",
+                )
             for codec in LOSSY:
                 cells = part[part["codec"] == codec]
                 if cells.empty:
                     continue
-                points = sorted(
-                    (float(c["payload_kbps"].mean()), _pooled(c)) for _, c in cells.groupby("condition")
-                )
                 color, marker = CODEC_STYLE[codec]
+                by_condition = [c for _, c in cells.groupby("condition")]
+                points = sorted((float(c["payload_kbps"].mean()), _pooled(c)) for c in by_condition)
                 ax.plot(*zip(*points, strict=True), color=color, marker=marker, label=codec)
+                noise = sorted((_noise_kbps(c), _pooled(c, "n_noise_success")) for c in by_condition)
+                ax.plot(*zip(*noise, strict=True), color=color, marker=marker, ls="--", mfc="none", alpha=0.8)
             lossless = part[part["codec"] == "flac"]
             if len(lossless):
                 ax.plot(
                     lossless["payload_kbps"].mean(), _pooled(lossless), "kx", ms=8, label="flac (lossless)"
+                )
+                ax.plot(
+                    _noise_kbps(lossless),
+                    _pooled(lossless, "n_noise_success"),
+                    "k+",
+                    ms=8,
+                    label="flac, matched noise",
                 )
             ax.set_ylim(-0.02, 1.02)
             _bitrate_axis(ax)
@@ -121,7 +148,11 @@ def plot_bitrate(rates: pd.DataFrame, clean: pd.DataFrame) -> plt.Figure:
         ax.set_xlabel("achieved kbps (audio packets)")
         if col == 0:
             ax.set_ylabel("clean accuracy")
+    from matplotlib.lines import Line2D
+
     handles, labels = axes[0, 0].get_legend_handles_labels()
+    handles.append(Line2D([], [], color="grey", marker="o", mfc="none", ls="--"))
+    labels.append("matched noise (dashed, open)")
     for ax in axes.flat:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             if lab not in labels:
@@ -144,8 +175,15 @@ def _order(part: pd.DataFrame) -> tuple[list[str], dict[str, str]]:
     return sorted(frontends, key=key), frontends
 
 
+def _grid(cells: pd.Series, sources: list[str], targets: list[str]) -> np.ndarray:
+    """(sources, targets) float matrix of a (crafted_on, target_model)-indexed series."""
+    wide = cells.unstack("target_model")
+    return wide.reindex(index=sources, columns=targets).to_numpy(dtype=float)
+
+
 def plot_heatmaps(rates: pd.DataFrame, conditions: list[str]) -> plt.Figure:
-    """Source x target success matrices grouped by representation.
+    """Source x target matrices of the excess of the success rate over the matched-noise control's
+    (``excess_over_noise``), grouped by representation; each cell also reads ``rate | noise rate``.
 
     Rows: (dataset, attack); columns: conditions.
     """
@@ -155,13 +193,13 @@ def plot_heatmaps(rates: pd.DataFrame, conditions: list[str]) -> plt.Figure:
         return _empty("no rates for the heatmap conditions")
     names, frontends = _order(rates)
     n = len(names)
-    size = max(3.2, 0.5 * n + 1.0)
+    size = max(3.2, 0.6 * n + 1.0)
     # Each row as tall as its matrix (one attack may have one source model, another all of them)
     # plus room for the rotated target names.
     rows = [
         rates.loc[(rates["dataset"] == d) & (rates["attack"] == a), "crafted_on"].nunique() for d, a in panels
     ]
-    heights = [0.5 * k + 2.2 for k in rows]
+    heights = [0.6 * k + 2.2 for k in rows]
     fig, axes = plt.subplots(
         len(panels),
         len(conditions),
@@ -179,22 +217,28 @@ def plot_heatmaps(rates: pd.DataFrame, conditions: list[str]) -> plt.Figure:
                 & (rates["attack"] == attack)
                 & (rates["condition"] == condition)
             ]
-            matrix = (
-                part.groupby(["crafted_on", "target_model"])["success_rate"].mean().unstack("target_model")
-            )
+            cells = part.groupby(["crafted_on", "target_model"])[
+                ["success_rate", "noise_success_rate", "excess_over_noise"]
+            ].mean()
+            matrix = cells["excess_over_noise"].unstack("target_model")
             sources = [m for m in names if m in matrix.index]
             targets = [m for m in names if m in matrix.columns]
-            values = matrix.reindex(index=sources, columns=targets).to_numpy(dtype=float)
-            image = ax.imshow(values, vmin=0, vmax=1, cmap="magma", aspect="equal")
+
+            values, rate, noise = (
+                _grid(cells[c], sources, targets)
+                for c in ("excess_over_noise", "success_rate", "noise_success_rate")
+            )
+            image = ax.imshow(values, vmin=-1, vmax=1, cmap="RdBu_r", aspect="equal")
             for i in range(len(sources)):
                 for j in range(len(targets)):
                     if np.isfinite(values[i, j]):
-                        ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                                color="black" if values[i, j] > 0.6 else "white")  # fmt: skip
+                        ax.text(j, i, f"{values[i, j]:+.2f}\n{rate[i, j]:.2f}|{noise[i, j]:.2f}", ha="center",
+                                va="center", fontsize=6, linespacing=1.1,
+                                color="white" if abs(values[i, j]) > 0.6 else "black")  # fmt: skip
             for axis_names, line in ((sources, ax.axhline), (targets, ax.axvline)):
                 for k in range(1, len(axis_names)):
                     if frontends.get(axis_names[k]) != frontends.get(axis_names[k - 1]):
-                        line(k - 0.5, color="white", lw=2)
+                        line(k - 0.5, color="black", lw=1.5)
             ax.set_xticks(range(len(targets)), targets, rotation=60, ha="right", fontsize=7)
             labels = [f"{m} [{frontends.get(m, '?')}]" for m in sources] if c == 0 else []
             ax.set_yticks(range(len(sources)), labels, fontsize=7)
@@ -204,13 +248,19 @@ def plot_heatmaps(rates: pd.DataFrame, conditions: list[str]) -> plt.Figure:
             if c == 0:
                 ax.set_ylabel("source model (crafted on)")
     if image is not None:
-        fig.colorbar(image, ax=axes, shrink=0.6, label="success rate (clean-correct examples)")
+        fig.colorbar(
+            image,
+            ax=axes,
+            shrink=0.6,
+            label="excess over matched noise: success rate − noise success rate\n"
+            "(clean-correct examples; cells: excess, then rate | noise rate)",
+        )
     return fig
 
 
 def plot_room_eot(rates: pd.DataFrame, plain: str | None, eot: str | None, rooms: list[str]) -> plt.Figure:
     """Success after the room simulation (and with none): plain PGD against EOT-PGD, white-box and
-    transfer."""
+    transfer; a black tick on each bar marks its matched-noise control's rate."""
     available = set(rates["attack"])
     missing = [name for name in (plain, eot) if not name or name not in available]
     if missing or not rooms:
@@ -232,12 +282,13 @@ def plot_room_eot(rates: pd.DataFrame, plain: str | None, eot: str | None, rooms
             sub = rates[rates["dataset"] == dataset]
             sub = sub[sub["relation"] == "self"] if group == "self" else sub[sub["relation"] != "self"]
             for k, (attack, color) in enumerate(((plain, "tab:grey"), (eot, "tab:purple"))):
-                heights = [
-                    _pooled(sub[(sub["attack"] == attack) & (sub["condition"] == cond)])
-                    for cond in conditions
-                ]
+                cells = [sub[(sub["attack"] == attack) & (sub["condition"] == cond)] for cond in conditions]
+                heights = [_pooled(cell) for cell in cells]
                 xs = np.arange(len(conditions)) + (k - 0.5) * width
                 ax.bar(xs, heights, width, color=color, label=attack)
+                noise = [_pooled(cell, "n_noise_success") for cell in cells]
+                ax.plot(xs, noise, "_", color="black", ms=14, mew=2,
+                        label="matched noise" if k == 0 else None)  # fmt: skip
                 for x, h in zip(xs, heights, strict=True):
                     if np.isfinite(h):
                         ax.text(x, h + 0.02, f"{h:.2f}", ha="center", fontsize=7)

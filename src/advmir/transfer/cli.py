@@ -1,8 +1,10 @@
 """``python -m advmir encode-codec | evaluate-transfer | summarize-transfer``.
 
-- ``encode``: one (source, codec or room setting) -> ``results/codecs/{dataset}/{source}/{setting}/``.
+- ``encode``: one (source, codec or room setting) -> ``results/codecs/{dataset}/{source}/{setting}/``;
+  an attack source's matched-noise control (``--noise-audio``) goes through the same setting.
 - ``evaluate``: one (attack, condition) -> ``results/transfer/{dataset}/{attack}/{condition}.csv``: every
-  target model's prediction on every example of every source model (attack ``clean``: the clean subset).
+  target model's prediction on every example of every source model and on its matched-noise control
+  (attack ``clean``: the clean subset, no control).
 - ``summarize``: every prediction table -> ``results/tables/transfer.csv`` and its aggregates.
 """
 
@@ -38,6 +40,12 @@ def encode(argv: list[str]) -> int:
     parser.add_argument(
         "--source", required=True, help="source name: clean or MODEL/ATTACK (recorded in the tables)"
     )
+    parser.add_argument(
+        "--noise-audio",
+        default=None,
+        help="the attack run's matched_noise.npy ((N, T), the control of --audio row for row): sent "
+        "through the same setting into decoded_noise.npy",
+    )
     parser.add_argument("--name", required=True, help="the setting's name (config key), e.g. mp3_128k")
     kind = parser.add_mutually_exclusive_group(required=True)
     kind.add_argument("--codec-setting", help='JSON, e.g. {"codec": "mp3", "bitrate_kbps": 128}')
@@ -57,8 +65,12 @@ def encode(argv: list[str]) -> int:
     from advmir.transfer.sources import SourceError, load_source
 
     dataset = Path(args.dataset_dir).name
+    if args.noise_audio and not args.audio:
+        return _fail(
+            f"{args.source} {args.name}: --noise-audio needs --audio (the clean source has no control)"
+        )
     try:
-        source = load_source(args.dataset_dir, args.examples, args.audio, args.max_examples)
+        source = load_source(args.dataset_dir, args.examples, args.audio, args.max_examples, args.noise_audio)
         if args.codec_setting:
             setting = parse_setting(args.name, json.loads(args.codec_setting), source.sample_rate)
             engine = CodecEngine(args.ffmpeg, workers=args.workers, batch_size=args.batch_size)
@@ -88,6 +100,16 @@ def evaluate(argv: list[str]) -> int:
         help="source model (`clean` for clean audio), its (N, T) .npy (or `dataset`: the clean waveforms) "
         "and its examples.csv / rows file; repeat per source model",
     )
+    parser.add_argument(
+        "--noise",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("MODEL", "AUDIO"),
+        help="the matched-noise control of source MODEL, (N, T) in the order of its audio (the attack "
+        "run's matched_noise.npy, or decoded_noise.npy after a codec or room); required for every "
+        "source but `clean`",
+    )
     parser.add_argument("--target", nargs=2, action="append", required=True, metavar=("MODEL", "CKPT"))
     parser.add_argument("--max-examples", type=int, default=None, help="only the first N examples")
     parser.add_argument("--out", required=True, help="results/transfer/{dataset}/{attack}/{condition}.csv")
@@ -103,15 +125,24 @@ def evaluate(argv: list[str]) -> int:
     from advmir.models.zoo import load_model
     from advmir.runtime import resolve_device
     from advmir.transfer.predict import predictions_table
-    from advmir.transfer.sources import SourceError, load_source
+    from advmir.transfer.sources import CLEAN, SourceError, load_source
 
     torch.set_num_threads(max(1, args.threads))
     device = resolve_device(args.device)
+    noise = dict(args.noise)
+    names = [model for model, _, _ in args.source]
+    wrong = sorted((set(noise) - set(names)) | ({CLEAN} & set(noise)))
+    missing = [m for m in names if m != CLEAN and m not in noise]
+    if wrong or missing:
+        return _fail(
+            f"{args.attack} {args.condition}: every attack source needs its matched-noise control "
+            f"(--noise MODEL AUDIO) and only those; missing for {missing}, not a source or `clean`: {wrong}"
+        )
     try:
         sources = []
         for model, audio, examples in args.source:
-            loaded = load_source(args.dataset_dir, examples, audio, args.max_examples)
-            sources.append((model, loaded.audio, loaded.examples))
+            loaded = load_source(args.dataset_dir, examples, audio, args.max_examples, noise.get(model))
+            sources.append((model, loaded.audio, loaded.examples, loaded.noise))
     except SourceError as exc:
         return _fail(str(exc))
     targets = {name: load_model(ckpt, device) for name, ckpt in args.target}
@@ -198,8 +229,10 @@ def summarize(argv: list[str]) -> int:
     rep = tables["representation"]
     for row in rep[rep["condition"] == "none"].itertuples():
         log.info(
-            "%s %s, no transformation: %s / %s -> %.3f pooled success (%d pairs)",
-            row.dataset, row.attack, row.relation, row.source_role, row.pooled_success_rate, row.n_pairs,
+            "%s %s, no transformation: %s / %s -> %.3f pooled success, %.3f matched noise, %+.3f excess "
+            "(%d pairs)",
+            row.dataset, row.attack, row.relation, row.source_role, row.pooled_success_rate,
+            row.pooled_noise_success_rate, row.pooled_excess_over_noise, row.n_pairs,
         )  # fmt: skip
     bad = lossless_changes(clean)
     if len(bad) and not args.allow_lossless_changes:

@@ -3,15 +3,22 @@
 Codec output folder ``results/codecs/{dataset}/{source}/{setting}/``:
 
 - ``bitstreams.zip``: every clip's encoded file (stored, not recompressed), ``{index:05d}_{id}.{ext}``;
-  unzip and play them.
+  unzip and play them. An attack source's matched-noise controls follow as ``noise/{index:05d}_{id}.{ext}``.
 - ``bitrates.csv``: one row per clip: bytes, duration, achieved kbps (file bytes * 8 / duration),
   payload kbps (the same for the audio packets only: no container or codec headers), requested kbps
-  or quality, whether it honours the request, SNR of the decoded clip.
+  or quality, whether it honours the request, SNR of the decoded clip; for an attack source also
+  ``noise_bytes, noise_achieved_kbps, noise_payload_kbps, noise_decoded_snr_db`` of its control.
 - ``decoded.npy``: float32 (N, T), sample-aligned to the source, in the order of its examples.
+- ``decoded_noise.npy`` (attack sources only): float32 (N, T), the matched-noise control
+  (the attack run's ``matched_noise.npy``, row j the control of example j) through the same setting,
+  aligned like ``decoded.npy`` and in its order. Adversarial clips and controls go through one
+  engine call, so they share the encoder options, batching and alignment.
 - ``setting.json``: the setting, the exact ffmpeg options and version, summary numbers, timing.
 
-Room output folder: ``decoded.npy``, ``channel.csv`` (each clip's room, distance, SNR),
-``rooms.npz`` (the bank's impulse responses) and ``setting.json``.
+Room output folder: ``decoded.npy``, ``decoded_noise.npy`` (attack sources; each control is played
+in the same room, at the same distance and with the same channel noise as its example: both are
+keyed by the dataset row), ``channel.csv`` (each clip's room, distance, SNR), ``rooms.npz`` (the
+bank's impulse responses) and ``setting.json``.
 """
 
 from __future__ import annotations
@@ -27,13 +34,15 @@ from typing import Any
 
 import numpy as np
 
-from advmir.codecs.engine import CodecEngine, ffmpeg_version
+from advmir.codecs.engine import CodecEngine, RoundTrip, ffmpeg_version
 from advmir.codecs.registry import HONOUR_FRACTION, CodecSetting, CodecSettingError
 from advmir.codecs.room import RoomSetting, simulate
 from advmir.io import atomic_path
 from advmir.transfer.sources import SourceAudio
 
 log = logging.getLogger(__name__)
+
+NOISE_FILE = "decoded_noise.npy"
 
 
 def _safe(name: str) -> str:
@@ -64,31 +73,47 @@ def encode_source(
     engine: CodecEngine,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Round-trip every clip of ``source`` through ``setting``; write the folder; return the summary.
+    """Round-trip every clip of ``source`` (and of its matched-noise control ``source.noise``, when
+    given) through ``setting``; write the folder; return the summary.
+
+    ``source.audio`` and ``source.noise`` are float32 (N, T); ``decoded.npy`` and
+    ``decoded_noise.npy`` are float32 (N, T) in the same order.
 
     Raises:
         ClipError: a clip failed (nothing is written).
         CodecSettingError: the bitstreams do not honour the requested bitrate (nothing is written).
     """
-    audio, examples, rate = source.audio, source.examples, source.sample_rate
+    audio, examples, rate, noise = source.audio, source.examples, source.sample_rate, source.noise
+    n = len(audio)
     ids = examples["id"].astype(str).tolist()
+    # One engine call for the examples and their controls: same options, same batching, same alignment.
+    clips, clip_ids = (
+        (audio, ids) if noise is None else (np.concatenate([audio, noise]), ids + [f"noise_{i}" for i in ids])
+    )
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(audio), desc=f"{source_name} {setting.name}", unit="clip", mininterval=5)
+        bar = tqdm(total=len(clips), desc=f"{source_name} {setting.name}", unit="clip", mininterval=5)
     try:
-        result = engine.roundtrip(audio, rate, setting, ids, progress=bar.update if bar else None)
+        both = engine.roundtrip(clips, rate, setting, clip_ids, progress=bar.update if bar else None)
     finally:
         if bar:
             bar.close()
+    result, control = _split(both, n) if noise is not None else (both, None)
     duration = audio.shape[1] / rate
     median_kbps = float(np.median(result.achieved_kbps))
     median_payload = float(np.median(result.payload_kbps))
     problem = _honour_problem(setting, result.payload_kbps, result.honoured, median_payload)
+    if not problem and control is not None:
+        problem = _honour_problem(
+            setting, control.payload_kbps, control.honoured, float(np.median(control.payload_kbps))
+        )
+        problem = problem and f"matched-noise control: {problem}"
     if problem:
         raise CodecSettingError(problem)
     snr = _snr_db(audio, result.decoded)
+    noise_snr = _snr_db(noise, control.decoded) if control is not None else None
     rows = [
         {
             "dataset": dataset,
@@ -108,8 +133,18 @@ def encode_source(
             "honoured": bool(result.honoured[i]),
             "snr_db": round(float(snr[i]), 3),
             "peak_decoded": round(float(np.abs(result.decoded[i]).max()), 5),
+            **(
+                {
+                    "noise_bytes": len(control.bitstreams[i]),
+                    "noise_achieved_kbps": round(float(control.achieved_kbps[i]), 3),
+                    "noise_payload_kbps": round(float(control.payload_kbps[i]), 3),
+                    "noise_decoded_snr_db": round(float(noise_snr[i]), 3),
+                }
+                if control is not None
+                else {}
+            ),
         }
-        for i in range(len(audio))
+        for i in range(n)
     ]
     summary = {
         "kind": "codec",
@@ -137,8 +172,18 @@ def encode_source(
         "clips_honoured": int(result.honoured.sum()),
         "snr_db_median": round(float(np.median(snr)), 3),
         "max_abs_error": float(np.abs(result.decoded - audio).max()),
-        "seconds": round(result.seconds, 3),
-        "clips_per_second": round(len(audio) / max(result.seconds, 1e-9), 2),
+        "noise_control": control is not None,
+        **(
+            {
+                "noise_payload_kbps_median": round(float(np.median(control.payload_kbps)), 3),
+                "noise_decoded_snr_db_median": round(float(np.median(noise_snr)), 3),
+                "noise_max_abs_error": float(np.abs(control.decoded - noise).max()),
+            }
+            if control is not None
+            else {}
+        ),
+        "seconds": round(both.seconds, 3),
+        "clips_per_second": round(len(clips) / max(both.seconds, 1e-9), 2),
         "workers": engine.workers,
         "batch_size": engine.batch_size,
     }
@@ -146,24 +191,48 @@ def encode_source(
         tmp.mkdir()
         with open(tmp / "decoded.npy", "wb") as handle:
             np.save(handle, result.decoded)
+        if control is not None:
+            with open(tmp / NOISE_FILE, "wb") as handle:
+                np.save(handle, control.decoded)
         with zipfile.ZipFile(tmp / "bitstreams.zip", "w", compression=zipfile.ZIP_STORED) as archive:
-            for i, data in enumerate(result.bitstreams):
-                info = zipfile.ZipInfo(
-                    f"{i:05d}_{_safe(ids[i])}.{setting.info.extension}", (2020, 1, 1, 0, 0, 0)
-                )
-                archive.writestr(info, data)
+            for prefix, streams in (
+                ("", result.bitstreams),
+                ("noise/", control.bitstreams if control else []),
+            ):
+                for i, data in enumerate(streams):
+                    info = zipfile.ZipInfo(
+                        f"{prefix}{i:05d}_{_safe(ids[i])}.{setting.info.extension}", (2020, 1, 1, 0, 0, 0)
+                    )
+                    archive.writestr(info, data)
         _write_table(tmp / "bitrates.csv", rows)
         (tmp / "setting.json").write_text(json.dumps(summary, indent=2) + "\n")
     log.info(
-        "%s %s: %d clips, %.1f kbps median achieved, SNR %.1f dB median, %.1f clips/s",
+        "%s %s: %d clips%s, %.1f kbps median achieved, SNR %.1f dB median, %.1f clips/s",
         source_name,
         setting.name,
-        len(audio),
+        n,
+        " and their matched-noise controls" if control is not None else "",
         median_kbps,
         summary["snr_db_median"],
         summary["clips_per_second"],
     )
     return summary
+
+
+def _split(both: RoundTrip, n: int) -> tuple[RoundTrip, RoundTrip]:
+    """The round trip of ``2n`` clips as (first n: the examples, last n: their controls)."""
+
+    def part(rows: slice) -> RoundTrip:
+        return RoundTrip(
+            decoded=both.decoded[rows],
+            bitstreams=both.bitstreams[rows],
+            achieved_kbps=both.achieved_kbps[rows],
+            payload_kbps=both.payload_kbps[rows],
+            honoured=both.honoured[rows],
+            seconds=both.seconds,
+        )
+
+    return part(slice(0, n)), part(slice(n, 2 * n))
 
 
 def _honour_problem(
@@ -193,14 +262,23 @@ def _honour_problem(
 def simulate_source(
     source: SourceAudio, setting: RoomSetting, out_dir: str | Path, *, dataset: str, source_name: str
 ) -> dict[str, Any]:
-    """Play every clip of ``source`` through the room channel; write the folder; return the summary."""
+    """Play every clip of ``source`` (and of its matched-noise control ``source.noise``, when given)
+    through the room channel; write the folder; return the summary.
+
+    ``source.audio`` and ``source.noise`` are float32 (N, T); ``decoded.npy`` and
+    ``decoded_noise.npy`` are float32 (N, T) in the same order. A control meets its example's room,
+    distance and channel noise: the simulation keys all of them by the dataset row.
+    """
     start = time.perf_counter()
-    audio, examples, rate = source.audio, source.examples, source.sample_rate
+    audio, examples, rate, noise = source.audio, source.examples, source.sample_rate, source.noise
     keys = examples["row"].to_numpy()
     recorded, records, rirs, rooms = simulate(audio, rate, setting, keys)
-    if recorded.shape != audio.shape or not np.isfinite(recorded).all():
-        raise RuntimeError(f"room setting {setting.name!r}: the simulation returned invalid audio")
+    recorded_noise = simulate(noise, rate, setting, keys)[0] if noise is not None else None
+    for out in (recorded, recorded_noise):
+        if out is not None and (out.shape != audio.shape or not np.isfinite(out).all()):
+            raise RuntimeError(f"room setting {setting.name!r}: the simulation returned invalid audio")
     snr = _snr_db(audio, recorded)
+    noise_snr = _snr_db(noise, recorded_noise) if recorded_noise is not None else None
     rows = [
         {
             "dataset": dataset,
@@ -210,6 +288,7 @@ def simulate_source(
             "row": int(keys[i]),
             **{k: v for k, v in rec.items() if k != "key"},
             "snr_db_vs_original": round(float(snr[i]), 3),
+            **({"noise_snr_db_vs_original": round(float(noise_snr[i]), 3)} if noise_snr is not None else {}),
         }
         for i, rec in enumerate(records)
     ]
@@ -226,12 +305,21 @@ def simulate_source(
         "clip_samples": int(audio.shape[1]),
         "rooms": rooms,
         "snr_db_vs_original_median": round(float(np.median(snr)), 3),
+        "noise_control": noise_snr is not None,
+        **(
+            {"noise_snr_db_vs_original_median": round(float(np.median(noise_snr)), 3)}
+            if noise_snr is not None
+            else {}
+        ),
         "seconds": round(seconds, 3),
     }
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         with open(tmp / "decoded.npy", "wb") as handle:
             np.save(handle, recorded)
+        if recorded_noise is not None:
+            with open(tmp / NOISE_FILE, "wb") as handle:
+                np.save(handle, recorded_noise)
         np.savez(tmp / "rooms.npz", **{f"rir_{k}": r for k, r in enumerate(rirs)})
         _write_table(tmp / "channel.csv", rows)
         (tmp / "setting.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -3,9 +3,13 @@
 Kept out of the Snakefiles so that it is tested like any code. The job grid:
 
 - one codec job per (dataset, source, setting): ``source`` is ``clean`` or ``{model}/{attack}``;
-  ``setting`` is a name of ``codecs.settings`` (encode_with_codec) or ``codecs.rooms`` (simulate_room);
+  ``setting`` is a name of ``codecs.settings`` (encode_with_codec; encode_clean_with_codec for the
+  clean source) or ``codecs.rooms`` (simulate_room; simulate_clean_room). The job of a
+  ``{model}/{attack}`` source also sends the attack run's matched-noise control
+  (``matched_noise.npy``) through the same setting (``decoded_noise.npy``);
 - one evaluation job per (dataset, attack, condition): ``attack`` is an attack or ``clean``,
-  ``condition`` is ``none`` or a setting name;
+  ``condition`` is ``none`` or a setting name; it scores every source's examples and, for an attack,
+  their matched-noise controls under the same condition;
 - one summary and one figure job.
 
 A job's parameters are its own setting's spec only, so adding or changing a setting runs that
@@ -24,6 +28,8 @@ from advmir.codecs.room import parse_room
 
 CLEAN = "clean"
 NONE = "none"
+MATCHED_NOISE = "matched_noise.npy"  # the attack stage's matched-noise control of adversarial.npy
+DECODED_NOISE = "decoded_noise.npy"  # that control through a codec or room setting
 TABLES = ("transfer", "codec_clean_accuracy", "transfer_rates", "transfer_matrix", "transfer_representation")
 FIGURES = ("bitrate", "heatmaps", "room_eot")
 
@@ -161,15 +167,25 @@ class TransferPlan:
         return f"{self.results}/attacks/{dataset}/{self.source_models(attack)[0]}/{attack}/examples.csv"
 
     def codec_inputs(self, dataset: str, source: str) -> dict[str, str]:
-        """The source's examples (rows) and, for an attack, its adversarial audio."""
+        """The source's examples (rows) and, for an attack, its adversarial audio and the
+        matched-noise control of that audio."""
         if source == CLEAN:
             return {"examples": self.clean_rows_file(dataset)}
         root = f"{self.results}/attacks/{dataset}/{source}"
-        return {"examples": f"{root}/examples.csv", "audio": f"{root}/adversarial.npy"}
+        return {
+            "examples": f"{root}/examples.csv",
+            "audio": f"{root}/adversarial.npy",
+            "noise": f"{root}/{MATCHED_NOISE}",
+        }
 
     @staticmethod
     def audio_option(source: str, audio: str | None) -> str:
         return f"--audio {audio}" if source != CLEAN else ""
+
+    @staticmethod
+    def noise_option(source: str, noise: str | None) -> str:
+        """``--noise-audio`` of an attack source's codec job (the clean source has no control)."""
+        return f"--noise-audio {noise}" if source != CLEAN else ""
 
     def max_examples_option(self) -> str:
         return f"--max-examples {int(self.max_examples)}" if self.max_examples else ""
@@ -196,7 +212,8 @@ class TransferPlan:
 
     def transfer_inputs(self, dataset: str, attack: str, condition: str) -> dict[str, list[str]]:
         """Every source's audio under the condition (none: the attack output or the dataset), its
-        examples, and every target checkpoint."""
+        examples, an attack's matched-noise controls under the condition (none: the attack run's
+        matched_noise.npy), and every target checkpoint."""
         codecs, attacks = f"{self.results}/codecs/{dataset}", f"{self.results}/attacks/{dataset}"
         files: dict[str, list[str]] = {}
         if attack == CLEAN:
@@ -208,16 +225,28 @@ class TransferPlan:
             files["examples"] = [f"{attacks}/{run}/examples.csv" for run in runs]
             if condition == NONE:
                 files["audio"] = [f"{attacks}/{run}/adversarial.npy" for run in runs]
+                files["noise"] = [f"{attacks}/{run}/{MATCHED_NOISE}" for run in runs]
             else:
                 files["audio"] = [f"{codecs}/{run}/{condition}/decoded.npy" for run in runs]
+                files["noise"] = [f"{codecs}/{run}/{condition}/{DECODED_NOISE}" for run in runs]
         files["ckpts"] = [f"{self.results}/models/{dataset}/{t}/model.ckpt" for t in self.target_models]
         return files
 
-    def source_options(self, attack: str, audio: Sequence[str] | None, examples: Sequence[str]) -> str:
-        """``--source MODEL AUDIO EXAMPLES`` per source (AUDIO ``dataset``: the clean waveforms)."""
+    def source_options(
+        self,
+        attack: str,
+        audio: Sequence[str] | None,
+        examples: Sequence[str],
+        noise: Sequence[str] | None = None,
+    ) -> str:
+        """``--source MODEL AUDIO EXAMPLES`` per source (AUDIO ``dataset``: the clean waveforms) and
+        ``--noise MODEL NOISE`` per attack source (its matched-noise control)."""
         names = [CLEAN] if attack == CLEAN else self.source_models(attack)
         audio = list(audio) if audio else ["dataset"] * len(names)
-        return " ".join(f"--source {n} {a} {e}" for n, a, e in zip(names, audio, examples, strict=True))
+        options = [f"--source {n} {a} {e}" for n, a, e in zip(names, audio, examples, strict=True)]
+        if attack != CLEAN:
+            options += [f"--noise {n} {a}" for n, a in zip(names, noise or [], strict=True)]
+        return " ".join(options)
 
     def target_options(self, ckpts: Sequence[str]) -> str:
         return " ".join(f"--target {t} {c}" for t, c in zip(self.target_models, ckpts, strict=True))

@@ -1,4 +1,5 @@
-"""Every target model's prediction on every clip of every source under one condition."""
+"""Every target model's prediction on every clip of every source, and on its matched-noise control,
+under one condition."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def predict(
 
 
 def predictions_table(
-    sources: Sequence[tuple[str, np.ndarray, pd.DataFrame]],
+    sources: Sequence[tuple[str, np.ndarray, pd.DataFrame, np.ndarray | None]],
     targets: Mapping[str, nn.Module],
     *,
     dataset: str,
@@ -50,17 +51,33 @@ def predictions_table(
     batch_size: int = 64,
     device: str = "cpu",
 ) -> pd.DataFrame:
-    """Tidy predictions: one row per (source model, example, target model).
+    """Tidy predictions: one row per (source model, example, target model), on the example and on its
+    matched-noise control.
 
     Args:
-        sources: ``(source_model, audio (N, T), examples)`` with examples holding ``id, row, label_idx,
-            attack_target`` in the order of the audio; ``source_model`` is ``clean`` for clean audio.
+        sources: ``(source_model, audio (N, T), examples, noise (N, T) or None)`` with examples
+            holding ``id, row, label_idx, attack_target`` in the order of the audio; ``source_model``
+            is ``clean`` for clean audio (no control: ``noise`` None); ``noise`` row j is the
+            matched-noise control of ``audio`` row j, through the same condition.
         targets: target model name -> model.
+
+    Returns:
+        Columns ``dataset, attack, condition, source_model, index, id, row, label_idx, attack_target,
+        target_model, pred, conf, noise_pred, noise_conf`` (``noise_pred`` -1 and ``noise_conf`` NaN
+        without a control).
     """
     frames = []
     for target_name, model in targets.items():
-        for source_model, audio, examples in sources:
+        for source_model, audio, examples, noise in sources:
             pred, conf = predict(model, audio, batch_size, device)
+            if noise is None:
+                noise_pred, noise_conf = np.full(len(audio), -1, np.int64), np.full(len(audio), np.nan)
+            else:
+                if noise.shape != audio.shape:
+                    raise ValueError(
+                        f"{source_model}: the noise control has shape {noise.shape}, the audio {audio.shape}"
+                    )
+                noise_pred, noise_conf = predict(model, noise, batch_size, device)
             frames.append(
                 pd.DataFrame(
                     {
@@ -76,6 +93,8 @@ def predictions_table(
                         "target_model": target_name,
                         "pred": pred,
                         "conf": np.round(conf, 5),
+                        "noise_pred": noise_pred,
+                        "noise_conf": np.round(noise_conf, 5),
                     }
                 )
             )

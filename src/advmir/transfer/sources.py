@@ -4,6 +4,10 @@ A *source* is ``clean`` or ``{model}/{attack}``. Both cover the same seeded eval
 the dataset: an attack's ``examples.csv`` lists it (column ``row`` = row in the dataset's
 ``waveforms.npy``), and the clean source takes its rows from such a file (any attack's
 ``examples.csv``, or a file with just a ``row`` column).
+
+An attack source also carries its control: ``matched_noise.npy`` of the attack run, row j = the
+clean clip of example j plus white Gaussian noise with the L2 norm of that example's adversarial
+perturbation (the same SNR), in the order of ``adversarial.npy``.
 """
 
 from __future__ import annotations
@@ -33,11 +37,14 @@ class SourceAudio:
         examples: one row per clip with at least ``id``, ``row``, ``label_idx`` (ground truth from the
             dataset manifest) and ``attack_target`` (-1 when untargeted).
         sample_rate: of the audio.
+        noise: float32 (N, T), the matched-noise control of ``audio`` row for row (attack sources;
+            None for the clean source).
     """
 
     audio: np.ndarray
     examples: pd.DataFrame
     sample_rate: int
+    noise: np.ndarray | None = None
 
 
 def read_rows(path: str | os.PathLike, dataset: Dataset) -> pd.DataFrame:
@@ -104,13 +111,17 @@ def load_source(
     examples_path: str | os.PathLike,
     audio_path: str | os.PathLike | None = None,
     max_examples: int | None = None,
+    noise_path: str | os.PathLike | None = None,
 ) -> SourceAudio:
     """Audio of one source: ``audio_path`` (an (N, T) ``.npy`` in the order of ``examples_path``), or,
     when it is None or ``"dataset"``, the dataset's clean waveforms at the listed rows.
 
+    ``noise_path``: the source's matched-noise control, an (N, T) ``.npy`` in the same order
+    (``matched_noise.npy`` of the attack run, or its ``decoded_noise.npy`` after a codec or room).
+
     ``max_examples`` keeps the first examples only (the same ones in every source: the attack stage
-    lists its seeded evaluation subset in one order); an ``audio_path`` may then hold all examples or
-    just the kept ones.
+    lists its seeded evaluation subset in one order); an ``audio_path`` or ``noise_path`` may then
+    hold all examples or just the kept ones.
     """
     dataset = load_dataset(dataset_dir)
     examples = read_rows(examples_path, dataset)
@@ -120,15 +131,25 @@ def load_source(
             raise SourceError(f"max_examples must be >= 1, got {max_examples}")
         examples = examples.iloc[:max_examples].reset_index(drop=True)
     if audio_path is None or str(audio_path) == FROM_DATASET:
-        audio = dataset.float_waveforms(examples["row"].to_numpy())
+        audio = np.ascontiguousarray(dataset.float_waveforms(examples["row"].to_numpy()))
     else:
-        audio = np.load(audio_path, mmap_mode="r")
-        if audio.ndim == 2 and audio.shape[0] == full and full != len(examples):
-            audio = audio[: len(examples)]
-        if audio.ndim != 2 or audio.shape[0] != len(examples) or audio.shape[1] != dataset.clip_samples:
-            raise SourceError(
-                f"{audio_path} has shape {audio.shape} but {examples_path} lists {len(examples)} examples of "
-                f"{dataset.clip_samples} samples: the two files must come from the same run"
-            )
-        audio = np.array(audio, dtype=np.float32)
-    return SourceAudio(np.ascontiguousarray(audio), examples, dataset.sample_rate)
+        audio = _load_rows(audio_path, examples_path, full, len(examples), dataset.clip_samples)
+    noise = None
+    if noise_path is not None:
+        noise = _load_rows(noise_path, examples_path, full, len(examples), dataset.clip_samples)
+    return SourceAudio(audio, examples, dataset.sample_rate, noise)
+
+
+def _load_rows(
+    path: str | os.PathLike, examples_path: str | os.PathLike, full: int, kept: int, clip_samples: int
+) -> np.ndarray:
+    """float32 (kept, T) from an (N, T) ``.npy`` listing all ``full`` examples or just the ``kept``."""
+    audio = np.load(path, mmap_mode="r")
+    if audio.ndim == 2 and audio.shape[0] == full and full != kept:
+        audio = audio[:kept]
+    if audio.ndim != 2 or audio.shape[0] != kept or audio.shape[1] != clip_samples:
+        raise SourceError(
+            f"{path} has shape {audio.shape} but {examples_path} lists {kept} examples of "
+            f"{clip_samples} samples: the two files must come from the same run"
+        )
+    return np.array(audio, dtype=np.float32, order="C")  # a copy: the memory map is closed

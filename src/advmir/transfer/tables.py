@@ -4,7 +4,12 @@ Success of an adversarial example on a target model under a condition (no transf
 setting, a room) counts only when the target classifies the *clean* version of the example,
 through the same condition, correctly (``counted``); an example whose clean version the codec
 already breaks tells nothing about the attack. Untargeted success: prediction != label; targeted:
-prediction == target.
+prediction == target. The rule is the attack stage's (:mod:`advmir.attacks.scoring`), not a copy.
+
+Every adversarial example comes with its matched-noise control (the clean clip plus white noise of
+the perturbation's L2 norm, through the same condition), scored by the same target with the same
+rule on the same counted clips: ``noise_success_rate`` is what plain noise of that size achieves,
+and ``excess_over_noise = success_rate - noise_success_rate`` what the attack adds to it.
 """
 
 from __future__ import annotations
@@ -16,12 +21,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from advmir.attacks.scoring import fooled, success_rule
+
 log = logging.getLogger(__name__)
 
 NONE = "none"
 CLEAN = "clean"
 FRONTEND_ORDER = ("waveform", "stft", "logmel", "cqt")
 KEY = ["dataset", "condition", "row", "target_model"]
+NOISE_KBPS = ("noise_achieved_kbps", "noise_payload_kbps")
+RATES = ("success_rate", "noise_success_rate", "excess_over_noise")
 
 
 class TransferTableError(ValueError):
@@ -80,6 +89,20 @@ def _condition_columns(conditions: Mapping[str, Mapping[str, Any]]) -> pd.DataFr
     return frame
 
 
+def _check_noise(adv: pd.DataFrame) -> None:
+    """Every adversarial prediction has its control's prediction (``noise_pred`` >= 0)."""
+    noise = adv["noise_pred"] if "noise_pred" in adv else pd.Series(np.nan, index=adv.index)
+    missing = noise.isna() | (noise < 0)
+    if missing.any():
+        first = adv[missing].iloc[0]
+        raise TransferTableError(
+            f"no matched-noise prediction for {first['source_model']}/{first['attack']} under "
+            f"{first['condition']!r} (row {first['row']}, target {first['target_model']}): every attack "
+            "prediction needs its control; re-run evaluate-transfer with --noise (the attack run's "
+            "matched_noise.npy, or the codec job's decoded_noise.npy)"
+        )
+
+
 def build_tables(
     predictions: pd.DataFrame,
     models: Mapping[str, Mapping[str, Any]],
@@ -91,21 +114,30 @@ def build_tables(
 
     Args:
         predictions: rows ``dataset, attack, condition, source_model, index, id, row, label_idx,
-            attack_target, target_model, pred, conf``; attack ``clean`` holds the clean predictions.
+            attack_target, target_model, pred, conf, noise_pred, noise_conf``; attack ``clean`` holds
+            the clean predictions (their ``noise_pred`` is -1: the clean source has no control);
+            ``noise_pred`` of an attack row is the target's prediction on the example's
+            matched-noise control under the same condition.
         models: model name -> spec (``frontend``, ``arch``, optional ``train_subset``).
         conditions: condition name -> spec (``kind``: codec or room, ``codec``, ``bitrate_kbps``,
             ``quality``, ``sample_rate``, ``label``); ``none`` is implied.
         bitrates: per-clip ``dataset, source, condition, row, achieved_kbps, payload_kbps`` of the
-            codec jobs.
+            codec jobs (attack sources also ``noise_achieved_kbps, noise_payload_kbps``).
         attacks: attack name -> spec (``threat``, ``surrogate``). The examples of a ``surrogate``
             attack stored under ``{model}/{attack}`` were crafted on the surrogate (``crafted_on``),
             which decides self / same / cross representation; default: white-box.
 
     Returns:
-        ``transfer`` (one row per example x source x target x condition x attack), ``clean``
-        (accuracy of every target on clean audio per condition), ``rates`` (per source/target
-        pair), ``matrix`` (rates as source x target matrices), ``representation`` (rates pooled by
-        self / same / cross representation and source role).
+        ``transfer`` (one row per example x source x target x condition x attack, with
+        ``noise_pred, noise_success`` of the control), ``clean`` (accuracy of every target on clean
+        audio per condition), ``rates`` (per source/target pair: ``success_rate``,
+        ``noise_success_rate``, ``excess_over_noise``), ``matrix`` (those three as source x target
+        matrices, column ``quantity``), ``representation`` (rates pooled by self / same / cross
+        representation and source role).
+
+    Raises:
+        TransferTableError: clean predictions missing or inconsistent, or an attack's predictions
+            without their matched-noise control.
     """
     cond = _condition_columns(conditions)
     clean = predictions[predictions["attack"] == CLEAN]
@@ -114,11 +146,15 @@ def build_tables(
         raise TransferTableError(
             "no clean predictions (attack `clean`): the evaluate jobs of the clean source are missing"
         )
+    _check_noise(adv)
 
     kbps = None
     if bitrates is not None and not bitrates.empty:
         kbps = bitrates.assign(payload_kbps=bitrates.get("payload_kbps", bitrates["achieved_kbps"]))
-        kbps = kbps[["dataset", "source", "condition", "row", "achieved_kbps", "payload_kbps"]]
+        for column in NOISE_KBPS:
+            if column not in kbps:
+                kbps[column] = np.nan
+        kbps = kbps[["dataset", "source", "condition", "row", "achieved_kbps", "payload_kbps", *NOISE_KBPS]]
 
     clean_keyed = clean[[*KEY, "pred", "conf", "label_idx"]].rename(
         columns={"pred": "clean_pred", "conf": "clean_conf", "label_idx": "clean_label"}
@@ -138,11 +174,13 @@ def build_tables(
         raise TransferTableError("labels of the clean and adversarial predictions disagree")
     table = table.drop(columns="clean_label")
     table["clean_pred"] = table["clean_pred"].astype(np.int64)
+    table["noise_pred"] = table["noise_pred"].astype(np.int64)
     table["clean_correct"] = table["clean_pred"] == table["label_idx"]
-    targeted = table["attack_target"] >= 0
-    table["success"] = np.where(
-        targeted, table["pred"] == table["attack_target"], table["pred"] != table["label_idx"]
-    )
+    label, target = table["label_idx"].to_numpy(), table["attack_target"].to_numpy()
+    # `success` / `noise_success`: the prediction fools the target; a rate counts them only on the
+    # clean-correct clips (`counted`), which is the attack stage's success rule (see _rates).
+    table["success"] = fooled(table["pred"].to_numpy(), label, target)
+    table["noise_success"] = fooled(table["noise_pred"].to_numpy(), label, target)
     table["counted"] = table["clean_correct"]
     attacks = attacks or {}
     threat = {a: (attacks.get(a) or {}).get("threat", "white_box") for a in table["attack"].unique()}
@@ -161,11 +199,10 @@ def build_tables(
         adv_kbps = kbps.assign(
             source_model=kbps["source"].str.split("/").str[0], attack=kbps["source"].str.split("/").str[1]
         )
+        run_key = ["dataset", "attack", "source_model", "condition", "row"]
         table = table.merge(
-            adv_kbps[
-                ["dataset", "attack", "source_model", "condition", "row", "achieved_kbps", "payload_kbps"]
-            ],
-            on=["dataset", "attack", "source_model", "condition", "row"],
+            adv_kbps[[*run_key, "achieved_kbps", "payload_kbps", *NOISE_KBPS]],
+            on=run_key,
             how="left",
             validate="many_to_one",
         )
@@ -177,15 +214,15 @@ def build_tables(
             validate="many_to_one",
         )
     else:
-        table["achieved_kbps"] = np.nan
-        table["payload_kbps"] = np.nan
-        table["clean_achieved_kbps"] = np.nan
+        for column in ("achieved_kbps", "payload_kbps", *NOISE_KBPS, "clean_achieved_kbps"):
+            table[column] = np.nan
     columns = [
         "dataset", "attack", "condition", "kind", "codec", "label", "bitrate_kbps", "quality",
         "codec_sample_rate", "threat", "source_model", "crafted_on", "source_frontend", "source_role",
         "target_model", "target_frontend", "relation", "index", "id", "row", "label_idx", "attack_target",
-        "pred", "conf", "clean_pred", "clean_conf", "clean_correct", "success", "counted", "achieved_kbps",
-        "payload_kbps", "clean_achieved_kbps",
+        "pred", "conf", "noise_pred", "noise_conf", "clean_pred", "clean_conf", "clean_correct", "success",
+        "noise_success", "counted", "achieved_kbps", "payload_kbps", "noise_achieved_kbps",
+        "noise_payload_kbps", "clean_achieved_kbps",
     ]  # fmt: skip
     table = table[columns].rename(columns={"label": "condition_label"})
 
@@ -278,24 +315,34 @@ def _rates(table: pd.DataFrame, models: Mapping[str, Mapping[str, Any]]) -> dict
         "threat", "source_model", "crafted_on", "source_frontend", "source_role", "target_model",
         "target_frontend", "relation",
     ]  # fmt: skip
-    work = table.assign(hit=table["success"] & table["counted"])
+    label, target, clean = (table[c].to_numpy() for c in ("label_idx", "attack_target", "clean_pred"))
+    work = table.assign(
+        hit=success_rule(table["pred"].to_numpy(), label, target, clean),
+        noise_hit=success_rule(table["noise_pred"].to_numpy(), label, target, clean),
+    )
     rates = (
         work.groupby(pair, sort=False, dropna=False)
         .agg(
             n=("success", "size"),
             n_counted=("counted", "sum"),
             n_success=("hit", "sum"),
+            n_noise_success=("noise_hit", "sum"),
             success_rate_all=("success", "mean"),
             achieved_kbps=("achieved_kbps", "mean"),
             payload_kbps=("payload_kbps", "mean"),
+            noise_payload_kbps=("noise_payload_kbps", "mean"),
         )
         .reset_index()
     )
-    rates["success_rate"] = rates["n_success"] / rates["n_counted"].where(rates["n_counted"] > 0)
+    counted = rates["n_counted"].where(rates["n_counted"] > 0)
+    rates["success_rate"] = rates["n_success"] / counted
+    rates["noise_success_rate"] = rates["n_noise_success"] / counted
+    rates["excess_over_noise"] = rates["success_rate"] - rates["noise_success_rate"]
 
     order = model_order(models, sorted(set(rates["target_model"]) | set(rates["crafted_on"])))
     keys = ["dataset", "attack", "condition", "source_model", "crafted_on"]
-    wide = rates.set_index([*keys, "target_model"])["success_rate"].unstack("target_model")
+    long = rates.melt([*keys, "target_model"], list(RATES), var_name="quantity")
+    wide = long.set_index([*keys, "quantity", "target_model"])["value"].unstack("target_model")
     wide = wide[[m for m in order if m in wide.columns]].reset_index()
     wide.columns.name = None
     rank = {m: i for i, m in enumerate(order)}
@@ -303,7 +350,9 @@ def _rates(table: pd.DataFrame, models: Mapping[str, Mapping[str, Any]]) -> dict
         (rank.get(c, 0), rank.get(s, 0))
         for c, s in zip(wide["crafted_on"], wide["source_model"], strict=True)
     ]
-    wide = wide.sort_values(["dataset", "attack", "condition", "source_rank"]).drop(columns="source_rank")
+    wide["quantity_rank"] = wide["quantity"].map(RATES.index)
+    wide = wide.sort_values(["dataset", "attack", "condition", "quantity_rank", "source_rank"], kind="stable")
+    wide = wide.drop(columns=["source_rank", "quantity_rank"]).reset_index(drop=True)
 
     groups = ["dataset", "attack", "condition", "kind", "codec", "condition_label", "relation", "source_role"]
     representation = (
@@ -311,13 +360,19 @@ def _rates(table: pd.DataFrame, models: Mapping[str, Mapping[str, Any]]) -> dict
         .agg(
             n_pairs=("success_rate", "size"),
             mean_pair_success_rate=("success_rate", "mean"),
+            mean_pair_noise_success_rate=("noise_success_rate", "mean"),
+            mean_pair_excess_over_noise=("excess_over_noise", "mean"),
             n_counted=("n_counted", "sum"),
             n_success=("n_success", "sum"),
+            n_noise_success=("n_noise_success", "sum"),
         )
         .reset_index()
     )
-    representation["pooled_success_rate"] = representation["n_success"] / representation["n_counted"].where(
-        representation["n_counted"] > 0
+    counted = representation["n_counted"].where(representation["n_counted"] > 0)
+    representation["pooled_success_rate"] = representation["n_success"] / counted
+    representation["pooled_noise_success_rate"] = representation["n_noise_success"] / counted
+    representation["pooled_excess_over_noise"] = (
+        representation["pooled_success_rate"] - representation["pooled_noise_success_rate"]
     )
     return {"rates": rates, "matrix": wide, "representation": representation}
 

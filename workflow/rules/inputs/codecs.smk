@@ -1,6 +1,6 @@
 # Constants and input functions of workflow/rules/codecs.smk (kept apart: `snakemake --lint`
 # wants rules and functions in different files).
-from advmir.transfer.plan import TransferPlan, alternatives
+from advmir.transfer.plan import CLEAN, DECODED_NOISE, TransferPlan, alternatives
 
 TRANSFER_PLAN = TransferPlan(
     config, RESULTS, DATASETS, MODELS, globals().get("attacked_models")
@@ -8,3 +8,11 @@ TRANSFER_PLAN = TransferPlan(
 codec_targets = TRANSFER_PLAN.codec_targets
 CODEC_DIR = f"{RESULTS}/codecs/{{dataset}}/{{source}}/{{codec}}"
 DECODED = f"{CODEC_DIR}/decoded.npy"
+# an attack source's matched-noise control through the same setting (the clean source has none)
+DECODED_NOISE_FILE = f"{CODEC_DIR}/{DECODED_NOISE}"
+ATTACK_SOURCES = alternatives([s for s in TRANSFER_PLAN.sources() if s != CLEAN])
+
+
+def decoded_output(path):
+    """Decoded audio is temporary unless codecs.keep_decoded (the bitstreams always stay)."""
+    return path if TRANSFER_PLAN.keep_decoded else temp(path)
