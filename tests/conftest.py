@@ -27,7 +27,7 @@ TINY_SYNTH = {
     "valid_fraction": 0.2,
     "test_fraction": 0.2,
     "task": "family",
-    "soundfont": None,
+    "soundfonts": ["TimGM6mb", "Merlin"],
 }
 
 
@@ -59,6 +59,9 @@ def tiny_config(results: Path) -> dict:
         "mp3_32k": {"codec": "mp3", "bitrate_kbps": 32},
     }
     config["codecs"]["rooms"]["room"]["n_rooms"] = 2
+    config["training"]["augment"]["n_rooms"] = 2
+    config["training_codecs"]["settings"] = {"mp3_48k": {"codec": "mp3", "bitrate_kbps": 48}}
+    config["generalisation"] = {"enabled": True, "splits": ["soundfont"], "models": ["logmel_cnn"]}
     config["transfer"].update({"attacks": ["pgd", "eot_pgd"], "max_examples": 12})
     config["anomaly"].update(
         {

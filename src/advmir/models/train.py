@@ -17,6 +17,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
 from advmir.data.contract import Dataset
+from advmir.models.augment import AugmentConfig, Augmenter
 from advmir.models.zoo import WaveformClassifier, build_model
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     patience: int = 6
     label_smoothing: float = 0.05
-    gain_db: float = 6.0
-    shift_seconds: float = 0.05
+    augment: dict[str, Any] = field(default_factory=dict)
     train_subset: str = "all"
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -46,6 +46,9 @@ class TrainConfig:
             raise ValueError(f"train_subset must be one of {list(TRAIN_SUBSETS)}, got {self.train_subset!r}")
         if self.max_epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
             raise ValueError("max_epochs and batch_size must be >= 1 and learning_rate > 0")
+        if self.min_epochs > self.max_epochs:
+            raise ValueError(f"min_epochs ({self.min_epochs}) must not exceed max_epochs ({self.max_epochs})")
+        self.augment_cfg = AugmentConfig.from_dict(self.augment)
 
 
 def subset_rows(dataset: Dataset, subset: str, seed: int = 1234) -> np.ndarray:
@@ -65,39 +68,29 @@ def subset_rows(dataset: Dataset, subset: str, seed: int = 1234) -> np.ndarray:
     return rows[in_a] if subset == "half_a" else rows[~in_a]
 
 
-def augment(x: Tensor, gain_db: float, max_shift: int, generator: torch.Generator) -> Tensor:
-    """Random gain (uniform in +-gain_db, clipped to [-1, 1]) and a random delay or advance of up to
-    ``max_shift`` samples with zero fill. (B, T) -> (B, T)."""
-    batch, length = x.shape
-    gains = 10 ** ((torch.rand(batch, 1, generator=generator) * 2 - 1) * gain_db / 20)
-    x = (x * gains.to(x.device)).clamp(-1, 1)
-    if max_shift > 0:
-        shifts = torch.randint(-max_shift, max_shift + 1, (batch,), generator=generator)
-        idx = torch.arange(length).unsqueeze(0) - shifts.unsqueeze(1)
-        valid = (idx >= 0) & (idx < length)
-        idx = idx.clamp(0, length - 1).to(x.device)
-        x = torch.gather(x, 1, idx) * valid.to(x.device)
-    return x
-
-
 class ClassifierModule(pl.LightningModule):
-    """Lightning wrapper: cross-entropy, AdamW, one-cycle learning rate, gain/shift augmentation."""
+    """Lightning wrapper: cross-entropy, AdamW, one-cycle learning rate, on-the-fly augmentation
+    (:mod:`advmir.models.augment`)."""
 
     def __init__(self, model: WaveformClassifier, cfg: TrainConfig, steps_per_epoch: int) -> None:
         super().__init__()
         self.model = model
         self.cfg = cfg
         self.steps_per_epoch = steps_per_epoch
-        self.max_shift = int(cfg.shift_seconds * model.spec["sample_rate"])
-        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.augmenter = Augmenter(cfg.augment_cfg, model.spec["sample_rate"], cfg.seed)
         self.loss = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
 
-    def training_step(self, batch: tuple[Tensor, Tensor], _: int) -> Tensor:
-        x, y = batch
-        x = augment(x, self.cfg.gain_db, self.max_shift, self.generator)
+    def training_step(self, batch: tuple[Tensor, ...], _: int) -> Tensor:
+        """batch: (x (B, T), y (B,)) or, with codec versions, (x, x_codec (B, T), has_codec (B,), y)."""
+        if len(batch) == 4:
+            x, x_codec, has_codec, y = batch
+            x = self.augmenter(x, x_codec, has_codec)
+        else:
+            x, y = batch
+            x = self.augmenter(x)
         logits = self.model(x)
         loss = self.loss(logits, y)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True)
@@ -127,11 +120,46 @@ class ClassifierModule(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-def _loader(dataset: Dataset, rows: np.ndarray, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
-    x = torch.from_numpy(dataset.float_waveforms(np.sort(rows)))
-    y = torch.from_numpy(dataset.manifest["label_idx"].to_numpy()[np.sort(rows)]).long()
+def _loader(
+    dataset: Dataset,
+    rows: np.ndarray,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    codec_clips: CodecClips | None = None,
+) -> DataLoader:
+    rows = np.sort(rows)
+    x = torch.from_numpy(dataset.float_waveforms(rows))
+    y = torch.from_numpy(dataset.manifest["label_idx"].to_numpy()[rows]).long()
+    tensors = [x, y]
+    if codec_clips is not None:
+        x_codec, has_codec = codec_clips.for_ids(dataset.manifest["id"].to_numpy()[rows])
+        tensors = [x, torch.from_numpy(x_codec), torch.from_numpy(has_codec), y]
     gen = torch.Generator().manual_seed(seed)
-    return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle, generator=gen)
+    return DataLoader(TensorDataset(*tensors), batch_size=batch_size, shuffle=shuffle, generator=gen)
+
+
+@dataclass
+class CodecClips:
+    """Lossy-codec versions of training clips (rule ``encode_training_codecs``), keyed by clip id, so
+    that a dataset rendered with another split (the generalisation stage) finds its clips too.
+
+    Attributes:
+        ids: (M,) manifest ids of the clips that have a codec version.
+        audio: (M, T) float32, row k is the decoded codec version of clip ``ids[k]``.
+    """
+
+    ids: np.ndarray
+    audio: np.ndarray
+
+    def for_ids(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Codec audio (n, T) of the clips ``ids`` (zeros where none) and a has-codec mask (n,)."""
+        where = {str(i): k for k, i in enumerate(self.ids)}
+        has = np.array([str(i) in where for i in ids], dtype=bool)
+        out = np.zeros((len(ids), self.audio.shape[1]), dtype=np.float32)
+        if has.any():
+            out[has] = self.audio[[where[str(i)] for i in ids[has]]]
+        return out, has
 
 
 @torch.no_grad()
@@ -164,12 +192,18 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: in
 
 
 def train_model(
-    dataset: Dataset, spec: dict[str, Any], cfg: TrainConfig, device: str, work_dir: Path
+    dataset: Dataset,
+    spec: dict[str, Any],
+    cfg: TrainConfig,
+    device: str,
+    work_dir: Path,
+    codec_clips: CodecClips | None = None,
 ) -> tuple[WaveformClassifier, dict[str, Any], pd.DataFrame]:
     """Train one model; return the best (by validation accuracy) model, its metrics and the history.
 
-    The model sees ``cfg.train_subset`` of the training split, selects its epoch on the valid
-    split, and is scored once on the test split.
+    The model sees ``cfg.train_subset`` of the training split (augmented on the fly, with the
+    codec versions of ``codec_clips`` where given), selects its epoch on the valid split, and is
+    scored once on the test split: clean, and with white noise at 40, 30 and 20 dB SNR.
     """
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_model(spec, len(dataset.classes), dataset.sample_rate)
@@ -177,7 +211,7 @@ def train_model(
     valid_rows = dataset.split_indices("valid")
     if len(valid_rows) == 0:
         raise ValueError("the dataset has no 'valid' split; early stopping needs one (valid_fraction > 0)")
-    train_loader = _loader(dataset, train_rows, cfg.batch_size, True, cfg.seed)
+    train_loader = _loader(dataset, train_rows, cfg.batch_size, True, cfg.seed, codec_clips)
     valid_loader = _loader(dataset, valid_rows, 256, False, cfg.seed)
     module = ClassifierModule(model, cfg, steps_per_epoch=len(train_loader))
     accelerator = "gpu" if device.startswith("cuda") else "cpu"
@@ -205,8 +239,10 @@ def train_model(
     model = module.model.to(device).eval()
     test_rows = dataset.split_indices("test")
     labels = dataset.manifest["label_idx"].to_numpy()
-    logits = predict(model, dataset.float_waveforms(test_rows), device)
+    test_audio = dataset.float_waveforms(test_rows)
+    logits = predict(model, test_audio, device)
     metrics = classification_metrics(labels[test_rows], logits.argmax(1), len(dataset.classes))
+    metrics["noise"] = noise_robustness(model, test_audio, labels[test_rows], device, seed=cfg.seed)
     history = _history(work_dir / "history" / "version_0" / "metrics.csv")
     metrics.update(
         {
@@ -222,6 +258,39 @@ def train_model(
         }
     )
     return model, metrics, history
+
+
+def noise_robustness(
+    model: torch.nn.Module,
+    waveforms: np.ndarray,
+    labels: np.ndarray,
+    device: str,
+    snrs_db: tuple[float, ...] = (40.0, 30.0, 20.0),
+    seed: int = 0,
+) -> list[dict[str, float]]:
+    """Accuracy under white Gaussian noise at each per-clip SNR, and the share of clean-correct
+    clips it flips: the benign control every attack number stands beside.
+
+    Args:
+        waveforms: (N, T) float32 in [-1, 1]; labels: (N,) class indices.
+    """
+    clean = predict(model, waveforms, device).argmax(1)
+    correct = clean == labels
+    rng = np.random.default_rng([seed, 0x4E01])
+    rows = []
+    for snr in snrs_db:
+        noise = rng.standard_normal(waveforms.shape).astype(np.float32)
+        power = np.mean(waveforms**2, axis=1, keepdims=True) / np.mean(noise**2, axis=1, keepdims=True)
+        noisy = np.clip(waveforms + noise * np.sqrt(power * 10 ** (-snr / 10)), -1, 1)
+        pred = predict(model, noisy, device).argmax(1)
+        rows.append(
+            {
+                "snr_db": snr,
+                "accuracy": float(np.mean(pred == labels)),
+                "flip_rate": float(np.mean(pred[correct] != labels[correct])) if correct.any() else 0.0,
+            }
+        )
+    return rows
 
 
 def _history(path: Path) -> pd.DataFrame:

@@ -45,6 +45,65 @@ def plot_clean_accuracy(accuracy: pd.DataFrame, confusion: pd.DataFrame) -> plt.
     return fig
 
 
+def plot_benign(table: pd.DataFrame) -> plt.Figure:
+    """Heatmap of accuracy change (points) per model (rows) and benign condition (columns), each cell
+    annotated with the accuracy; the clean column shows the clean accuracy itself."""
+    order = list(dict.fromkeys(table.sort_values("kind", key=lambda k: k.map(KIND_ORDER))["condition"]))
+    change = table.pivot_table(index="model", columns="condition", values="change_points")[order]
+    acc = table.pivot_table(index="model", columns="condition", values="accuracy")[order]
+    labels = acc.map(lambda v: f"{v:.1%}")
+    for col in order[1:]:
+        labels[col] = [f"{c:+.1f}\n{a:.0%}" for c, a in zip(change[col], acc[col], strict=True)]
+    fig, ax = plt.subplots(figsize=(1.0 * len(order) + 2.5, 0.55 * len(change) + 1.6))
+    sns.heatmap(change, annot=labels, fmt="", cmap="RdBu", center=0, vmin=-30, vmax=30, ax=ax,
+                cbar_kws={"label": "accuracy change (points)"}, annot_kws={"fontsize": 7})  # fmt: skip
+    ax.set_xlabel("")
+    ax.set_ylabel("")
+    ax.set_title("clean accuracy under benign conditions (change vs the same clips clean)")
+    plt.setp(ax.get_xticklabels(), rotation=35, ha="right")
+    fig.tight_layout()
+    return fig
+
+
+KIND_ORDER = {"clean": 0, "noise": 1, "codec": 2, "room": 3}
+
+
+def plot_generalisation(table: pd.DataFrame) -> plt.Figure:
+    """Bars of test accuracy per model and split mode, with chance as a dashed line."""
+    fig, ax = plt.subplots(figsize=(7, 0.5 * table["model"].nunique() * table["split"].nunique() + 1.5))
+    sns.barplot(data=table, y="model", x="test_accuracy", hue="split", ax=ax, orient="h")
+    ax.axvline(float(table["chance"].max()), color="black", linestyle="--", linewidth=1, label="chance")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("test accuracy")
+    ax.set_ylabel("")
+    ax.set_title("generalisation: unseen notes, unseen GM programs, an unseen SoundFont")
+    sns.move_legend(ax, "upper center", bbox_to_anchor=(0.5, -0.15), ncol=4, title=None, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def main_benign(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="advmir plot-benign", description=plot_benign.__doc__)
+    parser.add_argument("--table", required=True, help="results/tables/benign_accuracy.csv")
+    parser.add_argument("--out", nargs="+", required=True, help="figure paths (.png and/or .pdf)")
+    args = parser.parse_args(argv)
+    setup_logging()
+    save_figure(plot_benign(pd.read_csv(args.table)), args.out)
+    return 0
+
+
+def main_generalisation(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="advmir plot-generalisation", description=plot_generalisation.__doc__
+    )
+    parser.add_argument("--table", required=True, help="results/tables/generalisation.csv")
+    parser.add_argument("--out", nargs="+", required=True, help="figure paths (.png and/or .pdf)")
+    args = parser.parse_args(argv)
+    setup_logging()
+    save_figure(plot_generalisation(pd.read_csv(args.table)), args.out)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="advmir plot-models", description=__doc__)
     parser.add_argument("--accuracy", required=True, help="results/tables/clean_accuracy.csv")

@@ -1,0 +1,57 @@
+# Constants and input functions of workflow/rules/generalisation.smk.
+GENERALISATION = dict(config.get("generalisation") or {})
+GENERALISATION_DIR = f"{RESULTS}/generalisation/synth_notes"
+GENERALISATION_ON = bool(GENERALISATION.get("enabled")) and "synth_notes" in DATASETS
+GENERALISATION_SPLITS = [
+    s
+    for s in GENERALISATION.get("splits", [])
+    if s != config.get("synth_notes", {}).get("split", "notes")
+]
+GENERALISATION_MODELS = list(GENERALISATION.get("models") or MODELS)
+
+
+def split_training_inputs(wildcards):
+    """The split's dataset, plus the codec versions of synth_notes' training clips (keyed by id)."""
+    root = f"{GENERALISATION_DIR}/{wildcards.split}/data"
+    files = {
+        "waveforms": f"{root}/waveforms.npy",
+        "manifest": f"{root}/manifest.csv",
+        "classes": f"{root}/classes.json",
+    }
+    if TRAINING_CODECS.get("enabled"):
+        codecs = f"{RESULTS}/augment/synth_notes"
+        files.update(
+            codec_audio=f"{codecs}/codec_train.npy",
+            codec_table=f"{codecs}/codec_train.csv",
+        )
+    return files
+
+
+def generalisation_metrics(wildcards):
+    """metrics.json of each model on the default split and on every other split mode."""
+    default = config["synth_notes"].get("split", "notes")
+    files = {
+        f"{default}__{m}": f"{RESULTS}/models/synth_notes/{m}/metrics.json"
+        for m in GENERALISATION_MODELS
+    }
+    for split in GENERALISATION_SPLITS:
+        for m in GENERALISATION_MODELS:
+            files[f"{split}__{m}"] = (
+                f"{GENERALISATION_DIR}/{split}/models/{m}/metrics.json"
+            )
+    return files
+
+
+def generalisation_runs(input):
+    return " ".join(
+        f"--run {key.split('__')[0]} {key.split('__')[1]} {path!r}"
+        for key, path in input.items()
+    )
+
+
+def generalisation_targets():
+    if not GENERALISATION_ON:
+        return []
+    return [f"{RESULTS}/tables/generalisation.csv"] + [
+        f"{RESULTS}/figures/generalisation.{ext}" for ext in ("png", "pdf")
+    ]
