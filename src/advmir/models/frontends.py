@@ -32,8 +32,9 @@ class Waveform(nn.Module):
 
 
 class _TimeFrequency(nn.Module):
-    """Shared tail: log compression with a floor ``top_db`` below the clip's loudest bin, then per-bin
-    batch norm. Subclasses give ``spectrum`` and say whether it is a power (2) or magnitude (1).
+    """Shared tail: log compression with a floor ``top_db`` dB below the clip's loudest bin (default
+    40), then per-bin batch norm. Subclasses give ``spectrum`` and say whether it is a power (2) or
+    magnitude (1) spectrum.
 
     The floor keeps near-silent release tails and empty bins from being amplified into features:
     without it, ``log`` turns noise 60 dB below the note into as large a feature change as the
@@ -43,7 +44,7 @@ class _TimeFrequency(nn.Module):
     dims = 2
     power = 1.0
 
-    def __init__(self, n_bins: int, top_db: float | None = 80.0) -> None:
+    def __init__(self, n_bins: int, top_db: float | None = 40.0) -> None:
         super().__init__()
         if top_db is not None and not top_db > 0:
             raise ValueError(f"top_db must be > 0 dB (or null for no floor), got {top_db}")
@@ -57,7 +58,8 @@ class _TimeFrequency(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         feats = torch.log(self.spectrum(x) + 1e-10)
         if self.top_db is not None:
-            floor_nats = self.top_db / (10.0 * self.power) * math.log(10.0)
+            # dB of a power spectrum are 10 log10, of a magnitude spectrum 20 log10.
+            floor_nats = self.top_db * self.power / 20.0 * math.log(10.0)
             feats = torch.maximum(feats, feats.amax(dim=(1, 2), keepdim=True) - floor_nats)
         return self.norm(feats).unsqueeze(1)
 
@@ -66,7 +68,7 @@ class STFTMagnitude(_TimeFrequency):
     """Log STFT magnitude: (B, T) -> (B, 1, n_fft // 2 + 1, frames)."""
 
     def __init__(
-        self, sample_rate: int, n_fft: int = 512, hop_length: int = 256, top_db: float | None = 80.0
+        self, sample_rate: int, n_fft: int = 512, hop_length: int = 256, top_db: float | None = 40.0
     ) -> None:
         super().__init__(n_fft // 2 + 1, top_db)
         self.sample_rate = sample_rate
@@ -87,7 +89,7 @@ class LogMel(_TimeFrequency):
         n_fft: int = 1024,
         hop_length: int = 256,
         n_mels: int = 64,
-        top_db: float | None = 80.0,
+        top_db: float | None = 40.0,
     ) -> None:
         super().__init__(n_mels, top_db)
         self.sample_rate = sample_rate
@@ -154,7 +156,7 @@ class CQT(_TimeFrequency):
         n_bins: int = 80,
         bins_per_octave: int = 12,
         n_fft: int = 8192,
-        top_db: float | None = 80.0,
+        top_db: float | None = 40.0,
     ) -> None:
         super().__init__(n_bins, top_db)
         self.sample_rate = sample_rate
