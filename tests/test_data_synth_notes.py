@@ -164,8 +164,8 @@ def test_silent_program_is_dropped_and_named(caplog):
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"split": "soundfont"}, "needs >= 2 soundfonts"),
-        ({"heldout_soundfont": "Merlin"}, "is not one of soundfonts"),
+        ({"split": "soundfont", "soundfonts": ["TimGM6mb"]}, "needs >= 2 soundfonts"),
+        ({"heldout_soundfont": "Fluid"}, "is not one of soundfonts"),
         ({"soundfonts": []}, "non-empty list"),
         ({"programs": {"reed": [65]}}, "not in synth_notes.families"),
     ],

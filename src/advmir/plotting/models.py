@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -82,26 +83,25 @@ def plot_generalisation(table: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def main_benign(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="advmir plot-benign", description=plot_benign.__doc__)
-    parser.add_argument("--table", required=True, help="results/tables/benign_accuracy.csv")
+def _plot_table(argv: list[str], prog: str, plot: Callable[[pd.DataFrame], plt.Figure], table: str) -> int:
+    """CLI of a figure drawn from one table: ``--table`` and ``--out`` paths."""
+    parser = argparse.ArgumentParser(prog=prog, description=plot.__doc__)
+    parser.add_argument("--table", required=True, help=table)
     parser.add_argument("--out", nargs="+", required=True, help="figure paths (.png and/or .pdf)")
     args = parser.parse_args(argv)
     setup_logging()
-    save_figure(plot_benign(pd.read_csv(args.table)), args.out)
+    save_figure(plot(pd.read_csv(args.table)), args.out)
     return 0
+
+
+def main_benign(argv: list[str]) -> int:
+    return _plot_table(argv, "advmir plot-benign", plot_benign, "results/tables/benign_accuracy.csv")
 
 
 def main_generalisation(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="advmir plot-generalisation", description=plot_generalisation.__doc__
+    return _plot_table(
+        argv, "advmir plot-generalisation", plot_generalisation, "results/tables/generalisation.csv"
     )
-    parser.add_argument("--table", required=True, help="results/tables/generalisation.csv")
-    parser.add_argument("--out", nargs="+", required=True, help="figure paths (.png and/or .pdf)")
-    args = parser.parse_args(argv)
-    setup_logging()
-    save_figure(plot_generalisation(pd.read_csv(args.table)), args.out)
-    return 0
 
 
 def main(argv: list[str]) -> int:
