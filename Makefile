@@ -14,7 +14,7 @@ NODEPS := tinysoundfont==0.3.7 torchattacks==3.5.1
 
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run unlock-stale test lint report dry-run clean-results
+.PHONY: setup check-yaml run unlock-stale test lint report dry-run clean-results
 
 setup: $(STAMP) $(FONTS)
 
@@ -33,22 +33,26 @@ $(FONTS): | $(STAMP)
 CONFIG ?= config.yaml
 SMK := $(BIN)/snakemake --configfile $(CONFIG) $(if $(filter config.yaml,$(CONFIG)),,--replace-workflow-config)
 
+# Snakemake says only "not valid JSON or YAML": name the file and line of a syntax error first.
+check-yaml: setup
+	@$(BIN)/python -m advmir check-yaml $(CONFIG)
+
 # A run killed by SIGKILL leaves Snakemake's lock behind: remove it when no Snakemake process
-# works in this folder any more, and re-run what the killed run left incomplete.
-run: setup unlock-stale
+# works in this folder any more (bin/snakemake or python -m snakemake, by its current folder or
+# its --directory), and re-run what the killed run left incomplete.
+run: setup check-yaml unlock-stale
 	$(SMK) --cores $(CORES) --rerun-incomplete
 
 unlock-stale:
 	@if [ -n "$$(ls -A .snakemake/locks 2>/dev/null)" ]; then \
-	  busy=; for p in $$(pgrep -f 'python[0-9.]* [^ ]*bin/snakemake' || true); do \
-	    [ "$$(readlink /proc/$$p/cwd)" = "$(CURDIR)" ] && busy=1; done; \
-	  if [ -z "$$busy" ]; then echo "removing a stale Snakemake lock"; $(SMK) --unlock >/dev/null; fi; \
+	  live=$$($(BIN)/python workflow/scripts/live_snakemake.py "$(CURDIR)") || exit 1; \
+	  if [ -z "$$live" ]; then echo "removing a stale Snakemake lock"; $(SMK) --unlock >/dev/null; fi; \
 	fi
 
-dry-run: setup
+dry-run: setup check-yaml
 	$(SMK) -n
 
-lint: setup
+lint: setup check-yaml
 	$(BIN)/ruff check src tests benchmarks workflow/scripts
 	$(BIN)/ruff format --check src tests benchmarks workflow/scripts
 	$(BIN)/snakefmt --check Snakefile workflow/rules
@@ -57,7 +61,7 @@ lint: setup
 test: lint
 	$(BIN)/python -m pytest -q
 
-report: setup
+report: setup check-yaml
 	$(SMK) --report results/report.html
 
 clean-results:

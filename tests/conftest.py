@@ -62,7 +62,9 @@ def tiny_config(results: Path) -> dict:
     config["training"]["augment"]["n_rooms"] = 2
     config["training_codecs"]["settings"] = {"mp3_48k": {"codec": "mp3", "bitrate_kbps": 48}}
     config["generalisation"] = {"enabled": True, "splits": ["soundfont"], "models": ["logmel_cnn"]}
-    config["transfer"].update({"attacks": ["pgd", "eot_pgd"], "max_examples": 12})
+    config["transfer"].update(
+        {"attacks": ["pgd", "eot_pgd"], "max_examples": 12, "heatmap_conditions": ["none", "mp3_32k"]}
+    )
     config["anomaly"].update(
         {
             "fraction": 0.3,

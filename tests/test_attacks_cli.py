@@ -309,3 +309,25 @@ def test_success_rates_count_thresholds_with_a_tolerance() -> None:
     assert math.isnan(success_rates(ex.assign(clean_correct=False))["noise_success_rate"])
     with pytest.raises(ValueError, match="re-run"):
         success_rates(ex.drop(columns=["noise_success"]))
+
+
+def test_attacks_table_holds_no_wall_clock_time(tmp_path: Path) -> None:
+    """Two runs of one config that differ only in how long they took give byte-identical tables
+    (the times stay in attack.json and examples.csv)."""
+    tables = []
+    for seconds in (1.5, 99.0):
+        run = tmp_path / f"took{seconds:g}" / "pgd"
+        run.mkdir(parents=True)
+        meta = {"dataset": "tones", "model": "cnn", "attack": "pgd", "algorithm": "pgd",
+                "threat": "white_box", "params": {"norm": "linf", "budget": {"snr_db": 30}},
+                "eval_size": 2, "seed": 0, "seconds": seconds}  # fmt: skip
+        (run / "attack.json").write_text(json.dumps(meta))
+        examples = pd.DataFrame({"clean_correct": [True, True], "success": [True, False],
+                                 "snr_db": [31.0, 35.0], "noise_snr_db": [31.0, 35.0],
+                                 "noise_success": [False, False], "iterations": [3, 5],
+                                 "queries": [0, 0], "seconds": [seconds / 2] * 2})  # fmt: skip
+        examples.to_csv(run / "examples.csv", index=False)
+        assert summarize(["--runs", str(run), "--out", str(run.parent / "attacks.csv")]) == 0
+        tables.append((run.parent / "attacks.csv").read_bytes())
+    assert tables[0] == tables[1]
+    assert "seconds" not in tables[0].decode().splitlines()[0]

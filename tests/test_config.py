@@ -7,8 +7,15 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from advmir.config import ConfigError, check_config
-from conftest import run_snakemake
+from advmir.config import (
+    ConfigError,
+    check_config,
+    check_device,
+    check_yaml,
+    submits_elsewhere,
+    validate_config,
+)
+from conftest import run_snakemake, skip_loudly
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = str(REPO / "workflow/schemas/config.schema.yaml")
@@ -111,3 +118,129 @@ def test_dry_run_refuses_an_inverted_noise_range_before_any_job(tmp_path):
     assert proc.returncode != 0
     assert "noise_snr_db is inverted" in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+SHORT_CASES = [
+    (("synth_notes", "split"), "random", ["synth_notes.split", "random", "instruments"]),
+    (("synth_notes", "sample_rate"), 0, ["synth_notes.sample_rate", "1000"]),
+    (("device",), "tpu", ["device", "tpu", "cuda:N"]),
+    (("synth_notes", "velocity"), [1], ["synth_notes", "velocity"]),
+    (("traning",), {}, ["top level", "traning"]),
+    (("seed",), 2**32, ["seed", "4294967295"]),
+    (("attacks", "pgd", "params", "snr_db"), -5, ["attacks.pgd.params.snr_db", "-5", "minimum of 0"]),
+    (("attacks", "pgd", "params", "snr_db"), 150, ["attacks.pgd.params.snr_db", "maximum of 100"]),
+    (("attacks", "pgd", "params"), {"steps": 3}, ["attacks.pgd.params", "eps or snr_db"]),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "words"), SHORT_CASES)
+def test_schema_error_is_a_few_lines_naming_the_key(config, path, value, words):
+    bad = copy.deepcopy(config)
+    node = bad
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    with pytest.raises(ConfigError) as info:
+        validate_config(bad, SCHEMA)
+    message = str(info.value)
+    assert len(message.splitlines()) <= 4, message
+    for word in words:
+        assert word in message, message
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        (lambda c: c["attacks"].update(clean={"name": "noise", "params": {"snr_db": 30}}), ["attacks.clean"]),
+        (lambda c: c.update(results="/"), ["results", "filesystem root"]),
+        (lambda c: c.update(results=str(REPO)), ["results", "repository itself"]),
+        (lambda c: c.update(results=str(REPO / "src/advmir/out")), ["results", "src/"]),
+        (lambda c: c.update(results=str(REPO / "src")), ["results", "src/"]),
+    ],
+)
+def test_reserved_attack_name_and_unsafe_results_are_refused(config, change, words):
+    bad = copy.deepcopy(config)
+    change(bad)
+    validate(bad, SCHEMA)
+    with pytest.raises(ConfigError) as info:
+        check_config(bad)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_results_folders_of_their_own_are_accepted(config, tmp_path):
+    for results in ("results", str(tmp_path / "my results"), str(REPO / "results_paper")):
+        check_config({**config, "results": results})
+
+
+def test_cuda_without_a_gpu_is_refused(monkeypatch):
+    import torch
+
+    check_device("auto")
+    check_device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device in ("cuda", "cuda:1"):
+        with pytest.raises(ConfigError, match=rf"device: {device} .*set device: auto .* cpu"):
+            check_device(device)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    check_device("cuda:0")
+    with pytest.raises(ConfigError, match=r"cuda:3 .* 1 CUDA GPU"):
+        check_device("cuda:3")
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "elsewhere"),
+    [
+        (["snakemake", "--cores", "2"], {}, False),
+        (["snakemake", "--profile", "workflow/profiles/slurm"], {}, True),
+        (["snakemake", "--executor=slurm"], {}, True),
+        (["snakemake", "-e", "slurm"], {}, True),
+        (["snakemake", "-n"], {"SNAKEMAKE_PROFILE": "slurm"}, True),
+    ],
+)
+def test_a_cluster_submission_is_told_apart(argv, environ, elsewhere):
+    assert submits_elsewhere(argv, environ) is elsewhere
+
+
+def test_yaml_syntax_error_names_the_file_and_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("results: results\nseed: [0\ndevice: auto\n")
+    assert check_yaml([str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}:3:" in err and "YAML" in err
+    good = tmp_path / "good.yaml"
+    good.write_text("results: results\n")
+    assert check_yaml([str(good)]) == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        (lambda c: c.update(traning={}), ["traning", "top level"]),
+        (lambda c: c["attacks"]["pgd"]["params"].update(snr_db=-20), ["attacks.pgd.params.snr_db", "-20"]),
+    ],
+)
+def test_dry_run_schema_error_is_short(tmp_path, change, words):
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["results"] = str(tmp_path / "results")
+    change(config)
+    proc = run_snakemake(tmp_path, config, "-n", check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr  # Snakemake 9 prints its errors on stdout
+    assert len(out.splitlines()) < 30, out
+    for word in words:
+        assert word in out
+    assert not (tmp_path / "results").exists()
+
+
+def test_dry_run_refuses_cuda_without_a_gpu(tmp_path, request):
+    import torch
+
+    if torch.cuda.is_available():
+        skip_loudly(request.config, "test_config", "this machine has a CUDA GPU")
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config.update(results=str(tmp_path / "results"), device="cuda")
+    proc = run_snakemake(tmp_path, config, "-n", check=False)
+    assert proc.returncode != 0
+    assert "device: cuda" in proc.stdout + proc.stderr and "device: auto" in proc.stdout + proc.stderr

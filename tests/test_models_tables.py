@@ -1,7 +1,10 @@
+import json
+
 import pandas as pd
 import pytest
 
 from advmir.models.benign import benign_table
+from advmir.models.cli import summarize
 
 
 def test_benign_table_joins_noise_and_codecs_against_the_same_clips():
@@ -34,3 +37,23 @@ def test_benign_table_joins_noise_and_codecs_against_the_same_clips():
     assert table.loc[("a", "mp3_128k"), "kind"] == "codec" and table.loc[("a", "room"), "kind"] == "room"
     assert ("a", "none") not in table.index
     assert len(benign_table(accuracy, None)) == 4
+
+
+def test_clean_accuracy_table_holds_no_wall_clock_time(tmp_path):
+    """Two trainings that differ only in how long they took give byte-identical tables."""
+    tables = []
+    for seconds in (12.5, 700.0):
+        metrics = tmp_path / f"took{seconds:g}" / "synth_notes" / "cnn" / "metrics.json"
+        metrics.parent.mkdir(parents=True)
+        metrics.write_text(json.dumps({
+            "classes": ["a", "b"], "confusion": [[3, 1], [0, 4]],
+            "spec": {"frontend": "logmel", "arch": "cnn2d"}, "seed": 0, "train_subset": "all",
+            "n_train": 40, "test_accuracy": 0.875, "macro_f1": 0.87,
+            "best_epoch": 3, "train_seconds": seconds, "noise": [],
+        }))  # fmt: skip
+        out = metrics.parents[2] / "clean_accuracy.csv"
+        argv = ["--metrics", str(metrics), "--out", str(out), "--confusion-out", str(out.with_name("c.csv"))]
+        assert summarize(argv) == 0
+        tables.append(out.read_bytes())
+    assert tables[0] == tables[1]
+    assert "seconds" not in tables[0].decode().splitlines()[0]

@@ -155,3 +155,12 @@ def test_disabled_stage_has_no_jobs():
     p = plan(config)
     assert p.codec_targets() == [] and p.transfer_targets() == [] and p.sources() == ["clean"]
     assert alternatives([]) == "(?!x)x" and alternatives(["a.b"]) == r"a\.b"
+
+
+def test_heatmap_conditions_must_be_none_or_a_setting():
+    config = copy.deepcopy(CONFIG)
+    config["transfer"]["heatmap_conditions"] = ["none", "mp3_32k", "room"]
+    assert plan(config).heatmap_conditions() == "none mp3_32k room"
+    config["transfer"]["heatmap_conditions"] = ["none", "mp3_128k"]
+    with pytest.raises(TransferConfigError, match=r"heatmap_conditions \['mp3_128k'\]"):
+        plan(config)

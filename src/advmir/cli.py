@@ -43,6 +43,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-anomaly-ae": ("advmir.anomaly.cli:train_autoencoder", "train the anomaly autoencoder"),
     "train-multitask": ("advmir.anomaly.cli:train_multitask", "train the multi-task anomaly net"),
     "download": ("advmir.datasets.cli:download", "download, verify and convert a real dataset"),
+    "check-yaml": ("advmir.config:check_yaml", "name the file and line of a YAML syntax error"),
 }
 
 

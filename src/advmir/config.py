@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 TRAINING_KEYS = (
@@ -20,9 +23,111 @@ class ConfigError(ValueError):
     """The configuration is inconsistent; the message names the keys and what to change."""
 
 
+# The transfer stage's name of the unattacked clips ({attack} wildcard): no attack may take it.
+CLEAN_SOURCE = "clean"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def validate_config(config: dict[str, Any], schema: str | Path) -> None:
+    """Validate ``config`` against the JSON schema (filling in its defaults, as Snakemake's
+    ``validate`` does) and raise a ConfigError of a few lines: the key, the value, what is allowed.
+
+    Snakemake's own error prints the whole failing schema and config, hundreds of lines for a
+    misspelt top-level key.
+    """
+    import jsonschema
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    try:
+        validate(config, str(Path(schema).resolve()))
+    except WorkflowError as exc:
+        if not isinstance(exc.__context__, jsonschema.ValidationError):
+            raise
+        raise ConfigError(schema_error_message(exc.__context__)) from None
+
+
+def schema_error_message(error: Any) -> str:
+    """``invalid configuration at KEY: PROBLEM``, the value and the key's description, each cut
+    short; for a failed ``anyOf``/``oneOf`` the most relevant alternative's problem."""
+    import jsonschema
+
+    described = [error]
+    if error.context:
+        error = jsonschema.exceptions.best_match([error, *error.context])
+        described.insert(0, error)
+    key = ".".join(str(part) for part in error.absolute_path) or "(top level)"
+    lines = [f"invalid configuration at {key}: {_cut(error.message)}"]
+    if error.absolute_path:
+        lines.append(f"  value: {_cut(repr(error.instance))}")
+    schemas = [e.schema for e in described if isinstance(e.schema, dict)]
+    description = next((s["description"] for s in schemas if s.get("description")), None)
+    if error.validator == "additionalProperties" and isinstance(error.schema.get("properties"), dict):
+        lines.append(f"  allowed keys: {_cut(', '.join(error.schema['properties']))}")
+    elif description:
+        lines.append(f"  allowed: {_cut(' '.join(str(description).split()))}")
+    return "\n".join(lines)
+
+
+def _cut(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_device(device: str) -> None:
+    """Refuse ``device: cuda`` / ``cuda:N`` that this machine's torch cannot use, before any job."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"device: {device} but torch finds no CUDA GPU here; set device: auto (a GPU when "
+            "present, else the CPU) or device: cpu"
+        )
+    index = int(device.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise ConfigError(
+            f"device: {device} but torch finds {torch.cuda.device_count()} CUDA GPU(s) "
+            f"(cuda:0 to cuda:{torch.cuda.device_count() - 1}); set device: auto, cuda or cpu"
+        )
+
+
+def submits_elsewhere(argv: list[str], environ: Mapping[str, str]) -> bool:
+    """Whether this Snakemake hands its jobs to an executor (``--executor``/``-e``) or a profile
+    (which usually names one): Snakemake tells the Snakefile only after parsing it."""
+    flags = ("-e", "--executor", "--profile")
+    given = any(a in flags or a.startswith(("--executor=", "--profile=")) for a in argv)
+    return given or bool(environ.get("SNAKEMAKE_PROFILE"))
+
+
+def check_yaml(argv: list[str]) -> int:
+    """``python -m advmir check-yaml FILE...``: name the file, line and column of a YAML syntax
+    error (Snakemake only says that a config file is not valid YAML)."""
+    import yaml
+
+    status = 0
+    for name in argv:
+        try:
+            yaml.safe_load(Path(name).read_text(encoding="utf-8"))
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
+            print(f"{where}: YAML syntax error: {exc.problem or exc.context}", file=sys.stderr)
+            status = 1
+        except (OSError, yaml.YAMLError) as exc:
+            print(f"{name}: {exc}", file=sys.stderr)
+            status = 1
+    return status
+
+
 def check_config(config: dict[str, Any]) -> None:
     """Raise ConfigError listing every cross-key problem found (after schema validation)."""
-    problems = []
+    problems = _results_problems(str(config["results"]))
+    if CLEAN_SOURCE in (config.get("attacks") or {}):
+        problems.append(
+            f"attacks.{CLEAN_SOURCE}: `{CLEAN_SOURCE}` is the transfer stage's name of the unattacked "
+            "clips; give this attack another name"
+        )
     for name in config["datasets"]:
         if name not in config:
             problems.append(f"datasets lists {name!r} but the config has no `{name}:` section")
@@ -72,6 +177,20 @@ def check_config(config: dict[str, Any]) -> None:
     problems += _training_codec_problems(config)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+def _results_problems(results: str) -> list[str]:
+    """`results` is emptied by `make clean-results` and written by every rule: never the filesystem
+    root, the repository itself or its source code."""
+    path = Path(results).expanduser().resolve()
+    if path == Path(path.anchor):
+        return [f"results: {results!r} is the filesystem root; name a folder of its own, e.g. results"]
+    if (REPO / "Snakefile").is_file():
+        if path == REPO:
+            return [f"results: {results!r} is the repository itself; name a folder in it, e.g. results"]
+        if path == REPO / "src" or REPO / "src" in path.parents:
+            return [f"results: {results!r} is inside the source code (src/); use e.g. results"]
+    return []
 
 
 def _training_codec_problems(config: dict[str, Any]) -> list[str]:

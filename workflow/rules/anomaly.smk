@@ -30,9 +30,9 @@ rule corrupt_split:
         fraction=lambda wildcards: ANOMALY_FRACTION[wildcards.anomaly_split],
         seed=config["seed"],
     shell:
-        "python -m advmir corrupt --dataset $(dirname {input.waveforms}) --split {wildcards.anomaly_split}"
-        " --out $(dirname {output.waveforms}) --faults {params.faults} --fraction {params.fraction}"
-        " --seed {params.seed} > {log} 2>&1"
+        'python -m advmir corrupt --dataset "$(dirname {input.waveforms:q})" --split {wildcards.anomaly_split}'
+        ' --out "$(dirname {output.waveforms:q})" --faults {params.faults} --fraction {params.fraction}'
+        " --seed {params.seed} > {log:q} 2>&1"
 
 
 rule train_anomaly_autoencoder:
@@ -55,8 +55,8 @@ rule train_anomaly_autoencoder:
         max_clips=ANOMALY_TRAIN_CLIPS,
         seed=config["seed"],
     shell:
-        "python -m advmir train-anomaly-ae --dataset $(dirname {input.waveforms}) --out {output}"
-        " --epochs {params.epochs} --max-clips {params.max_clips} --seed {params.seed} > {log} 2>&1"
+        'python -m advmir train-anomaly-ae --dataset "$(dirname {input.waveforms:q})" --out {output:q}'
+        " --epochs {params.epochs} --max-clips {params.max_clips} --seed {params.seed} > {log:q} 2>&1"
 
 
 rule train_multitask:
@@ -80,9 +80,9 @@ rule train_multitask:
         max_clips=ANOMALY_TRAIN_CLIPS,
         seed=config["seed"],
     shell:
-        "python -m advmir train-multitask --dataset $(dirname {input.waveforms}) --out {output}"
+        'python -m advmir train-multitask --dataset "$(dirname {input.waveforms:q})" --out {output:q}'
         " --faults {params.faults} --epochs {params.epochs} --max-clips {params.max_clips}"
-        " --seed {params.seed} > {log} 2>&1"
+        " --seed {params.seed} > {log:q} 2>&1"
 
 
 rule score_anomalies:
@@ -106,9 +106,9 @@ rule score_anomalies:
         max_reference=ANOMALY_TRAIN_CLIPS,
         seed=config["seed"],
     shell:
-        "python -m advmir score-anomalies --detector {wildcards.detector} --dataset $(dirname {input.dataset})"
-        " --sets $(dirname {input.test[0]}) $(dirname {input.valid[0]}) --out {output.test} {output.valid}"
-        " {params.checkpoints} --max-reference {params.max_reference} --seed {params.seed} > {log} 2>&1"
+        'python -m advmir score-anomalies --detector {wildcards.detector} --dataset "$(dirname {input.dataset:q})"'
+        ' --sets "$(dirname {input.test[0]:q})" "$(dirname {input.valid[0]:q})" --out {output.test:q} {output.valid:q}'
+        " {params.checkpoints} --max-reference {params.max_reference} --seed {params.seed} > {log:q} 2>&1"
 
 
 rule combine_anomaly_scores:
@@ -133,8 +133,8 @@ rule combine_anomaly_scores:
         seed=config["seed"],
     shell:
         "python -m advmir score-anomalies --detector {wildcards.ensemble}"
-        " --sets $(dirname {input.test_set[0]}) $(dirname {input.valid_set[0]}) --out {output}"
-        " --scores {input.test} {input.valid} --seed {params.seed} > {log} 2>&1"
+        ' --sets "$(dirname {input.test_set[0]:q})" "$(dirname {input.valid_set[0]:q})" --out {output:q}'
+        " --scores {input.test:q} {input.valid:q} --seed {params.seed} > {log:q} 2>&1"
 
 
 rule evaluate_anomalies:
@@ -162,9 +162,9 @@ rule evaluate_anomalies:
     params:
         ranking=ANOMALY_RANKING,
     shell:
-        "python -m advmir evaluate-anomalies --set $(dirname {input.test_set[0]}) --scores {input.scores}"
-        " --ranking {params.ranking} --metrics {output.metrics} --review {output.review}"
-        " --roc {output.roc} --budget {output.budget} > {log} 2>&1"
+        'python -m advmir evaluate-anomalies --set "$(dirname {input.test_set[0]:q})" --scores {input.scores:q}'
+        " --ranking {params.ranking} --metrics {output.metrics:q} --review {output.review:q}"
+        " --roc {output.roc:q} --budget {output.budget:q} > {log:q} 2>&1"
 
 
 rule summarize_anomalies:
@@ -185,11 +185,12 @@ rule summarize_anomalies:
         runtime=5,
     params:
         pairs=" ".join(
-            f"{d}={RESULTS}/anomaly/{d}/metrics.csv" for d in ANOMALY_DATASETS
+            shlex.quote(f"{d}={RESULTS}/anomaly/{d}/metrics.csv")
+            for d in ANOMALY_DATASETS
         ),
     shell:
-        "python -m advmir evaluate-anomalies --combine {params.pairs} --table {output.table}"
-        " --comparison {output.comparison} > {log} 2>&1"
+        "python -m advmir evaluate-anomalies --combine {params.pairs} --table {output.table:q}"
+        " --comparison {output.comparison:q} > {log:q} 2>&1"
 
 
 rule plot_anomalies:
@@ -230,6 +231,6 @@ rule plot_anomalies:
         mem_mb=1000,
         runtime=5,
     shell:
-        "python -m advmir plot-anomalies --metrics {input.metrics} --roc {input.roc} --budget {input.budget}"
-        " --roc-out {output.roc_png} {output.roc_pdf} --heatmap-out {output.heatmap_png} {output.heatmap_pdf}"
-        " --budget-out {output.budget_png} {output.budget_pdf} > {log} 2>&1"
+        "python -m advmir plot-anomalies --metrics {input.metrics:q} --roc {input.roc:q} --budget {input.budget:q}"
+        " --roc-out {output.roc_png:q} {output.roc_pdf:q} --heatmap-out {output.heatmap_png:q} {output.heatmap_pdf:q}"
+        " --budget-out {output.budget_png:q} {output.budget_pdf:q} > {log:q} 2>&1"

@@ -42,11 +42,11 @@ rule craft_adversarial:
         listen=ATTACK_SETTINGS["listen"],
         device=config["device"],
     shell:
-        "python -m advmir craft --dataset-dir $(dirname {input.waveforms}) --checkpoint {input.checkpoint}"
+        'python -m advmir craft --dataset-dir "$(dirname {input.waveforms:q})" --checkpoint {input.checkpoint:q}'
         " {params.surrogate} --attack-spec {params.spec:q} --eval-size {params.eval_size}"
         " --seed {params.seed} --device {params.device} --batch-size {params.batch_size}"
         " --chunk-size {params.chunk_size} --listen {params.listen} --threads {threads}"
-        " --out-dir $(dirname {output.examples}) > {log} 2>&1"
+        ' --out-dir "$(dirname {output.examples:q})" > {log:q} 2>&1'
 
 
 rule summarize_attacks:
@@ -66,7 +66,7 @@ rule summarize_attacks:
         mem_mb=1000,
         runtime=5,
     shell:
-        "python -m advmir summarize-attacks --runs {input.examples} --out {output} > {log} 2>&1"
+        "python -m advmir summarize-attacks --runs {input.examples:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule plot_attacks:
@@ -109,10 +109,10 @@ rule plot_attacks:
     params:
         panel=lambda wildcards, input: os.path.dirname(input.panel),
     shell:
-        "python -m advmir plot-attacks --table {input.table} --runs {input.examples} --panel {params.panel}"
-        " --success-vs-snr {output.success_png} {output.success_pdf}"
-        " --snr-distribution {output.snr_png} {output.snr_pdf}"
-        " --spectrograms {output.spec_png} {output.spec_pdf} > {log} 2>&1"
+        "python -m advmir plot-attacks --table {input.table:q} --runs {input.examples:q} --panel {params.panel:q}"
+        " --success-vs-snr {output.success_png:q} {output.success_pdf:q}"
+        " --snr-distribution {output.snr_png:q} {output.snr_pdf:q}"
+        " --spectrograms {output.spec_png:q} {output.spec_pdf:q} > {log:q} 2>&1"
 
 
 rule listening_page:
@@ -136,6 +136,6 @@ rule listening_page:
         mem_mb=1000,
         runtime=5,
     params:
-        runs=lambda w, input: " ".join(os.path.dirname(f) for f in input),
+        runs=lambda w, input: " ".join(shlex.quote(os.path.dirname(f)) for f in input),
     shell:
-        "python -m advmir listen-page --runs {params.runs} --out {output} > {log} 2>&1"
+        "python -m advmir listen-page --runs {params.runs} --out {output:q} > {log:q} 2>&1"

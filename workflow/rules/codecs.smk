@@ -44,10 +44,10 @@ rule encode_with_codec:
         noise=lambda w, input: TRANSFER_PLAN.noise_option(w.source, input.get("noise")),
         subset=TRANSFER_PLAN.max_examples_option(),
     shell:
-        "python -m advmir encode-codec --dataset-dir $(dirname {input.waveforms}) --examples {input.examples}"
+        'python -m advmir encode-codec --dataset-dir "$(dirname {input.waveforms:q})" --examples {input.examples:q}'
         " {params.audio} {params.noise} {params.subset} --source {wildcards.source} --name {wildcards.codec}"
-        " --codec-setting {params.setting:q} --out-dir $(dirname {output.decoded})"
-        " --workers {threads} > {log} 2>&1"
+        ' --codec-setting {params.setting:q} --out-dir "$(dirname {output.decoded:q})"'
+        " --workers {threads} > {log:q} 2>&1"
 
 
 rule simulate_room:
@@ -83,9 +83,9 @@ rule simulate_room:
         noise=lambda w, input: TRANSFER_PLAN.noise_option(w.source, input.get("noise")),
         subset=TRANSFER_PLAN.max_examples_option(),
     shell:
-        "python -m advmir encode-codec --dataset-dir $(dirname {input.waveforms}) --examples {input.examples}"
+        'python -m advmir encode-codec --dataset-dir "$(dirname {input.waveforms:q})" --examples {input.examples:q}'
         " {params.audio} {params.noise} {params.subset} --source {wildcards.source} --name {wildcards.codec}"
-        " --room-setting {params.setting:q} --out-dir $(dirname {output.decoded}) > {log} 2>&1"
+        ' --room-setting {params.setting:q} --out-dir "$(dirname {output.decoded:q})" > {log:q} 2>&1'
 
 
 use rule encode_with_codec as encode_clean_with_codec with:

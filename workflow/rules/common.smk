@@ -1,10 +1,16 @@
 import json
 import os
+import shlex
 import sys
 
-from snakemake.utils import validate
-
-from advmir.config import check_config, model_spec, training_for
+from advmir.config import (
+    check_config,
+    check_device,
+    model_spec,
+    submits_elsewhere,
+    training_for,
+    validate_config,
+)
 
 # Jobs call `python -m advmir`: make that the python running Snakemake (the venv's), also inside
 # cluster jobs, which inherit the submitting environment but not an activated venv.
@@ -12,8 +18,13 @@ os.environ.update(
     PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
 )
 
-validate(config, schema="../schemas/config.schema.yaml")
+# A short error naming the key (Snakemake's validate prints the whole schema and config).
+validate_config(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
 check_config(config)
+# A cluster run submits from a node that may have no GPU (its jobs run on GPU nodes) and its jobs
+# parse this file again on nodes of every kind: only a local run checks the device here.
+if not workflow.remote_exec and not submits_elsewhere(sys.argv, os.environ):
+    check_device(config["device"])
 
 RESULTS = config["results"].rstrip("/")
 DATASETS = list(config["datasets"])

@@ -17,5 +17,5 @@ rule render_synth_notes:
         settings=json.dumps(config.get("synth_notes", {}), sort_keys=True),
         seed=config["seed"],
     shell:
-        "python -m advmir render-synth-notes --out-dir $(dirname {output.waveforms})"
-        " --settings {params.settings:q} --seed {params.seed} > {log} 2>&1"
+        'python -m advmir render-synth-notes --out-dir "$(dirname {output.waveforms:q})"'
+        " --settings {params.settings:q} --seed {params.seed} > {log:q} 2>&1"

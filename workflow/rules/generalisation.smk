@@ -29,8 +29,8 @@ rule render_synth_notes_split:
         ),
         seed=config["seed"],
     shell:
-        "python -m advmir render-synth-notes --out-dir $(dirname {output.waveforms})"
-        " --settings {params.settings:q} --seed {params.seed} > {log} 2>&1"
+        'python -m advmir render-synth-notes --out-dir "$(dirname {output.waveforms:q})"'
+        " --settings {params.settings:q} --seed {params.seed} > {log:q} 2>&1"
 
 
 use rule train_model as train_model_on_split with:
@@ -66,7 +66,7 @@ rule summarize_generalisation:
     params:
         runs=lambda w, input: generalisation_runs(input),
     shell:
-        "python -m advmir summarize-generalisation {params.runs} --out {output} > {log} 2>&1"
+        "python -m advmir summarize-generalisation {params.runs} --out {output:q} > {log:q} 2>&1"
 
 
 rule plot_generalisation:
@@ -91,5 +91,5 @@ rule plot_generalisation:
         mem_mb=1000,
         runtime=5,
     shell:
-        "python -m advmir plot-generalisation --table {input} --out {output.png} {output.pdf}"
-        " > {log} 2>&1"
+        "python -m advmir plot-generalisation --table {input:q} --out {output.png:q} {output.pdf:q}"
+        " > {log:q} 2>&1"

@@ -21,9 +21,9 @@ rule encode_training_codecs:
         ),
         seed=config["seed"],
     shell:
-        "python -m advmir encode-training-codecs --dataset-dir $(dirname {input.waveforms})"
+        'python -m advmir encode-training-codecs --dataset-dir "$(dirname {input.waveforms:q})"'
         " --settings {params.settings:q} --evaluation {params.evaluation:q} --seed {params.seed}"
-        " --out-dir $(dirname {output.audio}) --workers {threads} > {log} 2>&1"
+        ' --out-dir "$(dirname {output.audio:q})" --workers {threads} > {log:q} 2>&1'
 
 
 rule train_model:
@@ -51,14 +51,14 @@ rule train_model:
         training=training_params,
         device=config["device"],
         codecs=lambda w, input: (
-            f"--codec-clips {os.path.dirname(input.codec_audio)!r}"
+            f"--codec-clips {shlex.quote(os.path.dirname(input.codec_audio))}"
             if "codec_audio" in input.keys()
             else ""
         ),
     shell:
-        "python -m advmir train --dataset-dir $(dirname {input.waveforms}) --spec {params.spec:q}"
-        " --training {params.training:q} --out-dir $(dirname {output.ckpt}) --device {params.device}"
-        " {params.codecs} --threads {threads} > {log} 2>&1"
+        'python -m advmir train --dataset-dir "$(dirname {input.waveforms:q})" --spec {params.spec:q}'
+        ' --training {params.training:q} --out-dir "$(dirname {output.ckpt:q})" --device {params.device}'
+        " {params.codecs} --threads {threads} > {log:q} 2>&1"
 
 
 rule summarize_models:
@@ -82,8 +82,8 @@ rule summarize_models:
         mem_mb=1000,
         runtime=5,
     shell:
-        "python -m advmir summarize-models --metrics {input} --out {output.accuracy}"
-        " --confusion-out {output.confusion} > {log} 2>&1"
+        "python -m advmir summarize-models --metrics {input:q} --out {output.accuracy:q}"
+        " --confusion-out {output.confusion:q} > {log:q} 2>&1"
 
 
 rule plot_models:
@@ -109,8 +109,8 @@ rule plot_models:
         mem_mb=1000,
         runtime=5,
     shell:
-        "python -m advmir plot-models --accuracy {input.accuracy} --confusion {input.confusion}"
-        " --out {output.png} {output.pdf} > {log} 2>&1"
+        "python -m advmir plot-models --accuracy {input.accuracy:q} --confusion {input.confusion:q}"
+        " --out {output.png:q} {output.pdf:q} > {log:q} 2>&1"
 
 
 rule summarize_benign:
@@ -130,11 +130,11 @@ rule summarize_benign:
         runtime=5,
     params:
         codecs=lambda w, input: (
-            f"--codecs {input.codecs!r}" if "codecs" in input.keys() else ""
+            f"--codecs {shlex.quote(input.codecs)}" if "codecs" in input.keys() else ""
         ),
     shell:
-        "python -m advmir summarize-benign --accuracy {input.accuracy} {params.codecs}"
-        " --out {output} > {log} 2>&1"
+        "python -m advmir summarize-benign --accuracy {input.accuracy:q} {params.codecs}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 rule plot_benign:
@@ -159,4 +159,4 @@ rule plot_benign:
         mem_mb=1000,
         runtime=5,
     shell:
-        "python -m advmir plot-benign --table {input} --out {output.png} {output.pdf} > {log} 2>&1"
+        "python -m advmir plot-benign --table {input:q} --out {output.png:q} {output.pdf:q} > {log:q} 2>&1"

@@ -39,9 +39,9 @@ rule evaluate_transfer:
         subset=TRANSFER_PLAN.max_examples_option(),
         device=config["device"],
     shell:
-        "python -m advmir evaluate-transfer --dataset-dir $(dirname {input.waveforms})"
+        'python -m advmir evaluate-transfer --dataset-dir "$(dirname {input.waveforms:q})"'
         " --attack {wildcards.attack} --condition {wildcards.condition} {params.sources} {params.targets}"
-        " {params.subset} --out {output} --device {params.device} --threads {threads} > {log} 2>&1"
+        " {params.subset} --out {output:q} --device {params.device} --threads {threads} > {log:q} 2>&1"
 
 
 rule summarize_transfer:
@@ -66,11 +66,11 @@ rule summarize_transfer:
         attacks=TRANSFER_PLAN.attack_specs_json(),
         conditions=TRANSFER_PLAN.condition_specs_json(),
     shell:
-        "python -m advmir summarize-transfer --predictions {input.predictions} --bitrates {input.bitrates}"
+        "python -m advmir summarize-transfer --predictions {input.predictions:q} --bitrates {input.bitrates:q}"
         " --models {params.models:q} --attacks {params.attacks:q} --conditions {params.conditions:q}"
-        " --transfer-out {output.transfer} --clean-out {output.codec_clean_accuracy}"
-        " --rates-out {output.transfer_rates} --matrix-out {output.transfer_matrix}"
-        " --representation-out {output.transfer_representation} > {log} 2>&1"
+        " --transfer-out {output.transfer:q} --clean-out {output.codec_clean_accuracy:q}"
+        " --rates-out {output.transfer_rates:q} --matrix-out {output.transfer_matrix:q}"
+        " --representation-out {output.transfer_representation:q} > {log:q} 2>&1"
 
 
 rule plot_transfer:
@@ -114,7 +114,7 @@ rule plot_transfer:
         rooms=" ".join(TRANSFER_PLAN.room_settings),
         eot=TRANSFER_PLAN.eot_options(),
     shell:
-        "python -m advmir plot-transfer --rates {input.rates} --clean {input.clean}"
+        "python -m advmir plot-transfer --rates {input.rates:q} --clean {input.clean:q}"
         " --heatmap-conditions {params.heatmaps} --rooms {params.rooms} {params.eot}"
-        " --out-bitrate {output.bitrate} {output.bitrate_pdf} --out-heatmaps {output.heatmaps} {output.heatmaps_pdf}"
-        " --out-room {output.room} {output.room_pdf} > {log} 2>&1"
+        " --out-bitrate {output.bitrate:q} {output.bitrate_pdf:q} --out-heatmaps {output.heatmaps:q} {output.heatmaps_pdf:q}"
+        " --out-room {output.room:q} {output.room_pdf:q} > {log:q} 2>&1"

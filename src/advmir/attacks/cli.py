@@ -379,8 +379,10 @@ def _json_default(value: Any) -> Any:
 
 # ---------------------------------------------------------------------------------------- summarize
 def summarize_run(run_dir: Path) -> dict[str, Any]:
-    """One row of attacks.csv from a craft output folder: counts, timings, and each success rate
-    beside the rate of its matched-noise control (:func:`advmir.attacks.scoring.success_rates`)."""
+    """One row of attacks.csv from a craft output folder: counts and each success rate beside the
+    rate of its matched-noise control (:func:`advmir.attacks.scoring.success_rates`). No wall-clock
+    time: two runs of one config give the same table (times stay in attack.json, examples.csv and
+    the rule's benchmark file)."""
     meta = json.loads((run_dir / "attack.json").read_text())
     ex = pd.read_csv(run_dir / "examples.csv")
     correct = ex[ex["clean_correct"]]
@@ -408,8 +410,6 @@ def summarize_run(run_dir: Path) -> dict[str, Any]:
         **{k: v for k, v in rates.items() if k != "success_rate"},
         "mean_iterations": float(correct["iterations"].mean()) if n_correct else float("nan"),
         "mean_queries": float(correct["queries"].mean()) if n_correct else float("nan"),
-        "seconds": float(meta["seconds"]),
-        "seconds_per_example": float(meta["seconds"]) / max(len(ex), 1),
         "eval_size": meta["eval_size"],
         "seed": meta["seed"],
     }

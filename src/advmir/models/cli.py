@@ -202,7 +202,6 @@ def summarize(argv: list[str]) -> int:
                 "test_accuracy": round(m["test_accuracy"], 4),
                 "macro_f1": round(m["macro_f1"], 4),
                 "best_epoch": m["best_epoch"],
-                "train_seconds": m["train_seconds"],
                 **noise_columns(m),
             }
         )

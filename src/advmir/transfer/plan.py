@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
+from shlex import quote
 from typing import Any
 
 from advmir.codecs.registry import parse_settings
@@ -121,6 +122,13 @@ class TransferPlan:
             problems.append(
                 f"transfer.attacks {unknown} are not attacks of the config ({sorted(self.attacks)})"
             )
+        heatmaps = self.transfer.get("heatmap_conditions") or []
+        unknown = [c for c in heatmaps if c not in self.conditions]
+        if self.codec_attacks and unknown:
+            problems.append(
+                f"transfer.heatmap_conditions {unknown} are neither `none` nor settings of "
+                f"codecs.settings / codecs.rooms ({self.conditions[1:]})"
+            )
         for key in ("sources", "targets"):
             missing = [m for m in self.transfer.get(key) or [] if m not in self.models]
             if missing:
@@ -180,12 +188,12 @@ class TransferPlan:
 
     @staticmethod
     def audio_option(source: str, audio: str | None) -> str:
-        return f"--audio {audio}" if source != CLEAN else ""
+        return f"--audio {quote(audio)}" if source != CLEAN else ""
 
     @staticmethod
     def noise_option(source: str, noise: str | None) -> str:
         """``--noise-audio`` of an attack source's codec job (the clean source has no control)."""
-        return f"--noise-audio {noise}" if source != CLEAN else ""
+        return f"--noise-audio {quote(noise)}" if source != CLEAN else ""
 
     def max_examples_option(self) -> str:
         return f"--max-examples {int(self.max_examples)}" if self.max_examples else ""
@@ -243,13 +251,15 @@ class TransferPlan:
         ``--noise MODEL NOISE`` per attack source (its matched-noise control)."""
         names = [CLEAN] if attack == CLEAN else self.source_models(attack)
         audio = list(audio) if audio else ["dataset"] * len(names)
-        options = [f"--source {n} {a} {e}" for n, a, e in zip(names, audio, examples, strict=True)]
+        options = [
+            f"--source {n} {quote(a)} {quote(e)}" for n, a, e in zip(names, audio, examples, strict=True)
+        ]
         if attack != CLEAN:
-            options += [f"--noise {n} {a}" for n, a in zip(names, noise or [], strict=True)]
+            options += [f"--noise {n} {quote(a)}" for n, a in zip(names, noise or [], strict=True)]
         return " ".join(options)
 
     def target_options(self, ckpts: Sequence[str]) -> str:
-        return " ".join(f"--target {t} {c}" for t, c in zip(self.target_models, ckpts, strict=True))
+        return " ".join(f"--target {t} {quote(c)}" for t, c in zip(self.target_models, ckpts, strict=True))
 
     # -- summary and figures -------------------------------------------------------------------
 

@@ -1,5 +1,7 @@
 # Constants and input functions of workflow/rules/anomaly.smk (kept apart: `snakemake --lint`
 # wants rules and functions in different files).
+import shlex
+
 from advmir.anomaly.corruptions import FAULTS, normalize_severities
 
 ANOMALY = config.get("anomaly") or {}
@@ -118,12 +120,14 @@ def anomaly_detector_args(wildcards, input):
     if "models" in input.keys():
         args.append(
             "--model "
-            + " ".join(f"{m}={p}" for m, p in zip(ANOMALY_MODELS, input.models))
+            + " ".join(
+                shlex.quote(f"{m}={p}") for m, p in zip(ANOMALY_MODELS, input.models)
+            )
         )
     if "autoencoder" in input.keys():
-        args.append(f"--autoencoder {input.autoencoder}")
+        args.append(f"--autoencoder {shlex.quote(input.autoencoder)}")
     if "multitask" in input.keys():
-        args.append(f"--multitask {input.multitask}")
+        args.append(f"--multitask {shlex.quote(input.multitask)}")
     return " ".join(args)
 
 

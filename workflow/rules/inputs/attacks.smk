@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shlex
 
 ATTACK_SPECS = dict(config.get("attacks") or {})
 ATTACK_SETTINGS = {
@@ -102,7 +103,7 @@ def attack_spec_json(wildcards):
 
 def surrogate_option(wildcards, input):
     return (
-        f"--surrogate-checkpoint {input.surrogate}"
+        f"--surrogate-checkpoint {shlex.quote(input.surrogate)}"
         if "surrogate" in input.keys()
         else ""
     )

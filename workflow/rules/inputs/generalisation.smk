@@ -1,4 +1,6 @@
 # Constants and input functions of workflow/rules/generalisation.smk.
+import shlex
+
 GENERALISATION = dict(config.get("generalisation") or {})
 GENERALISATION_DIR = f"{RESULTS}/generalisation/synth_notes"
 GENERALISATION_ON = bool(GENERALISATION.get("enabled")) and "synth_notes" in DATASETS
@@ -44,7 +46,7 @@ def generalisation_metrics(wildcards):
 
 def generalisation_runs(input):
     return " ".join(
-        f"--run {key.split('__')[0]} {key.split('__')[1]} {path!r}"
+        f"--run {key.split('__')[0]} {key.split('__')[1]} {shlex.quote(path)}"
         for key, path in input.items()
     )
 
