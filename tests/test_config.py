@@ -31,6 +31,16 @@ def test_default_config_is_valid(config):
     check_config(config)
 
 
+def with_value(config: dict, path: tuple, value) -> dict:
+    """A deep copy of ``config`` with the key at ``path`` set to ``value``."""
+    bad = copy.deepcopy(config)
+    node = bad
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return bad
+
+
 @pytest.mark.parametrize(
     ("path", "value", "words"),
     [
@@ -45,11 +55,7 @@ def test_default_config_is_valid(config):
     ],
 )
 def test_schema_names_the_bad_key(config, path, value, words):
-    bad = copy.deepcopy(config)
-    node = bad
-    for key in path[:-1]:
-        node = node[key]
-    node[path[-1]] = value
+    bad = with_value(config, path, value)
     with pytest.raises(WorkflowError) as info:
         validate(bad, SCHEMA)
     message = str(info.value)
@@ -135,11 +141,7 @@ SHORT_CASES = [
 
 @pytest.mark.parametrize(("path", "value", "words"), SHORT_CASES)
 def test_schema_error_is_a_few_lines_naming_the_key(config, path, value, words):
-    bad = copy.deepcopy(config)
-    node = bad
-    for key in path[:-1]:
-        node = node[key]
-    node[path[-1]] = value
+    bad = with_value(config, path, value)
     with pytest.raises(ConfigError) as info:
         validate_config(bad, SCHEMA)
     message = str(info.value)
