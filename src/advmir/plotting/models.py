@@ -78,7 +78,7 @@ def plot_generalisation(table: pd.DataFrame) -> plt.Figure:
     ax.set_xlabel("test accuracy")
     ax.set_ylabel("")
     ax.set_title("generalisation: unseen notes, unseen GM programs, an unseen SoundFont")
-    sns.move_legend(ax, "upper center", bbox_to_anchor=(0.5, -0.15), ncol=4, title=None, frameon=False)
+    sns.move_legend(ax, "center left", bbox_to_anchor=(1.01, 0.5), title=None, frameon=False)
     fig.tight_layout()
     return fig
 
