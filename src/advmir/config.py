@@ -7,17 +7,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-TRAINING_KEYS = (
-    "max_epochs",
-    "min_epochs",
-    "batch_size",
-    "learning_rate",
-    "weight_decay",
-    "patience",
-    "label_smoothing",
-    "augment",
-)
-
 
 class ConfigError(ValueError):
     """The configuration is inconsistent; the message names the keys and what to change."""
@@ -197,13 +186,11 @@ def _training_codec_problems(config: dict[str, Any]) -> list[str]:
     codecs = config.get("training_codecs") or {}
     if not codecs.get("enabled"):
         return []
-    from advmir.codecs.augment import check_disjoint, parse_training_settings
+    from advmir.codecs.augment import training_grid
     from advmir.codecs.registry import CodecError
 
     try:
-        training = parse_training_settings(codecs.get("settings") or {})
-        evaluation = (config.get("codecs") or {}).get("settings") or {}
-        check_disjoint(training, parse_training_settings(evaluation) if evaluation else [])
+        training_grid(codecs.get("settings") or {}, (config.get("codecs") or {}).get("settings") or {})
     except CodecError as exc:
         return [str(exc)]
     return []

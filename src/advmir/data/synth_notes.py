@@ -155,11 +155,6 @@ class SynthNotesConfig:
         return self.heldout_soundfont or self.soundfonts[-1]
 
 
-def default_soundfont() -> Path:
-    """Path of ``TimGM6mb.sf2`` inside the installed ``pretty_midi`` package."""
-    return resolve_font("TimGM6mb")
-
-
 def _open_synth(font: str, sample_rate: int) -> tuple[Synth, int]:
     import tinysoundfont
 

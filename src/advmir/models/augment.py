@@ -99,15 +99,13 @@ def room_bank(cfg: AugmentConfig, sample_rate: int) -> Tensor:
     """
     if cfg.n_rooms < 1 or cfg.room_prob == 0:
         return torch.zeros(0, 1)
-    from advmir.codecs.room import parse_room
+    from advmir.codecs.room import make_rooms, parse_room
 
     setting = parse_room(
         "training_rooms",
         {"n_rooms": cfg.n_rooms, "absorption": [0.1, 0.7], "distance_m": [0.3, 2.0], "seed": cfg.room_seed},
         sample_rate,
     )
-    from advmir.codecs.room import make_rooms
-
     rirs, _ = make_rooms(setting, sample_rate)
     length = max(len(r) for r in rirs)
     bank = np.zeros((len(rirs), length), dtype=np.float32)
