@@ -2,7 +2,7 @@
 
 Every training clip is assigned one setting of the training codec grid (seeded, uniform), and the
 codec engine round-trips each group of clips through its setting. The training grid is disjoint
-from the evaluation grid of the codec stage (``codecs.settings``; :func:`check_disjoint` refuses an
+from the evaluation grid of the codec stage (``codecs.settings``; :func:`training_grid` refuses an
 overlap), so the codec-survival numbers are measured on settings no model trained on. The
 training loop swaps a clip for its codec version with probability ``training.augment.codec_prob``.
 
@@ -19,30 +19,31 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from advmir.codecs.registry import CodecSetting, CodecSettingError, parse_setting
+from advmir.codecs.registry import CodecSetting, CodecSettingError, parse_setting, parse_settings
 from advmir.data.contract import Dataset
 
 log = logging.getLogger(__name__)
 
 
-def parse_training_settings(
-    specs: Mapping[str, Mapping[str, Any]], sample_rate: int | None = None
+def training_grid(
+    specs: Mapping[str, Mapping[str, Any]],
+    evaluation: Mapping[str, Mapping[str, Any]],
+    sample_rate: int | None = None,
 ) -> list[CodecSetting]:
-    """Validate the training codec grid (``training_codecs.settings``)."""
+    """The training codec grid (``training_codecs.settings``), validated, and refused if a setting
+    equals one of the evaluation grid (``codecs.settings``: same codec and parameters)."""
     if not specs:
         raise CodecSettingError("training_codecs.settings is empty; list settings or set enabled: false")
-    return [parse_setting(name, spec, sample_rate) for name, spec in specs.items()]
-
-
-def check_disjoint(training: list[CodecSetting], evaluation: list[CodecSetting]) -> None:
-    """Refuse a training codec setting that is also an evaluation setting (same codec and parameters)."""
+    training = [parse_setting(name, spec, sample_rate) for name, spec in specs.items()]
     key = lambda s: (s.codec, s.bitrate_kbps, s.quality, s.sample_rate)  # noqa: E731
-    shared = sorted({s.name for s in training if key(s) in {key(e) for e in evaluation}})
+    evaluated = {key(e) for e in parse_settings(evaluation, sample_rate).values()}
+    shared = sorted({s.name for s in training if key(s) in evaluated})
     if shared:
         raise CodecSettingError(
             f"training_codecs.settings {shared} equal evaluation settings of codecs.settings: "
             "training on them would flatter the codec-survival numbers; choose other bitrates"
         )
+    return training
 
 
 def encode_training_clips(

@@ -144,15 +144,12 @@ def encode_training_codecs(argv: list[str]) -> int:
     parser.add_argument("--workers", type=int, default=1, help="ffmpeg processes at once")
     args = parser.parse_args(argv)
     setup_logging()
-    from advmir.codecs.augment import check_disjoint, encode_training_clips, parse_training_settings
+    from advmir.codecs.augment import encode_training_clips, training_grid
     from advmir.codecs.registry import CodecError
 
     dataset = load_dataset(args.dataset_dir)
     try:
-        settings = parse_training_settings(json.loads(args.settings), dataset.sample_rate)
-        specs = json.loads(args.evaluation)
-        evaluation = parse_training_settings(specs, dataset.sample_rate) if specs else []
-        check_disjoint(settings, evaluation)
+        settings = training_grid(json.loads(args.settings), json.loads(args.evaluation), dataset.sample_rate)
     except CodecError as exc:
         log.error("%s", exc)
         return 2
