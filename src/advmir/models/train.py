@@ -274,14 +274,17 @@ def noise_robustness(
     Args:
         waveforms: (N, T) float32 in [-1, 1]; labels: (N,) class indices.
     """
+    from advmir.attacks.budgets import radius_for_snr
+
     clean = predict(model, waveforms, device).argmax(1)
     correct = clean == labels
     rng = np.random.default_rng([seed, 0x4E01])
     rows = []
     for snr in snrs_db:
         noise = rng.standard_normal(waveforms.shape).astype(np.float32)
-        power = np.mean(waveforms**2, axis=1, keepdims=True) / np.mean(noise**2, axis=1, keepdims=True)
-        noisy = np.clip(waveforms + noise * np.sqrt(power * 10 ** (-snr / 10)), -1, 1)
+        unit = noise / np.linalg.norm(noise, axis=1, keepdims=True)
+        radius = radius_for_snr(torch.from_numpy(np.asarray(waveforms)), snr, "l2").numpy()[:, None]
+        noisy = np.clip(waveforms + unit * radius, -1, 1)
         pred = predict(model, noisy, device).argmax(1)
         rows.append(
             {
