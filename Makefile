@@ -14,7 +14,7 @@ NODEPS := tinysoundfont==0.3.7 torchattacks==3.5.1
 
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup check-yaml run unlock-stale test lint report dry-run clean-results
+.PHONY: setup check-yaml run unlock-stale verify test lint report dry-run clean-results
 
 setup: $(STAMP) $(FONTS)
 
@@ -48,6 +48,11 @@ unlock-stale:
 	  live=$$($(BIN)/python workflow/scripts/live_snakemake.py "$(CURDIR)") || exit 1; \
 	  if [ -z "$$live" ]; then echo "removing a stale Snakemake lock"; $(SMK) --unlock >/dev/null; fi; \
 	fi
+
+# Check every artifact of the config's results folder against its digest and structure: each damaged
+# or missing one is printed with the command that rebuilds it and all built from it (non-zero exit).
+verify: setup check-yaml
+	$(BIN)/python -m advmir verify-results --config $(CONFIG)
 
 dry-run: setup check-yaml
 	$(SMK) -n

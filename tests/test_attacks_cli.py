@@ -135,12 +135,16 @@ def test_craft_writes_a_complete_run(runs: dict, dataset_dir: Path) -> None:
     run = runs["pgd"]
     assert sorted(p.name for p in run.iterdir()) == [
         "adversarial.npy",
+        "adversarial.npy.sha256",
         "attack.json",
+        "attack.json.sha256",
         "examples.csv",
+        "examples.csv.sha256",
         "listen",
         "matched_noise.npy",
+        "matched_noise.npy.sha256",
     ]
-    assert (run / "listen" / "panel.npz").exists()
+    assert (run / "listen" / "panel.npz").exists() and (run / "listen" / "panel.npz.sha256").exists()
     ex = pd.read_csv(run / "examples.csv")
     assert list(ex.columns) == EXAMPLE_COLUMNS and len(ex) == 16
     adv = np.load(run / "adversarial.npy")

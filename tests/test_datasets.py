@@ -16,8 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+import yaml
 
 from advmir.data.contract import load_dataset
+from advmir.datasets import esc50
 from advmir.datasets.cli import download
 from advmir.datasets.download import (
     ChecksumError,
@@ -184,14 +186,17 @@ GTZAN_EXCERPTS = [
 ]
 
 
-def gtzan_files(extra: dict[str, bytes] | None = None) -> dict[str, bytes]:
+def gtzan_files(extra: dict[str, bytes] | None = None, ext: str = "wav") -> dict[str, bytes]:
+    """genres.tar.gz with genres/<genre>/<genre>.000NN.wav, as the archive behind the published
+    digests holds (``ext="au"``: Sun audio files in the same tree, as some copies hold)."""
+    fmt = ext.upper()
     entries = {
-        f"genres/{e.split('.')[0]}/{e}.au": wav_bytes(1.0, 22050, 300 + 40 * i, fmt="AU")
+        f"genres/{e.split('.')[0]}/{e}.{ext}": wav_bytes(1.0, 22050, 300 + 40 * i, fmt=fmt)
         for i, e in enumerate(GTZAN_EXCERPTS)
     }
-    entries["genres/bextract_single.mf"] = b"genres/blues/blues.00000.au\tblues\n"
+    entries["genres/bextract_single.mf"] = f"genres/blues/blues.00000.{ext}\tblues\n".encode()
     # not part of the fault-filtered split (repetition documented by Sturm): must be left out
-    entries["genres/pop/pop.00015.au"] = wav_bytes(1.0, 22050, 500, fmt="AU")
+    entries[f"genres/pop/pop.00015.{ext}"] = wav_bytes(1.0, 22050, 500, fmt=fmt)
     return {"genres.tar.gz": tar_gz({**entries, **(extra or {})})}
 
 
@@ -234,20 +239,23 @@ def good_sounds_files() -> dict[str, bytes]:
 
 
 ESC_CLASSES = ["dog", "rooster", "rain"]
+ESC_ZIP = esc50.REMOTE.filename  # GitHub's archive of the pinned commit
+ESC_FOLDER = f"ESC-50-{esc50.COMMIT}"
 
 
-def esc50_files() -> dict[str, bytes]:
+def esc50_files(readme: bytes = b"# ESC-50\n") -> dict[str, bytes]:
+    """GitHub's archive of the repository at the pinned commit: ESC-50-<commit>/{audio,meta}/..."""
     rows, entries = [], {}
     for fold in range(1, 6):
         for target, category in enumerate(ESC_CLASSES):
             name = f"{fold}-{1000 + fold * 10 + target}-A-{target}.wav"
             rows.append(f"{name},{fold},{target},{category},{target != 2},{1000 + fold * 10 + target},A")
-            entries[f"ESC-50-master/audio/{name}"] = wav_bytes(0.4, 44100, 250 + 100 * target)
-    entries["ESC-50-master/meta/esc50.csv"] = (
+            entries[f"{ESC_FOLDER}/audio/{name}"] = wav_bytes(0.4, 44100, 250 + 100 * target)
+    entries[f"{ESC_FOLDER}/meta/esc50.csv"] = (
         "filename,fold,target,category,esc10,src_file,take\n" + "\n".join(rows) + "\n"
     ).encode()
-    entries["ESC-50-master/README.md"] = b"# ESC-50\n"
-    return {"ESC-50-master.zip": zip_bytes(entries)}
+    entries[f"{ESC_FOLDER}/README.md"] = readme
+    return {ESC_ZIP: zip_bytes(entries)}
 
 
 def run_download(server: Server, tmp: Path, dataset: str, settings: dict, *extra: str) -> int:
@@ -296,8 +304,9 @@ def test_nsynth_full_run(server, tmp_path):
     assert not list((tmp_path / "raw/nsynth").glob("*.part"))
 
 
-def test_gtzan_full_run_fault_filtered_segments(server, tmp_path):
-    server.files = gtzan_files()
+@pytest.mark.parametrize("ext", ["wav", "au"])
+def test_gtzan_full_run_fault_filtered_segments(server, tmp_path, ext):
+    server.files = gtzan_files(ext=ext)
     settings = {"clip_seconds": 0.25, "checksums": pins(server.files)}
     assert run_download(server, tmp_path, "gtzan", settings) == 0
     ds = load_dataset(tmp_path / "data/gtzan")
@@ -313,23 +322,23 @@ def test_gtzan_full_run_fault_filtered_segments(server, tmp_path):
     }
     for excerpt, split in expected.items():
         assert (m.loc[m.excerpt == excerpt, "split"] == split).all()
-    assert (m["source_sample_rate"] == 22050).all()  # the .au files, resampled
+    assert (m["source_sample_rate"] == 22050).all()  # resampled from GTZAN's 22,050 Hz
     assert ds.classes[0] == "blues" and len(ds.classes) == 10
 
 
 def test_gtzan_known_damaged_excerpt_is_skipped_others_fail(server, tmp_path, capsys):
-    server.files = gtzan_files({"genres/jazz/jazz.00054.au": b"not audio"})
+    server.files = gtzan_files({"genres/jazz/jazz.00054.wav": b"not audio"})
     settings = {"clip_seconds": 0.5, "checksums": pins(server.files)}
     assert run_download(server, tmp_path, "gtzan", settings) == 0
     ds = load_dataset(tmp_path / "data/gtzan")
     assert "jazz.00054" not in set(ds.manifest["excerpt"]) and ds.info["excerpts_unreadable"] == [
         "jazz.00054"
     ]
-    server.files = gtzan_files({"genres/jazz/jazz.00055.au": b"not audio"})
+    server.files = gtzan_files({"genres/jazz/jazz.00055.wav": b"not audio"})
     settings = {"clip_seconds": 0.5, "checksums": pins(server.files)}
     assert run_download(server, tmp_path / "2", "gtzan", settings) == 1
     err = capsys.readouterr().err
-    assert "cannot read" in err and "jazz.00055.au" in err
+    assert "cannot read" in err and "jazz.00055.wav" in err
 
 
 def test_good_sounds_full_run_keeps_quality_and_bad_class(server, tmp_path):
@@ -389,34 +398,104 @@ def test_esc50_full_run_folds(server, tmp_path):
 
 def test_interrupted_download_resumes_from_part(server, tmp_path, capsys):
     server.files = esc50_files()
-    size = len(server.files["ESC-50-master.zip"])
-    server.drop_once["ESC-50-master.zip"] = size // 2
+    size = len(server.files[ESC_ZIP])
+    server.drop_once[ESC_ZIP] = size // 2
     settings = {"clip_seconds": 0.5, "checksums": pins(server.files)}
     assert run_download(server, tmp_path, "esc50", settings) == 1
     err = capsys.readouterr().err
     assert "run the same command again to resume" in err
-    part = tmp_path / "raw/esc50/ESC-50-master.zip.part"
+    part = tmp_path / f"raw/esc50/{ESC_ZIP}.part"
     assert part.stat().st_size == size // 2
     assert not (tmp_path / "data/esc50").exists()
     assert run_download(server, tmp_path, "esc50", settings) == 0
-    assert ("ESC-50-master.zip", f"bytes={size // 2}-") in server.requests
-    assert not part.exists() and (tmp_path / "raw/esc50/ESC-50-master.zip").stat().st_size == size
+    assert (ESC_ZIP, f"bytes={size // 2}-") in server.requests
+    assert not part.exists() and (tmp_path / f"raw/esc50/{ESC_ZIP}").stat().st_size == size
     assert len(load_dataset(tmp_path / "data/esc50").manifest) == 15
 
 
 def test_checksum_mismatch_stops_and_keeps_the_download(server, tmp_path, capsys):
     server.files = esc50_files()
-    settings = {"clip_seconds": 0.5, "checksums": {"ESC-50-master.zip": "sha256:" + "0" * 64}}
+    settings = {"clip_seconds": 0.5, "checksums": {ESC_ZIP: "sha256:" + "0" * 64}}
     assert run_download(server, tmp_path, "esc50", settings) == 1
     err = capsys.readouterr().err
-    assert "checksum mismatch for ESC-50-master.zip.part" in err and "resumes" in err
+    assert f"checksum mismatch for {ESC_ZIP}.part" in err and "resumes" in err
+    assert "not the one you pinned" in err and f"replace your pin by `esc50: {{checksums: {{{ESC_ZIP}:" in err
     assert not (tmp_path / "data/esc50").exists()
-    assert (tmp_path / "raw/esc50/ESC-50-master.zip.part").exists()
-    assert not (tmp_path / "raw/esc50/ESC-50-master").exists()  # nothing extracted
+    assert (tmp_path / f"raw/esc50/{ESC_ZIP}.part").exists()
+    assert not (tmp_path / f"raw/esc50/{ESC_ZIP.removesuffix('.zip')}").exists()  # nothing extracted
     # the right digest (pinned): the kept bytes are used without downloading again
     n = len(server.requests)
     assert run_download(server, tmp_path, "esc50", {**settings, "checksums": pins(server.files)}) == 0
     assert [r for r in server.requests[n:] if r[1] is None] == []
+
+
+def _backticked(text: str, start: str) -> str:
+    """The first `...` span of ``text`` that begins with ``start``."""
+    for span in text.split("`")[1::2]:
+        if span.startswith(start):
+            return span
+    raise AssertionError(f"no `{start}...` in {text!r}")
+
+
+def test_esc50_archive_rebuilt_upstream_says_what_changed_and_how_to_accept_it(server, tmp_path, capsys):
+    """GitHub rebuilds the archive of the pinned commit (other bytes, other digest): the download
+    stops before extraction, names the expected and the received digests, says the file changed
+    upstream, and gives the config line that accepts it; that line, applied, finishes the run."""
+    server.files = esc50_files()  # served in place of the real archive: its digest is not the pinned one
+    got = sha256(server.files[ESC_ZIP])
+    settings = {"clip_seconds": 0.5}
+    assert run_download(server, tmp_path, "esc50", settings) == 1
+    err = " ".join(capsys.readouterr().err.split())  # log lines may wrap
+    assert f"checksum mismatch for {ESC_ZIP}.part" in err
+    assert f"expected {esc50.REMOTE.checksums[0]} (published checksum)" in err
+    assert f"got {got}" in err and "changed upstream" in err and "Nothing was extracted" in err
+    raw = tmp_path / "raw/esc50"
+    assert (raw / f"{ESC_ZIP}.part").exists() and not (raw / ESC_FOLDER).exists()
+    assert not (tmp_path / "data/esc50").exists()
+    # apply the advice literally: the config line it gives, then run again (no second download)
+    accept = yaml.safe_load(_backticked(err, "esc50:"))["esc50"]
+    assert accept == {"checksums": {ESC_ZIP: got}}
+    n = len(server.requests)
+    assert run_download(server, tmp_path, "esc50", {**settings, **accept}) == 0
+    assert [r for r in server.requests[n:] if r[1] is None] == []
+    assert len(load_dataset(tmp_path / "data/esc50").manifest) == 15
+    marker = json.loads((raw / ".verified" / f"{ESC_ZIP}.json").read_text())
+    assert marker["verified_by"].startswith("pinned checksum") and f"sha256:{marker['sha256']}" == got
+
+
+def test_rebuilt_copy_of_a_recorded_archive_says_which_entry_to_delete(server, tmp_path, capsys):
+    """Trust on first download (GTZAN's mirror): a later download of a rebuilt archive fails against
+    the recorded digest, says so, and names the entry to delete; deleting it records the new one."""
+    settings = {"clip_seconds": 0.5, "allow_unpublished_checksums": True}
+    server.files = gtzan_files()
+    first = sha256(server.files["genres.tar.gz"])
+    assert run_download(server, tmp_path, "gtzan", settings) == 0
+    raw = tmp_path / "raw/gtzan"
+    records = raw / "checksums-recorded.json"
+    assert json.loads(records.read_text()) == {"genres.tar.gz": first}
+    # upstream rebuilds the archive; this machine downloads it again (the archive was deleted)
+    server.files = gtzan_files({"genres/README": b"repacked"})
+    second = sha256(server.files["genres.tar.gz"])
+    (raw / "genres.tar.gz").unlink()
+    assert run_download(server, tmp_path, "gtzan", settings) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "checksum mismatch for genres.tar.gz.part" in err
+    assert f"expected {first} (checksum recorded on first download" in err and f"got {second}" in err
+    assert "changed upstream since its first download" in err
+    assert f'delete the "genres.tar.gz" entry from {records}' in err
+    assert json.loads(records.read_text()) == {"genres.tar.gz": first}  # nothing accepted silently
+    records.write_text("{}\n")
+    assert run_download(server, tmp_path, "gtzan", settings) == 0
+    assert json.loads(records.read_text()) == {"genres.tar.gz": second}
+
+
+def test_a_pin_for_a_file_not_downloaded_is_named(server, tmp_path, capsys):
+    """A pin left under the old archive name (ESC-50-master.zip) is said to be unused, not ignored."""
+    server.files = esc50_files()
+    settings = {"clip_seconds": 0.5, "checksums": {"ESC-50-master.zip": sha256(b"old"), **pins(server.files)}}
+    assert run_download(server, tmp_path, "esc50", settings) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "esc50.checksums pins ['ESC-50-master.zip'], which this run does not download" in err
 
 
 def test_published_checksum_path(tmp_path):
@@ -439,9 +518,9 @@ def test_truncated_archive(server, tmp_path, capsys, kind):
         server.files = {**nsynth_files(), "nsynth-test.jsonwav.tar.gz": data[: len(data) // 2]}
         dataset, folder = "nsynth", "nsynth-test.jsonwav"
     else:
-        data = esc50_files()["ESC-50-master.zip"]
-        server.files = {"ESC-50-master.zip": data[: len(data) * 2 // 3]}
-        dataset, folder = "esc50", "ESC-50-master"
+        data = esc50_files()[ESC_ZIP]
+        server.files = {ESC_ZIP: data[: len(data) * 2 // 3]}
+        dataset, folder = "esc50", ESC_ZIP.removesuffix(".zip")
     # the digest pinned is that of the truncated bytes: verification passes, extraction must not
     settings = {"clip_seconds": 0.25, "checksums": pins(server.files)}
     assert run_download(server, tmp_path, dataset, settings) == 1

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from advmir.artifacts import ArtifactError
 from advmir.data.contract import load_dataset
 from advmir.models.augment import NOISE_COLOURS, AugmentConfig, Augmenter, add_noise, shift
 from advmir.models.train import (
@@ -40,9 +41,9 @@ def test_training_is_seeded_and_checkpoint_round_trips(tiny_dataset, tmp_path):
 
 def test_checkpoint_refuses_foreign_files(tmp_path):
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.ckpt")
-    with pytest.raises(ValueError, match="not an advmir model checkpoint"):
+    with pytest.raises(ArtifactError, match="not an advmir model checkpoint"):
         load_checkpoint(tmp_path / "other.ckpt")
-    with pytest.raises(FileNotFoundError, match="train_model"):
+    with pytest.raises(ArtifactError, match=r"missing\.ckpt: is missing; rebuild it with: snakemake"):
         load_checkpoint(tmp_path / "missing.ckpt")
 
 

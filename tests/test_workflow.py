@@ -1,11 +1,17 @@
 """The whole workflow on a tiny config, in a temporary folder, through Snakemake."""
 
 import copy
+import difflib
+import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -143,39 +149,167 @@ def test_bad_config_stops_before_any_job(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
-def test_sigkill_during_training_then_rerun_gives_the_same_tables(tiny_workflow, tmp_path):
-    """Kill Snakemake and its jobs (SIGKILL) while a model trains; unlock and rerun as `make run`
-    does: the run completes and its models and table equal those of the uninterrupted run."""
+def table_files(results: Path) -> dict[str, bytes]:
+    """Every file under ``results/tables`` (relative name -> bytes)."""
+    folder = results / "tables"
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def assert_same_tables(results: Path, reference: Path, expected: Iterable[str] | None = None) -> None:
+    """Every table of ``results`` is byte-identical to the reference's of the same name, and the
+    ``expected`` ones (default: all of the reference's) are there; a difference shows its first lines."""
+    got, want = table_files(results), table_files(reference)
+    missing = sorted(set(want if expected is None else expected) - set(got))
+    assert not missing, f"tables missing from {results}: {missing}"
+    assert set(got) <= set(want), f"tables the reference run has not: {sorted(set(got) - set(want))}"
+    differ = [name for name in got if got[name] != want[name]]
+    if differ:
+        first = differ[0]
+        diff = difflib.unified_diff(
+            want[first].decode(errors="replace").splitlines(),
+            got[first].decode(errors="replace").splitlines(),
+            "reference",
+            "this run",
+            lineterm="",
+            n=0,
+        )
+        raise AssertionError(
+            f"tables differ from the reference run: {differ}; {first}:\n" + "\n".join(list(diff)[:12])
+        )
+
+
+def test_a_second_fresh_run_gives_byte_identical_tables(tiny_workflow, tmp_path):
+    """The tiny config run again from nothing, in another folder: every file under results/tables
+    is byte for byte the session's run's (no wall-clock column, no path, no unseeded draw)."""
     reference, config = tiny_workflow
-    work = tmp_path / "killed"
     config = copy.deepcopy(config)
-    config["results"] = str(work / "results")
-    target = f"{config['results']}/tables/clean_accuracy.csv"
-    cmd, env = snakemake_command(work, config, "--cores", "2", target)
-    models = work / "results/models/synth_notes"
+    config["results"] = str(tmp_path / "results")
+    run_snakemake(tmp_path, config, "--cores", "2")
+    assert len(table_files(tmp_path / "results")) >= 12
+    assert_same_tables(tmp_path / "results", reference / "results")
+
+
+@dataclass(frozen=True)
+class KillPoint:
+    """Where a run is killed: while a job of one stage works.
+
+    Args:
+        command: the stage's ``python -m advmir COMMAND``; one of them must be running at the kill.
+        logs: glob (under results/logs) of the logs of the stage's jobs.
+        under_way: text a job writes to its log once it works on its data ("": the log exists).
+        seed: folders of results/ copied first from the uninterrupted run (mtimes kept), so that only
+            the stage and what follows it run here (what precedes it is not what is tested).
+        tables: the tables the killed run is asked for (the stage's and those that follow from it).
+    """
+
+    command: str
+    logs: str
+    under_way: str
+    seed: tuple[str, ...]
+    tables: tuple[str, ...]
+
+
+TRANSFER_TABLES = (
+    "codec_clean_accuracy.csv",
+    "transfer.csv",
+    "transfer_matrix.csv",
+    "transfer_rates.csv",
+    "transfer_representation.csv",
+)
+KILL_POINTS = {
+    # mid-training: Lightning's epoch bar is in the log, no checkpoint written yet
+    "training": KillPoint(
+        "train", "models/synth_notes/*.log", "Epoch", (), ("clean_accuracy.csv", "confusion.csv")
+    ),
+    # the model loaded and the clips read: crafting under way
+    "attack": KillPoint(
+        "craft",
+        "attacks/synth_notes/*/*.log",
+        "clips of synth_notes",
+        ("data", "augment", "models"),
+        ("attacks.csv",),
+    ),
+    # a codec or room job started (each is a few seconds; the log is opened when it starts)
+    "codec": KillPoint(
+        "encode-codec",
+        "codecs/synth_notes/**/*.log",
+        "",
+        ("data", "augment", "models", "attacks"),
+        ("benign_accuracy.csv", *TRANSFER_TABLES),
+    ),
+}
+
+
+def stage_processes(session: int, command: str) -> list[int]:
+    """PIDs of ``python -m advmir COMMAND`` processes in process group ``session``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+            if os.getpgid(int(entry.name)) != session:
+                continue
+        except (OSError, ProcessLookupError):
+            continue
+        if any(a == b"advmir" and b == command.encode() for a, b in itertools.pairwise(args)):
+            found.append(int(entry.name))
+    return found
+
+
+def kill_while_stage_runs(proc: subprocess.Popen, logs: Path, point: KillPoint, timeout: float = 240) -> None:
+    """SIGKILL Snakemake and all its jobs (its process group) once a job of the stage is under way."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        started = [log for log in logs.glob(point.logs) if point.under_way in log.read_text(errors="replace")]
+        if started and any(Path(f"/proc/{pid}").exists() for pid in stage_processes(proc.pid, point.command)):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            break
+        time.sleep(0.02)
+    else:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise AssertionError(
+            f"the run ended or timed out before a `{point.command}` job could be interrupted"
+        )
+    deadline = time.monotonic() + 30  # the killed jobs are gone before anything reruns
+    while stage_processes(proc.pid, point.command) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("stage", list(KILL_POINTS))
+def test_sigkill_then_rerun_gives_byte_identical_tables(tiny_workflow, tmp_path, stage):
+    """Kill Snakemake and its jobs (SIGKILL) while a job of ``stage`` works; unlock and rerun as
+    `make run` does (--rerun-incomplete): the run completes and its tables are byte-identical to
+    the uninterrupted run's (the session's). The stages before ``stage`` are copied from that run,
+    so each case runs only its stage and what follows it."""
+    reference, config = tiny_workflow
+    point = KILL_POINTS[stage]
+    work = tmp_path / "killed"
+    results = work / "results"
+    config = copy.deepcopy(config)
+    config["results"] = str(results)
+    for folder in point.seed:
+        shutil.copytree(reference / "results" / folder, results / folder)
+    targets = [f"{config['results']}/tables/{name}" for name in point.tables]
+    cmd, env = snakemake_command(work, config, "--cores", "2", *targets)
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
-    # Wait until a model is in its training epochs (Lightning's bar in its log), none done yet.
-    logs = work / "results/logs/models/synth_notes"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if any("Epoch" in log.read_text(errors="replace") for log in logs.glob("*.log")):
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before training could be interrupted"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not (work / "results/tables/clean_accuracy.csv").exists()
-    assert len(list(models.glob("*/model.ckpt"))) < len(config["models"])
+    kill_while_stage_runs(proc, results / "logs", point)
+    assert not all((results / "tables" / name).exists() for name in point.tables)
+    if stage == "training":
+        assert len(list((results / "models/synth_notes").glob("*/model.ckpt"))) < len(config["models"])
+    # a killed job's hidden temporary (the atomic write it had begun) may stay: nothing reads it
+    left_by_kill = set(results.rglob("*.tmp"))
+    assert all(path.name.startswith(".") for path in left_by_kill), left_by_kill
 
     run_snakemake(work, config, "--unlock")
-    run_snakemake(work, config, "--cores", "2", "--rerun-incomplete", target)
-    columns = ["model", "test_accuracy", "macro_f1"]
-    resumed = pd.read_csv(work / "results/tables/clean_accuracy.csv")[columns]
-    uninterrupted = pd.read_csv(reference / "results/tables/clean_accuracy.csv")[columns]
-    pd.testing.assert_frame_equal(resumed, uninterrupted)
-    for model in config["models"]:
-        a = json.loads((models / model / "metrics.json").read_text())
-        b = json.loads((reference / f"results/models/synth_notes/{model}/metrics.json").read_text())
-        assert a["confusion"] == b["confusion"], model
-    assert not list((work / "results").rglob("*.tmp")), "temporary files left behind"
+    run_snakemake(work, config, "--cores", "2", "--rerun-incomplete", *targets)
+    assert_same_tables(results, reference / "results", point.tables)
+    if stage == "training":
+        for model in config["models"]:
+            a = json.loads((results / f"models/synth_notes/{model}/metrics.json").read_text())
+            b = json.loads((reference / f"results/models/synth_notes/{model}/metrics.json").read_text())
+            assert a["confusion"] == b["confusion"], model
+    assert set(results.rglob("*.tmp")) <= left_by_kill, "the rerun left temporary files of its own"

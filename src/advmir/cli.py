@@ -1,8 +1,10 @@
 """Command line of advmir: ``python -m advmir COMMAND [options]``.
 
 Every Snakemake rule calls one of these commands, so each stage also runs (and is
-tested) without Snakemake. Commands are imported lazily: ``--help`` stays fast and a
-stage's heavy imports are paid only by the rules that use it.
+tested) without Snakemake. A missing or damaged input file ends a command with one line that names
+it and the command that rebuilds it (:mod:`advmir.artifacts`), exit status 2. Commands are
+imported lazily: ``--help`` stays fast and a stage's heavy imports are paid only by the rules
+that use it.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-multitask": ("advmir.anomaly.cli:train_multitask", "train the multi-task anomaly net"),
     "download": ("advmir.datasets.cli:download", "download, verify and convert a real dataset"),
     "check-yaml": ("advmir.config:check_yaml", "name the file and line of a YAML syntax error"),
+    "verify-results": (
+        "advmir.verify:main",
+        "check every artifact of a results folder; name each damaged one and its rebuild command",
+    ),
 }
 
 
@@ -67,4 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module_name, func_name = COMMANDS[name][0].split(":")
     func = getattr(importlib.import_module(module_name), func_name)
-    return int(func(rest) or 0)
+    from advmir.artifacts import ArtifactError
+
+    try:
+        return int(func(rest) or 0)
+    except ArtifactError as exc:  # a damaged input: one line (file, fault, rebuild command), no traceback
+        print(f"advmir {name}: error: {exc}", file=sys.stderr)
+        return 2

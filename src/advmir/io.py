@@ -1,4 +1,9 @@
-"""Atomic file and folder writes: nothing half-written is ever left under its final name."""
+"""Atomic file and folder writes: nothing half-written is ever left under its final name.
+
+Every artifact written here carries its SHA-256 digest beside it (``<file>.sha256``, see
+:mod:`advmir.artifacts`), so that a later stage, or ``python -m advmir verify-results``, can tell a
+damaged file from a sound one.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from advmir.artifacts import (
+    DIGEST_SUFFIX,
+    file_digest,
+    is_digested,
+    sidecar,
+    write_folder_digests,
+    write_sidecar,
+)
 
 
 class OutputError(RuntimeError):
@@ -35,11 +49,17 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(final: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+def atomic_path(final: str | os.PathLike, suffix: str = "", digest: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it to ``final`` only on success.
 
     Works for files and folders alike: whatever the caller creates at the yielded
     path replaces ``final`` in one rename, and is removed if the block raises.
+
+    With ``digest`` (the default), every artifact written (a suffix of
+    :data:`advmir.artifacts.DIGESTED_SUFFIXES`) gets its digest file: inside a folder, before the
+    folder's one rename; beside a single file, the old digest file is removed before the file is
+    renamed and the new one renamed in after it, so that an interruption leaves at worst no digest
+    (the file is then checked by its structure only), never a wrong one.
     """
     final = Path(final)
     ensure_writable_dir(final.parent)
@@ -47,16 +67,26 @@ def atomic_path(final: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     os.close(fd)
     tmp = Path(tmp_name)
     tmp.unlink()
+    side_tmp: Path | None = None
     try:
         yield tmp
+        if digest and tmp.is_dir():
+            write_folder_digests(tmp)
+        elif digest and is_digested(final) and tmp.is_file():
+            side_tmp = write_sidecar(final, file_digest(tmp), to=f"{tmp}{DIGEST_SUFFIX}.tmp")
+            sidecar(final).unlink(missing_ok=True)
         if final.is_dir() and not final.is_symlink():
             shutil.rmtree(final)
         os.replace(tmp, final)
+        if side_tmp is not None:
+            os.replace(side_tmp, sidecar(final))
     except BaseException:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
+        if side_tmp is not None:
+            side_tmp.unlink(missing_ok=True)
         raise
 
 

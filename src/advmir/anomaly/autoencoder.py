@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from advmir.anomaly.features import log_mel
+from advmir.artifacts import load_torch
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,8 @@ def train_autoencoder(x: np.ndarray, sample_rate: int, cfg: AEConfig, seed: int 
 
 
 def load_autoencoder(path: str | os.PathLike) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """The autoencoder checkpoint at ``path``, checked as an artifact (:mod:`advmir.artifacts`)."""
+    return load_torch(path, keys=("state_dict", "config", "sample_rate", "input_dim"))
 
 
 def reconstruction_errors(ckpt: dict, x: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:

@@ -23,6 +23,7 @@ from advmir.anomaly.corruptions import (
     normalize_severities,
     split_rng,
 )
+from advmir.artifacts import read_csv
 
 if TYPE_CHECKING:
     from advmir.data.contract import Dataset
@@ -281,7 +282,9 @@ def _base_detector(args: argparse.Namespace, sets: list[Dataset]) -> list[pd.Dat
 
 def _read_scores(paths: list[str]) -> dict[str, pd.DataFrame]:
     """``scores/{detector}.csv`` files -> ``{detector: table}``, ids as strings."""
-    return {Path(q).stem: pd.read_csv(q, keep_default_na=False).astype({"id": str}) for q in paths}
+    return {
+        Path(q).stem: read_csv(q, ["id", "score"], keep_default_na=False).astype({"id": str}) for q in paths
+    }
 
 
 def _ensemble(kind: str, score_paths: list[str], sets: list[Dataset]) -> list[pd.DataFrame]:
@@ -340,7 +343,7 @@ def evaluate(argv: list[str]) -> int:
         parts = []
         for item in args.combine:
             name, _, path = item.partition("=")
-            parts.append(pd.read_csv(path).assign(dataset=name))
+            parts.append(read_csv(path).assign(dataset=name))
         table = pd.concat(parts, ignore_index=True)
         write_csv(args.table, table[["dataset", *[c for c in table.columns if c != "dataset"]]])
         if args.comparison:

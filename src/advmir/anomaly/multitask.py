@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from advmir.anomaly.corruptions import AUDIO_FAULTS, FAULTS
+from advmir.artifacts import load_torch
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,8 @@ def corrupt_batch(
 
 
 def load_multitask(path: str | os.PathLike) -> tuple[MultitaskNet, dict]:
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    """The multi-task net at ``path`` in eval mode, and its checkpoint (checked: :mod:`advmir.artifacts`)."""
+    ckpt = load_torch(path, keys=("state_dict", "config", "sample_rate", "n_classes", "faults"))
     cfg = MultitaskConfig(**{**ckpt["config"], "channels": tuple(ckpt["config"]["channels"])})
     model = MultitaskNet(ckpt["sample_rate"], ckpt["n_classes"], len(ckpt["faults"]), cfg)
     model.load_state_dict(ckpt["state_dict"])

@@ -44,12 +44,15 @@ import numpy as np
 import pandas as pd
 import torch
 
+from advmir.artifacts import read_csv, read_json
 from advmir.attacks.scoring import EXAMPLE_COLUMNS, score_chunk, success_rates
 
 log = logging.getLogger("advmir.attacks")
 
 SPEC_KEYS = {"name", "params", "threat", "surrogate", "models"}
 DEFAULT_LOADER = "advmir.models.zoo:load_model"
+# the columns of examples.csv that attacks.csv is computed from
+SUMMARY_COLUMNS = ("clean_correct", "success", "snr_db", "noise_success", "iterations", "queries")
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -383,8 +386,8 @@ def summarize_run(run_dir: Path) -> dict[str, Any]:
     rate of its matched-noise control (:func:`advmir.attacks.scoring.success_rates`). No wall-clock
     time: two runs of one config give the same table (times stay in attack.json, examples.csv and
     the rule's benchmark file)."""
-    meta = json.loads((run_dir / "attack.json").read_text())
-    ex = pd.read_csv(run_dir / "examples.csv")
+    meta = read_json(run_dir / "attack.json", keys=("dataset", "model", "attack", "algorithm", "threat"))
+    ex = read_csv(run_dir / "examples.csv", columns=SUMMARY_COLUMNS)
     correct = ex[ex["clean_correct"]]
     success = ex[ex["success"]]
     budget = meta["params"].get("budget") or {}

@@ -19,10 +19,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from advmir.artifacts import open_npy, read_csv, read_json
 from advmir.io import atomic_path
 
 REQUIRED_COLUMNS = ("id", "split", "label", "label_idx")
 SPLITS = ("train", "valid", "test")
+WAVEFORM_DTYPES = ("float32", "int16")
 
 
 class DataContractError(ValueError):
@@ -127,28 +129,22 @@ def write_dataset(
 
 
 def load_dataset(root: str | os.PathLike, mmap: bool = True) -> Dataset:
-    """Open a prepared dataset; waveforms are memory-mapped unless ``mmap`` is False."""
+    """Open a prepared dataset; waveforms are memory-mapped unless ``mmap`` is False.
+
+    Each file is checked as it is read (:mod:`advmir.artifacts`): a missing or damaged one raises
+    :class:`~advmir.artifacts.ArtifactError` naming it and the command that rebuilds it.
+    """
     root = Path(root)
-    files = [root / "waveforms.npy", root / "manifest.csv", root / "classes.json"]
-    missing = [f.name for f in files if not f.exists()]
-    if missing:
-        raise DataContractError(
-            f"{root} is not a prepared dataset: missing {missing}. "
-            "Did the dataset's render or download rule run?"
-        )
-    waveforms = np.load(files[0], mmap_mode="r" if mmap else None)
-    manifest = pd.read_csv(files[1])
-    info = json.loads(files[2].read_text())
-    classes = list(info["classes"])
-    if len(manifest) != waveforms.shape[0]:
-        raise DataContractError(
-            f"{root}: manifest.csv has {len(manifest)} rows but waveforms.npy has {waveforms.shape[0]}"
-        )
+    manifest = read_csv(root / "manifest.csv", columns=REQUIRED_COLUMNS)
+    info = read_json(root / "classes.json", keys=("classes", "sample_rate"))
+    waveforms = open_npy(
+        root / "waveforms.npy", dtypes=WAVEFORM_DTYPES, rows=len(manifest), peak=1.0, mmap=mmap
+    )
     return Dataset(
         root=root,
         waveforms=waveforms,
         manifest=manifest,
-        classes=classes,
+        classes=list(info["classes"]),
         sample_rate=int(info["sample_rate"]),
         info=info,
     )

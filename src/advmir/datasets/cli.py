@@ -80,11 +80,21 @@ def run(args: argparse.Namespace) -> Path:
     raw_dir = ensure_writable_dir(args.raw_dir)
     ensure_writable_dir(Path(args.out_dir).parent)
 
+    remotes = module.remotes(opts)
+    unused = sorted(set(pinned) - {remote.filename for remote in remotes})
+    if unused:
+        log.warning(
+            "%s.checksums pins %s, which this run does not download (its files: %s); those pins are not used",
+            args.dataset,
+            unused,
+            [remote.filename for remote in remotes],
+        )
     files: dict[str, Path] = {}
-    for remote in module.remotes(opts):
+    for remote in remotes:
         policy = Policy(
             pinned=pinned.get(remote.filename),
             allow_unpublished=bool(shared.get("allow_unpublished_checksums", False)),
+            section=args.dataset,
         )
         path = fetch(
             remote, raw_dir, base_url=base_url, manual_dir=manual_dir, policy=policy, timeout=args.timeout

@@ -35,7 +35,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tqdm import tqdm
 
@@ -149,10 +149,12 @@ class Policy:
     Args:
         pinned: the user's own digest for this file (config ``checksums``); replaces the published ones.
         allow_unpublished: accept and record the digest of a file that has no published digest.
+        section: the dataset's config section (``esc50``), named in the advice of a mismatch.
     """
 
     pinned: str | None = None
     allow_unpublished: bool = False
+    section: str = ""
 
 
 def _marker_path(raw_dir: Path, filename: str) -> Path:
@@ -227,12 +229,14 @@ def verify(path: Path, remote: RemoteFile, raw_dir: Path, policy: Policy, source
         )
     digests = file_digests(path)
     recorded = _recorded(raw_dir).get(remote.filename)
+    kind: Literal["published", "pinned", "recorded"]
     if policy.pinned:
-        expected, how = [policy.pinned], "pinned checksum (config `checksums`)"
+        expected, how, kind = [policy.pinned], "pinned checksum (config `checksums`)", "pinned"
     elif recorded:
         expected, how = [recorded], f"checksum recorded on first download ({raw_dir / RECORDED_CHECKSUMS})"
+        kind = "recorded"
     else:
-        expected, how = list(remote.checksums), "published checksum"
+        expected, how, kind = list(remote.checksums), "published checksum", "published"
     for entry in expected:
         algorithm, digest = parse_checksum(entry)
         if digests[algorithm] == digest:
@@ -254,12 +258,65 @@ def verify(path: Path, remote: RemoteFile, raw_dir: Path, policy: Policy, source
         raise ChecksumError(
             f"{path.name} (sha256:{digests['sha256']}, md5:{digests['md5']}) matches no published "
             f"checksum.{known} Check the file against a digest you trust and pin it in the config "
-            f"(`checksums: {{{remote.filename}: sha256:...}}`), or set `allow_unpublished_checksums: true` "
+            f"({_pin_line(remote, policy, digests['sha256'])}), or set `allow_unpublished_checksums: true` "
             "to accept it and record its sha256 for every later run."
         )
     raise ChecksumError(
         f"checksum mismatch for {path.name}: expected {' or '.join(expected)} ({how}), got "
-        f"sha256:{digests['sha256']} / md5:{digests['md5']}. " + _mismatch_advice(path, remote)
+        f"sha256:{digests['sha256']} / md5:{digests['md5']} ({path.stat().st_size} bytes). "
+        + _changed_advice(path, remote, raw_dir, policy, kind, digests["sha256"], source)
+    )
+
+
+def _pin_line(remote: RemoteFile, policy: Policy, sha256: str) -> str:
+    """The config lines that pin ``sha256`` for ``remote``."""
+    pin = f"checksums: {{{remote.filename}: 'sha256:{sha256}'}}"
+    return f"`{policy.section}: {{{pin}}}`" if policy.section else f"`{pin}` in the dataset's config section"
+
+
+def _changed_advice(
+    path: Path,
+    remote: RemoteFile,
+    raw_dir: Path,
+    policy: Policy,
+    kind: Literal["published", "pinned", "recorded"],
+    sha256: str,
+    source: str,
+) -> str:
+    """What a digest mismatch means and what to do, by where the expected digest came from:
+    ``published`` (the dataset module's), ``pinned`` (the config's) or ``recorded`` (trust on first
+    download). ``source`` says where the copy came from (a URL, the raw or the manual folder)."""
+    pin = _pin_line(remote, policy, sha256)
+    if kind == "recorded":
+        records = raw_dir / RECORDED_CHECKSUMS
+        what = (
+            "The file changed upstream since its first download, or this copy is damaged; results made "
+            "before came from the recorded copy."
+        )
+        accept = (
+            f'check it, then delete the "{remote.filename}" entry from {records} (the next run records '
+            f"the new digest) or pin it with {pin}"
+        )
+    elif kind == "pinned":
+        what = "This copy is not the one you pinned: the file changed upstream, or this copy is damaged."
+        accept = f"check it and replace your pin by {pin}"
+    else:
+        what = (
+            f"This copy (from {source}) is not the file whose digest is published here: the file changed "
+            "upstream (hosts rebuild archives they generate, GitHub among them, so the bytes can change "
+            "while the files inside do not) or this copy is damaged."
+        )
+        accept = f"check it (e.g. against a copy you trust) and pin it with {pin}"
+    if path.name.endswith(".part"):
+        return (
+            f"{what} Nothing was extracted; the bytes are kept in {path} so that a download cut short "
+            f"resumes on the next run. If the download is complete, to accept this copy {accept}, then "
+            f"run again (it is not downloaded again); or delete {path} to download afresh."
+        )
+    return (
+        f"{what} Nothing was extracted and {path} is left untouched. To accept this copy {accept}, then "
+        f"run again; or replace it with an intact copy (from {remote.url}"
+        f"{'; ' + remote.manual if remote.manual else ''}) or delete it."
     )
 
 

@@ -1,8 +1,15 @@
 """ESC-50: 2,000 five-second environmental recordings, 50 classes, five folds.
 
-Archive: GitHub's zip of the karolpiczak/ESC-50 repository, ``ESC-50-master/meta/esc50.csv``
-(filename, fold, target, category, esc10, src_file, take) and ``ESC-50-master/audio/*.wav``
-(44.1 kHz mono). Clips cut from one Freesound recording share a fold, so folds never leak.
+Archive: GitHub's zip of the karolpiczak/ESC-50 repository at a pinned commit (:data:`COMMIT`),
+``ESC-50-<commit>/meta/esc50.csv`` (filename, fold, target, category, esc10, src_file, take) and
+``ESC-50-<commit>/audio/*.wav`` (44.1 kHz mono). Clips cut from one Freesound recording share a
+fold, so folds never leak.
+
+Why a commit and not ``master.zip``: GitHub builds ``archive/master.zip`` from the branch head on
+request, so every commit to the repository (a README edit is enough) changes its bytes and digest;
+soundata's published md5 of it stopped matching in 2025 (soundata issue #208, fixed by pinning a
+commit in PR #209). An archive of a fixed commit holds fixed files; GitHub could still rebuild its
+container (zip headers, compression), and the mismatch error then says how to accept the new one.
 
 Splits: folds 1-3 train, fold 4 valid, fold 5 test by default (``folds`` changes it; for the
 paper's five-fold cross-validation, run one config per test fold). ``esc10_only`` keeps the
@@ -37,13 +44,21 @@ CITATION = """@inproceedings{piczak2015dataset,
   doi = {10.1145/2733373.2806390},
 }"""
 
-# md5 from soundata's esc50 loader. GitHub builds this zip from the master branch on request: a
-# new commit there changes it; pin the digest of your copy in the config if it no longer matches.
+#: The commit of karolpiczak/ESC-50 whose archive is fetched (the master head through 2025).
+COMMIT = "33c8ce9eb2cf0b1c2f8bcf322eb349b6be34dbb6"
+# sha256 of GitHub's zip of COMMIT (645,832,161 bytes), reported identically by several independent
+# public projects that pin this archive; not checked against a download here (no network). A
+# rebuilt archive fails with both digests and the config line that accepts it
+# (`esc50: {checksums: {<filename>: sha256:...}}`).
 REMOTE = RemoteFile(
-    filename="ESC-50-master.zip",
-    url="https://github.com/karolpiczak/ESC-50/archive/master.zip",
-    checksums=("md5:7771e4b9d86d0945acce719c7a59305a",),
-    manual="download https://github.com/karolpiczak/ESC-50/archive/master.zip (GitHub: Code > Download ZIP)",
+    filename=f"ESC-50-{COMMIT}.zip",
+    url=f"https://github.com/karolpiczak/ESC-50/archive/{COMMIT}.zip",
+    checksums=("sha256:661183a6f53ef04f12c9bd618fed0ddc1713280d6c94a5a5431e844ba6f6a21f",),
+    manual=(
+        f"download https://github.com/karolpiczak/ESC-50/archive/{COMMIT}.zip, the archive of the "
+        "pinned commit (not master.zip or GitHub's Download ZIP button: their bytes change with every "
+        "commit to the repository)"
+    ),
 )
 
 CLIP_SECONDS = 5.0

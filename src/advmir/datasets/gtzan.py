@@ -1,8 +1,10 @@
 """GTZAN genre collection: 1,000 excerpts of 30 s, 10 genres, cut into fixed-length segments.
 
-Archive ``genres.tar.gz``: ``genres/<genre>/<genre>.000NN.au`` in the original (22,050 Hz, 16-bit
-mono); the Hugging Face mirror holds the same tree as ``.wav``; Kaggle's copy has
-``Data/genres_original/<genre>/<genre>.000NN.wav``. Any of these layouts is found.
+Archive ``genres.tar.gz``: ``genres/<genre>/<genre>.000NN.wav`` (22,050 Hz, 16-bit mono), as in
+the archive behind the pinned digests (the file list of mirdata's gtzan_genre index, torchaudio's
+and TFDS's loaders all read ``.wav``); Kaggle's copy has
+``Data/genres_original/<genre>/<genre>.000NN.wav``. Copies that hold the excerpts as Sun ``.au``
+files in the same tree are read too. Any of these layouts is found.
 
 Segments: each excerpt gives ``floor(duration / clip_seconds)`` consecutive segments (a last one
 short by under 2 % is zero-padded, recorded in pad_samples); all segments of one excerpt are in
@@ -56,9 +58,11 @@ CITATION = """@article{tzanetakis2002musical,
 GENRES = ("blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock")
 KNOWN_DAMAGED = frozenset({"jazz.00054"})
 
-# The original archive (http://opihi.cs.uvic.ca/sound/genres.tar.gz, now offline): md5 from
-# mirdata's gtzan_genre loader, sha256 from torchaudio.datasets.GTZAN. The Hugging Face mirror below
-# repacks the excerpts as .wav and publishes no checksum (see unpublished_copies).
+# The original archive (http://opihi.cs.uvic.ca/sound/genres.tar.gz, now offline; .wav excerpts):
+# md5 from mirdata's gtzan_genre loader, sha256 from torchaudio.datasets.GTZAN. The Hugging Face
+# mirror below publishes no checksum, and whether its file is byte-identical to the original is not
+# known here: a copy matching neither digest is trusted on first download only when the config allows
+# it (see unpublished_copies), its sha256 recorded and every later copy held to it.
 REMOTE = RemoteFile(
     filename="genres.tar.gz",
     url="https://huggingface.co/datasets/marsyas/gtzan/resolve/main/data/genres.tar.gz",
@@ -104,7 +108,7 @@ def find_excerpts(folder: Path) -> dict[str, Path]:
             found.setdefault(f"{match[1]}.{match[2]}", path)
     if not found:
         raise ValueError(
-            f"no GTZAN excerpts under {folder} (expected genres/<genre>/<genre>.000NN.au or .wav)"
+            f"no GTZAN excerpts under {folder} (expected genres/<genre>/<genre>.000NN.wav, or .au)"
         )
     return found
 

@@ -12,11 +12,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from advmir.artifacts import open_npy, read_csv, read_json
 from advmir.data.contract import load_dataset
 from advmir.io import atomic_path, write_csv, write_json
 from advmir.runtime import resolve_device, seed_everything, setup_logging
 
 log = logging.getLogger(__name__)
+# what the tables read from a model's metrics.json
+METRICS_KEYS = ("classes", "test_accuracy")
 
 
 def train(argv: list[str]) -> int:
@@ -44,14 +47,10 @@ def train(argv: list[str]) -> int:
     dataset = load_dataset(args.dataset_dir, mmap=False)
     codec_clips = None
     if args.codec_clips:
-        table = pd.read_csv(Path(args.codec_clips) / "codec_train.csv")
-        audio = np.load(Path(args.codec_clips) / "codec_train.npy", mmap_mode="r")
-        if len(table) != len(audio) or audio.shape[1] != dataset.clip_samples:
-            raise ValueError(
-                f"{args.codec_clips}: codec_train.npy {audio.shape} does not match codec_train.csv "
-                f"({len(table)} rows) and clips of {dataset.clip_samples} samples; delete the folder "
-                "and rerun (the encode_training_codecs rule rewrites it)"
-            )
+        table = read_csv(Path(args.codec_clips) / "codec_train.csv", columns=["id"])
+        audio = open_npy(
+            Path(args.codec_clips) / "codec_train.npy", rows=len(table), cols=dataset.clip_samples
+        )
         codec_clips = CodecClips(table["id"].to_numpy(), np.asarray(audio))
     log.info("training %s on %s (%s) on %s", spec, dataset.root, cfg, device)
     work = default_work_dir()
@@ -94,8 +93,8 @@ def summarize_benign(argv: list[str]) -> int:
     setup_logging()
     from advmir.models.benign import benign_table
 
-    codecs = pd.read_csv(args.codecs) if args.codecs else None
-    write_csv(args.out, benign_table(pd.read_csv(args.accuracy), codecs))
+    codecs = read_csv(args.codecs) if args.codecs else None
+    write_csv(args.out, benign_table(read_csv(args.accuracy), codecs))
     return 0
 
 
@@ -113,7 +112,7 @@ def summarize_generalisation(argv: list[str]) -> int:
     setup_logging()
     rows = []
     for split, model, path in args.run:
-        m = json.loads(Path(path).read_text())
+        m = read_json(path, keys=METRICS_KEYS)
         rows.append(
             {
                 "split": split,
@@ -174,7 +173,7 @@ def summarize(argv: list[str]) -> int:
     setup_logging()
     rows, cells = [], []
     for path in map(Path, args.metrics):
-        m = json.loads(path.read_text())
+        m = read_json(path, keys=METRICS_KEYS)
         dataset, model = path.parent.parent.name, path.parent.name
         for i, true in enumerate(m["classes"]):
             for j, pred in enumerate(m["classes"]):

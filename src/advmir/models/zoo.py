@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from advmir.artifacts import ArtifactError, load_torch
 from advmir.io import atomic_path
 from advmir.models.architectures import build_arch
 from advmir.models.frontends import build_frontend
@@ -74,13 +75,10 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint dict with ``weights_only=True``."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no checkpoint at {path}: did the train_model rule run?") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not an advmir model checkpoint ({CHECKPOINT_FORMAT})")
+    """Read a checkpoint dict with ``weights_only=True``, checked as an artifact (:mod:`advmir.artifacts`)."""
+    payload = load_torch(path, keys=())
+    if payload.get("format") != CHECKPOINT_FORMAT:
+        raise ArtifactError(path, f"is not an advmir model checkpoint ({CHECKPOINT_FORMAT})")
     return payload
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from advmir.artifacts import read_csv
 from advmir.plotting.common import save_figure
 from advmir.runtime import setup_logging
 
@@ -123,8 +124,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--budget-out", nargs="+", required=True)
     args = parser.parse_args(argv)
     setup_logging()
-    metrics = pd.read_csv(args.metrics)
-    save_figure(plot_roc(pd.read_csv(args.roc), metrics), args.roc_out)
+    metrics = read_csv(args.metrics)
+    save_figure(plot_roc(read_csv(args.roc), metrics), args.roc_out)
     save_figure(plot_auc_heatmap(metrics), args.heatmap_out)
-    save_figure(plot_budget(pd.read_csv(args.budget), metrics), args.budget_out)
+    save_figure(plot_budget(read_csv(args.budget), metrics), args.budget_out)
     return 0

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from advmir.artifacts import load_npz, read_csv, read_json
 from advmir.plotting.common import save_figure
 from advmir.runtime import setup_logging
 
@@ -34,8 +34,8 @@ def load_examples(run_dirs: list[Path]) -> pd.DataFrame:
     """Every run's examples.csv, with dataset, model, attack, algorithm and threat columns added."""
     frames = []
     for run in run_dirs:
-        meta = json.loads((run / "attack.json").read_text())
-        ex = pd.read_csv(run / "examples.csv")
+        meta = read_json(run / "attack.json", keys=("dataset", "model", "attack", "algorithm", "threat"))
+        ex = read_csv(run / "examples.csv")
         for key in ("dataset", "model", "attack", "algorithm", "threat"):
             ex[key] = meta[key]
         frames.append(ex)
@@ -151,10 +151,10 @@ def _spectrogram_db(audio: np.ndarray, n_fft: int = 512, hop: int = 128) -> np.n
 
 def plot_spectrogram_panel(run_dir: Path, n_examples: int = 2) -> plt.Figure:
     """Rows: clean, adversarial, perturbation (adversarial - clean); one column per listen/ example."""
-    meta = json.loads((run_dir / "attack.json").read_text())
-    examples = pd.read_csv(run_dir / "examples.csv").set_index("id")
+    meta = read_json(run_dir / "attack.json", keys=("model", "attack", "algorithm", "threat"))
+    examples = read_csv(run_dir / "examples.csv", columns=["id"]).set_index("id")
     panel_file = run_dir / "listen" / "panel.npz"
-    panel = np.load(panel_file) if panel_file.exists() else None
+    panel = load_npz(panel_file) if panel_file.exists() else None
     names = [str(n) for n in panel["ids"]][:n_examples] if panel is not None else []
     classes = meta.get("classes") or []
     cols = max(len(names), 1)
@@ -207,7 +207,7 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     setup_logging()
     runs = list(dict.fromkeys(Path(r) if Path(r).is_dir() else Path(r).parent for r in args.runs))
-    table = pd.read_csv(args.table)
+    table = read_csv(args.table)
     examples = load_examples(runs)
     save_figure(plot_success_vs_snr(table, examples), args.success_vs_snr)
     save_figure(plot_snr_distribution(examples), args.snr_distribution)

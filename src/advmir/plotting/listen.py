@@ -11,8 +11,7 @@ import base64
 import html
 from pathlib import Path
 
-import pandas as pd
-
+from advmir.artifacts import read_csv
 from advmir.io import atomic_path
 from advmir.runtime import setup_logging
 
@@ -29,7 +28,7 @@ def listening_page(runs: list[Path], per_run: int = 1) -> str:
     rows = []
     for run in runs:
         model, attack = run.parent.name, run.name
-        examples = pd.read_csv(run / "examples.csv").set_index("id")
+        examples = read_csv(run / "examples.csv", columns=["id"]).set_index("id")
         ids = sorted({p.name.rsplit("_", 1)[0] for p in (run / "listen").glob("*_clean.wav")})
         for clip in ids[:per_run]:
             files = [run / "listen" / f"{clip}_{kind}.wav" for kind in KINDS]

@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
+from advmir.artifacts import read_csv
 from advmir.plotting.common import save_figure
 from advmir.runtime import setup_logging
 
@@ -90,7 +91,7 @@ def _plot_table(argv: list[str], prog: str, plot: Callable[[pd.DataFrame], plt.F
     parser.add_argument("--out", nargs="+", required=True, help="figure paths (.png and/or .pdf)")
     args = parser.parse_args(argv)
     setup_logging()
-    save_figure(plot(pd.read_csv(args.table)), args.out)
+    save_figure(plot(read_csv(args.table)), args.out)
     return 0
 
 
@@ -111,6 +112,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", nargs="+", required=True, help="figure paths (.png and/or .pdf)")
     args = parser.parse_args(argv)
     setup_logging()
-    fig = plot_clean_accuracy(pd.read_csv(args.accuracy), pd.read_csv(args.confusion))
+    fig = plot_clean_accuracy(read_csv(args.accuracy), read_csv(args.confusion))
     save_figure(fig, args.out)
     return 0

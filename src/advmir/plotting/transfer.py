@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from advmir.artifacts import read_csv
 from advmir.plotting.common import save_figure
 from advmir.runtime import setup_logging
 
@@ -314,8 +315,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out-room", nargs="+", required=True)
     args = parser.parse_args(argv)
     setup_logging()
-    rates = pd.read_csv(args.rates)
-    clean = pd.read_csv(args.clean)
+    rates = read_csv(args.rates)
+    clean = read_csv(args.clean)
     save_figure(plot_bitrate(rates, clean), args.out_bitrate)
     save_figure(plot_heatmaps(rates, args.heatmap_conditions), args.out_heatmaps)
     save_figure(plot_room_eot(rates, args.plain_attack, args.eot_attack, args.rooms), args.out_room)

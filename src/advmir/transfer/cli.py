@@ -193,12 +193,13 @@ def summarize(argv: list[str]) -> int:
 
     import pandas as pd
 
+    from advmir.artifacts import read_csv
     from advmir.io import write_csv
     from advmir.transfer.tables import TransferTableError, build_tables, lossless_changes
 
-    predictions = pd.concat([pd.read_csv(p, dtype={"id": str}) for p in args.predictions], ignore_index=True)
+    predictions = pd.concat([read_csv(p, dtype={"id": str}) for p in args.predictions], ignore_index=True)
     bitrates = (
-        pd.concat([pd.read_csv(p, dtype={"id": str}) for p in args.bitrates], ignore_index=True)
+        pd.concat([read_csv(p, dtype={"id": str}) for p in args.bitrates], ignore_index=True)
         if args.bitrates
         else None
     )

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from advmir.artifacts import open_npy, read_csv
 from advmir.data.contract import Dataset, load_dataset
 
 CLEAN = "clean"
@@ -53,9 +54,7 @@ def read_rows(path: str | os.PathLike, dataset: Dataset) -> pd.DataFrame:
     Returns a frame with ``id, row, label_idx, attack_target`` (``attack_target`` from a ``target``
     column when present: an attack's examples.csv; else -1).
     """
-    table = pd.read_csv(path)
-    if "row" not in table.columns:
-        raise SourceError(f"{path} has no `row` column; give an attack's examples.csv or a rows file")
+    table = read_csv(path, columns=["row"])
     rows = table["row"].to_numpy()
     if len(rows) == 0:
         raise SourceError(f"{path} lists no rows")
@@ -144,10 +143,10 @@ def _load_rows(
     path: str | os.PathLike, examples_path: str | os.PathLike, full: int, kept: int, clip_samples: int
 ) -> np.ndarray:
     """float32 (kept, T) from an (N, T) ``.npy`` listing all ``full`` examples or just the ``kept``."""
-    audio = np.load(path, mmap_mode="r")
-    if audio.ndim == 2 and audio.shape[0] == full and full != kept:
+    audio = open_npy(path)
+    if audio.shape[0] == full and full != kept:
         audio = audio[:kept]
-    if audio.ndim != 2 or audio.shape[0] != kept or audio.shape[1] != clip_samples:
+    if audio.shape[0] != kept or audio.shape[1] != clip_samples:
         raise SourceError(
             f"{path} has shape {audio.shape} but {examples_path} lists {kept} examples of "
             f"{clip_samples} samples: the two files must come from the same run"
