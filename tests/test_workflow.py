@@ -187,6 +187,17 @@ def test_a_second_fresh_run_gives_byte_identical_tables(tiny_workflow, tmp_path)
     run_snakemake(tmp_path, config, "--cores", "2")
     assert len(table_files(tmp_path / "results")) >= 12
     assert_same_tables(tmp_path / "results", reference / "results")
+    # the figures (no creation date, seeded jitter) and the checkpoints (no temporary name) too
+    built = sorted((reference / "results").glob("figures/**/*.pdf")) + sorted(
+        (reference / "results").glob("models/**/model.ckpt")
+    )
+    assert len(built) >= 4
+    differ = [
+        str(p.relative_to(reference))
+        for p in built
+        if p.read_bytes() != (tmp_path / p.relative_to(reference)).read_bytes()
+    ]
+    assert not differ, f"not byte-identical between two fresh runs: {differ}"
 
 
 @dataclass(frozen=True)

@@ -107,3 +107,16 @@ def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
             np.save(handle, array)
+
+
+def write_torch(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` with ``torch.save``, atomically.
+
+    Saved through an open handle: given a path, torch names the zip's records after the file, here
+    a random temporary name, so two saves of the same object would differ byte for byte.
+    """
+    import torch
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            torch.save(obj, handle)

@@ -138,13 +138,12 @@ def train_autoencoder(argv: list[str]) -> int:
 
     from advmir.anomaly.autoencoder import AEConfig
     from advmir.anomaly.autoencoder import train_autoencoder as fit
-    from advmir.io import atomic_path
+    from advmir.io import write_torch
 
     data, rows = _train_clips(args.dataset, args.max_clips, args.seed)
     torch.set_num_threads(1)
     ckpt = fit(data.float_waveforms(rows), data.sample_rate, AEConfig(epochs=args.epochs), args.seed)
-    with atomic_path(args.out) as tmp:
-        torch.save(ckpt, tmp)
+    write_torch(args.out, ckpt)
     return 0
 
 
@@ -165,7 +164,7 @@ def train_multitask(argv: list[str]) -> int:
 
     from advmir.anomaly.multitask import MultitaskConfig
     from advmir.anomaly.multitask import train_multitask as fit
-    from advmir.io import atomic_path
+    from advmir.io import write_torch
     from advmir.runtime import seed_everything
 
     try:
@@ -185,8 +184,7 @@ def train_multitask(argv: list[str]) -> int:
         MultitaskConfig(epochs=args.epochs),
         args.seed,
     )
-    with atomic_path(args.out) as tmp:
-        torch.save(ckpt, tmp)
+    write_torch(args.out, ckpt)
     return 0
 
 

@@ -142,7 +142,11 @@ def write_listen(
     sample_rate: int,
     count: int,
 ) -> list[str]:
-    """Write clean / adversarial / perturbation x10 WAVs of ``count`` examples (successes first)."""
+    """Write clean / adversarial / perturbation x10 WAVs of ``count`` examples (successes first).
+
+    24-bit PCM: its step (-138 dBFS) is far below any perturbation here, and unlike float WAV it
+    carries no time-stamped PEAK chunk, so two runs write the same bytes.
+    """
     import soundfile as sf
 
     if count <= 0 or frame.empty:
@@ -153,13 +157,13 @@ def write_listen(
     for j in order[:count]:
         clean, adv = clean_of(j), adv_of(j)
         name = str(frame.at[j, "id"]).replace(os.sep, "_")
-        sf.write(folder / f"{name}_clean.wav", clean, sample_rate, subtype="FLOAT")
-        sf.write(folder / f"{name}_adversarial.wav", adv, sample_rate, subtype="FLOAT")
+        sf.write(folder / f"{name}_clean.wav", clean, sample_rate, subtype="PCM_24")
+        sf.write(folder / f"{name}_adversarial.wav", adv, sample_rate, subtype="PCM_24")
         sf.write(
             folder / f"{name}_perturbation_x10.wav",
             np.clip(10 * (adv - clean), -1, 1),
             sample_rate,
-            subtype="FLOAT",
+            subtype="PCM_24",
         )
         written.append(name)
         cleans.append(clean)

@@ -9,11 +9,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from advmir.artifacts import ArtifactError, load_torch
-from advmir.io import atomic_path
+from advmir.io import write_torch
 from advmir.models.architectures import build_arch
 from advmir.models.frontends import build_frontend
 
@@ -70,8 +69,7 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "meta": meta,
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    write_torch(path, payload)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
