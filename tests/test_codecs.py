@@ -126,7 +126,7 @@ def test_every_grid_setting_is_valid_at_16khz():
         (
             "opus_1k",
             {"codec": "opus", "bitrate_kbps": 1},
-            r"'opus_1k' \(opus\): Opus cannot take 1 kbps; 12 to 256",
+            r"'opus_1k' \(opus\): Opus cannot take 1 kbps; 10 to 256",
         ),
         (
             "mp3_500k",

@@ -30,9 +30,12 @@ def test_batch_equals_single(name, sines):
     torch.testing.assert_close(batch, single, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["stft", "logmel", "cqt"])
+@pytest.mark.parametrize("name", ["stft", "logmel", "cqt", "filterbank"])
 def test_gradcheck_float64(name):
-    kwargs = {"cqt": {"fmin": 500.0, "n_bins": 12, "n_fft": 1024, "hop_length": 128}}.get(name, {})
+    kwargs = {
+        "cqt": {"fmin": 500.0, "n_bins": 12, "n_fft": 1024, "hop_length": 128},
+        "filterbank": {"n_filters": 6, "kernel_size": 33, "hop_length": 32, "pool": 4},
+    }.get(name, {})
     if name == "stft":
         kwargs = {"n_fft": 64, "hop_length": 32}
     if name == "logmel":
@@ -80,3 +83,46 @@ def test_log_floor_hides_what_lies_far_below_the_loudest_bin():
     assert change(floored) < 1e-3 < change(raw)
     with pytest.raises(ValueError, match="top_db"):
         LogMel(16000, top_db=0)
+
+
+def test_filterbank_starts_as_a_mel_filterbank():
+    from advmir.models.frontends import gabor_filterbank
+
+    fe = build_frontend("filterbank", SR).eval()
+    t = torch.arange(16000) / SR
+    response = []
+    for freq in (100.0, 440.0, 1000.0, 4000.0):
+        spec = fe.spectrum(torch.sin(2 * torch.pi * freq * t).unsqueeze(0))[0, :, 10:50].mean(-1)
+        response.append(int(spec.argmax()))
+    assert response == sorted(response) and len(set(response)) == 4  # low to high, one filter each
+    # unit gain at the centre for a complex exponential: a real sine of amplitude 1 is two of
+    # amplitude 1/2, and the analytic filter passes one of them, so the power is about 1/4
+    w = gabor_filterbank(SR, 64, 401)
+    assert w.shape == (128, 1, 401)
+    with torch.no_grad():
+        peak = fe.spectrum(torch.sin(2 * torch.pi * 1000.0 * t).unsqueeze(0))[0, :, 10:50].mean(-1).max()
+    assert 0.2 < float(peak) <= 0.26
+
+
+def test_filterbank_is_trained_with_the_classifier():
+    model = build_model({"frontend": "filterbank", "arch": "cnn2d", "arch_args": {"width": 8}}, 3, SR)
+    assert "frontend.weight" in dict(model.named_parameters())
+    model(torch.randn(2, 4000) * 0.1).sum().backward()
+    assert model.frontend.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["logmel", "filterbank"])
+def test_log_floor_keeps_a_gradient_in_quiet_frames(name):
+    """An additive floor, unlike a clamp, leaves attacks a gradient where the clip is near silent."""
+    t = torch.arange(16000) / SR
+    tone = 0.5 * torch.sin(2 * torch.pi * 440 * t) * (t < 0.5)
+    x = (tone + 1e-6 * torch.randn(16000)).unsqueeze(0).requires_grad_(True)
+    fe = build_frontend(name, SR).eval()
+    fe(x).sum().backward()
+    assert x.grad[0, 12000:].abs().sum() > 0
+
+
+def test_first_pool_sets_the_first_block():
+    net = build_arch("cnn2d", 3, width=8, first_pool=[4, 2])
+    assert net.features[0][-1].kernel_size == (4, 2)
+    assert net(torch.randn(2, 1, 257, 63)).shape == (2, 3)

@@ -34,6 +34,9 @@ class PGD(IterativeAttack):
         alpha (float | None): absolute step size instead of rel_step. Default None.
         random_start (bool): start uniformly in the L-inf box / the L2 ball. Default True.
         early_stop (bool): stop stepping a clip once it fools the model. Default True.
+        loss (str): the objective ascended: ``"ce"`` (cross-entropy, Madry et al.) or ``"margin"``
+            (the best other logit minus the label's, CW's f6; with label smoothing and a confident
+            model it keeps a useful gradient where cross-entropy saturates). Default ``"ce"``.
         targeted, target_map, batch_size, seed: see :class:`advmir.attacks.base.Attack`.
 
     Shape:
@@ -62,9 +65,11 @@ class PGD(IterativeAttack):
         alpha: float | None = None,
         random_start: bool | None = None,
         early_stop: bool = True,
+        loss: str = "ce",
         **common: Any,
     ) -> None:
         super().__init__(model, **common)
+        self.objective = self._choice("loss", loss, ("ce", "margin"))
         self.budget = Budget.create(self.name, norm, eps=eps, snr_db=snr_db, envelope=envelope)
         self.norm = norm
         self.steps = self._number("steps", steps, minimum=1, integer=True)
@@ -78,6 +83,18 @@ class PGD(IterativeAttack):
             "random_start", self.default_random_start if random_start is None else random_start
         )
         self.early_stop = self._bool("early_stop", early_stop)
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Per-clip loss (B,) to ascend: cross-entropy (see Attack.loss) or minus the logit margin."""
+        if self.objective == "margin":
+            return -self.margin(logits, y, t)
+        return super().loss(logits, y, t)
+
+    def describe(self) -> dict[str, Any]:
+        """The resolved parameters, the objective under its config name ``loss``."""
+        out = super().describe()
+        out["loss"] = out.pop("objective")
+        return out
 
     def _both(self, a: str, b: str) -> Exception:
         from advmir.attacks.params import AttackParamError

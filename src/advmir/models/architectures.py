@@ -31,12 +31,19 @@ class GlobalPool(nn.Module):
 
 
 class CNN2d(nn.Module):
-    """(B, 1, F, frames) -> logits (B, n_classes)."""
+    """(B, 1, F, frames) -> logits (B, n_classes).
 
-    def __init__(self, n_classes: int, width: int = 32, dropout: float = 0.1) -> None:
+    ``first_pool`` (frequency, time) is the first block's pooling: (4, 2) on a 257-bin STFT brings
+    it to the size a 64-bin log-mel has after one block, so 3x3 kernels see as many octaves.
+    """
+
+    def __init__(
+        self, n_classes: int, width: int = 32, dropout: float = 0.1, first_pool: tuple[int, int] = (2, 2)
+    ) -> None:
         super().__init__()
         chans = [1, width // 2, width, 2 * width, 2 * width]
-        self.features = nn.Sequential(*[_block2d(chans[i], chans[i + 1], (2, 2)) for i in range(4)])
+        pools = [tuple(int(p) for p in first_pool)] + [(2, 2)] * 3
+        self.features = nn.Sequential(*[_block2d(chans[i], chans[i + 1], pools[i]) for i in range(4)])
         self.head = nn.Sequential(GlobalPool(), nn.Dropout(dropout), nn.Linear(2 * chans[-1], n_classes))
 
     def forward(self, x: Tensor) -> Tensor:
