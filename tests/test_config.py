@@ -66,7 +66,7 @@ def test_schema_names_the_bad_key(config, path, value, words):
 def test_cross_key_checks(config):
     bad = copy.deepcopy(config)
     bad["synth_notes"]["note_seconds"] = 2.0
-    bad["models"]["wave_cnn"]["arch"] = "cnn2d"
+    bad["models"]["wave_cnn"]["arch"] = "cnn1d"  # a 2-D (filterbank) front-end under a 1-D net
     bad["datasets"] = ["synth_notes", "gtzan"]
     with pytest.raises(ConfigError) as info:
         check_config(bad)

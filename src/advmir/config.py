@@ -161,7 +161,7 @@ def check_config(config: dict[str, Any]) -> None:
         if one_d != (spec["arch"] == "cnn1d"):
             problems.append(
                 f"models.{name}: front-end {spec['frontend']!r} cannot feed arch {spec['arch']!r}; "
-                "use waveform with cnn1d, and stft/logmel/cqt with cnn2d or crnn"
+                "use waveform with cnn1d, and filterbank/stft/logmel/cqt with cnn2d or crnn"
             )
     problems += _training_codec_problems(config)
     if problems:
