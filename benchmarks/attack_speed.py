@@ -93,7 +93,7 @@ def synthetic(
 
 
 def real(checkpoint: Path, dataset_dir: Path, n: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    from advmir.data.contract import load_dataset
+    from advmir.datasets.contract import load_dataset
     from advmir.models.zoo import load_model
 
     ds = load_dataset(dataset_dir)

@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.dataset_dir:
-        from advmir.data.contract import load_dataset
+        from advmir.datasets.contract import load_dataset
 
         dataset = load_dataset(args.dataset_dir)
         rows = dataset.split_indices("test")[: args.clips]

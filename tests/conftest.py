@@ -90,7 +90,7 @@ def sines() -> np.ndarray:
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny synth_notes config rendered once per session, in the data contract."""
-    from advmir.data.synth_notes import SynthNotesConfig, render_to
+    from advmir.datasets.synth_notes import SynthNotesConfig, render_to
 
     out = tmp_path_factory.mktemp("data") / "synth_notes"
     render_to(out, SynthNotesConfig(**TINY_SYNTH))

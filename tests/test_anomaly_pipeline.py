@@ -12,7 +12,7 @@ from advmir.anomaly import cli, ensemble
 from advmir.anomaly.autoencoder import AEConfig, reconstruction_errors, train_autoencoder
 from advmir.anomaly.detectors import Reference, ScoreSet, run_detector
 from advmir.anomaly.multitask import MultitaskConfig, load_multitask, predict, train_multitask
-from advmir.data.contract import load_dataset, write_dataset
+from advmir.datasets.contract import load_dataset, write_dataset
 from advmir.plotting import anomaly as plots
 
 torch.set_num_threads(1)  # tiny nets: threads only contend on a shared machine

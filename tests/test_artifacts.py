@@ -19,7 +19,7 @@ import yaml
 
 from advmir import cli, verify
 from advmir.artifacts import ArtifactError, open_npy, read_csv, sidecar
-from advmir.data.contract import load_dataset, write_dataset
+from advmir.datasets.contract import load_dataset, write_dataset
 from advmir.io import atomic_path, write_csv, write_json
 from advmir.models.zoo import load_checkpoint, save_checkpoint
 from advmir.transfer.sources import load_source
@@ -210,7 +210,8 @@ def test_a_stage_command_fails_with_one_line(
     """The truncated checkpoint of an attack job: one line on stderr, no traceback, exit status 2."""
     _, files = results
     truncate(files["model.ckpt"])
-    argv = ["craft", "--dataset-dir", str(files["data"]), "--checkpoint", str(files["model.ckpt"])]
+    argv = ["craft-adversarial", "--dataset-dir", str(files["data"])]
+    argv += ["--checkpoint", str(files["model.ckpt"])]
     argv += ["--attack-spec", '{"name": "fgsm", "params": {"snr_db": 30}}', "--eval-size", "2"]
     argv += ["--device", "cpu", "--out-dir", str(tmp_path / "out")]
     assert cli.main(argv) == 2
@@ -225,7 +226,7 @@ def test_a_damaged_dataset_ends_a_job_without_a_traceback(results: tuple[Path, d
     garble(files["waveforms"])
     out = files["data"].parent / "corrupted"
     proc = subprocess.run(
-        [sys.executable, "-m", "advmir", "corrupt", "--dataset", str(files["data"]), "--out", str(out)],
+        [sys.executable, "-m", "advmir", "corrupt-split", "--dataset", str(files["data"]), "--out", str(out)],
         capture_output=True,
         text=True,
     )

@@ -18,7 +18,7 @@ import torch
 from advmir.attacks import AttackParamError
 from advmir.attacks.cli import EXAMPLE_COLUMNS, craft, evaluation_rows, summarize
 from advmir.attacks.scoring import success_rates
-from advmir.data.contract import load_dataset, write_dataset
+from advmir.datasets.contract import load_dataset, write_dataset
 
 SR, T = 8000, 2000
 CLASSES = ["low", "mid", "high"]

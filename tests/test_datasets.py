@@ -18,9 +18,9 @@ import pytest
 import soundfile as sf
 import yaml
 
-from advmir.data.contract import load_dataset
 from advmir.datasets import esc50
 from advmir.datasets.cli import download
+from advmir.datasets.contract import load_dataset
 from advmir.datasets.download import (
     ChecksumError,
     Policy,

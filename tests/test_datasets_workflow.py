@@ -11,8 +11,8 @@ import jsonschema
 import pytest
 import yaml
 
-from advmir.data.contract import load_dataset
 from advmir.datasets import REAL_DATASETS
+from advmir.datasets.contract import load_dataset
 from conftest import REPO, run_snakemake
 from test_datasets import Server, esc50_files
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from advmir.artifacts import ArtifactError
-from advmir.data.contract import load_dataset
+from advmir.datasets.contract import load_dataset
 from advmir.models.augment import NOISE_COLOURS, AugmentConfig, Augmenter, add_noise, shift
 from advmir.models.train import (
     CodecClips,

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 import torch
 
-from advmir.data.contract import write_dataset
+from advmir.codecs import cli as codecs_cli
+from advmir.datasets.contract import write_dataset
 from advmir.transfer import cli
 from advmir.transfer.tables import TransferTableError, build_tables, lossless_changes
 
@@ -261,8 +262,10 @@ def _encode(ws: dict, source: str, name: str) -> Path:
     if source != "clean":
         args += ["--audio", str(ws["attack"] / "adversarial.npy")]
         args += ["--noise-audio", str(ws["attack"] / "matched_noise.npy")]
-    args += ["--room-setting", spec] if name == "room" else ["--codec-setting", spec, "--workers", "2"]
-    assert cli.encode(args) == 0
+    if name == "room":
+        assert codecs_cli.simulate_room([*args, "--room-setting", spec]) == 0
+    else:
+        assert codecs_cli.encode_with_codec([*args, "--codec-setting", spec, "--workers", "2"]) == 0
     return out
 
 
@@ -452,7 +455,7 @@ def test_encode_refuses_a_setting_it_cannot_honour(workspace, capsys):
         "--codec-setting",
         '{"codec": "opus", "bitrate_kbps": 1}',
     ]
-    assert cli.encode(args) == 2
+    assert codecs_cli.encode_with_codec(args) == 2
     assert "clean opus_1k: codec setting 'opus_1k' (opus): Opus cannot take 1 kbps" in capsys.readouterr().err
     assert not out.exists()
 
@@ -472,7 +475,7 @@ def test_encode_refuses_mismatched_source_files(workspace, tmp_path, capsys):
     ]
     args += ["--examples", str(ws["attack"] / "examples.csv"), "--audio", str(tmp_path / "short.npy")]
     args += ["--codec-setting", '{"codec": "flac"}']
-    assert cli.encode(args) == 2
+    assert codecs_cli.encode_with_codec(args) == 2
     assert "short.npy has shape (2, 4000) but" in capsys.readouterr().err
 
 

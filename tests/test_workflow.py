@@ -205,7 +205,8 @@ class KillPoint:
     """Where a run is killed: while a job of one stage works.
 
     Args:
-        command: the stage's ``python -m advmir COMMAND``; one of them must be running at the kill.
+        commands: the stage's commands (``python -m advmir COMMAND``); a job of one of them must be
+            running at the kill.
         logs: glob (under results/logs) of the logs of the stage's jobs.
         under_way: text a job writes to its log once it works on its data ("": the log exists).
         seed: folders of results/ copied first from the uninterrupted run (mtimes kept), so that only
@@ -213,7 +214,7 @@ class KillPoint:
         tables: the tables the killed run is asked for (the stage's and those that follow from it).
     """
 
-    command: str
+    commands: tuple[str, ...]
     logs: str
     under_way: str
     seed: tuple[str, ...]
@@ -230,11 +231,11 @@ TRANSFER_TABLES = (
 KILL_POINTS = {
     # mid-training: Lightning's epoch bar is in the log, no checkpoint written yet
     "training": KillPoint(
-        "train", "models/synth_notes/*.log", "Epoch", (), ("clean_accuracy.csv", "confusion.csv")
+        ("train-model",), "models/synth_notes/*.log", "Epoch", (), ("clean_accuracy.csv", "confusion.csv")
     ),
     # the model loaded and the clips read: crafting under way
     "attack": KillPoint(
-        "craft",
+        ("craft-adversarial",),
         "attacks/synth_notes/*/*.log",
         "clips of synth_notes",
         ("data", "augment", "models"),
@@ -242,7 +243,7 @@ KILL_POINTS = {
     ),
     # a codec or room job started (each is a few seconds; the log is opened when it starts)
     "codec": KillPoint(
-        "encode-codec",
+        ("encode-with-codec", "simulate-room"),
         "codecs/synth_notes/**/*.log",
         "",
         ("data", "augment", "models", "attacks"),
@@ -251,8 +252,10 @@ KILL_POINTS = {
 }
 
 
-def stage_processes(session: int, command: str) -> list[int]:
-    """PIDs of ``python -m advmir COMMAND`` processes in process group ``session``."""
+def stage_processes(session: int, commands: tuple[str, ...]) -> list[int]:
+    """PIDs of ``python -m advmir COMMAND`` processes (COMMAND one of ``commands``) in process group
+    ``session``."""
+    names = {command.encode() for command in commands}
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -263,7 +266,7 @@ def stage_processes(session: int, command: str) -> list[int]:
                 continue
         except (OSError, ProcessLookupError):
             continue
-        if any(a == b"advmir" and b == command.encode() for a, b in itertools.pairwise(args)):
+        if any(a == b"advmir" and b in names for a, b in itertools.pairwise(args)):
             found.append(int(entry.name))
     return found
 
@@ -273,7 +276,9 @@ def kill_while_stage_runs(proc: subprocess.Popen, logs: Path, point: KillPoint, 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         started = [log for log in logs.glob(point.logs) if point.under_way in log.read_text(errors="replace")]
-        if started and any(Path(f"/proc/{pid}").exists() for pid in stage_processes(proc.pid, point.command)):
+        if started and any(
+            Path(f"/proc/{pid}").exists() for pid in stage_processes(proc.pid, point.commands)
+        ):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             break
@@ -282,10 +287,10 @@ def kill_while_stage_runs(proc: subprocess.Popen, logs: Path, point: KillPoint, 
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         raise AssertionError(
-            f"the run ended or timed out before a `{point.command}` job could be interrupted"
+            f"the run ended or timed out before a `{' / '.join(point.commands)}` job could be interrupted"
         )
     deadline = time.monotonic() + 30  # the killed jobs are gone before anything reruns
-    while stage_processes(proc.pid, point.command) and time.monotonic() < deadline:
+    while stage_processes(proc.pid, point.commands) and time.monotonic() < deadline:
         time.sleep(0.05)
 
 

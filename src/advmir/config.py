@@ -129,7 +129,7 @@ def check_config(config: dict[str, Any]) -> None:
             )
         if notes.get("valid_fraction", 0) + notes.get("test_fraction", 0) >= 1:
             problems.append("synth_notes.valid_fraction + test_fraction must be < 1")
-        from advmir.data.synth_notes import SynthNotesConfig
+        from advmir.datasets.synth_notes import SynthNotesConfig
 
         general = config.get("generalisation") or {}
         splits = general.get("splits", []) if general.get("enabled") else []

@@ -88,7 +88,7 @@ class Verification:
 
     # ----------------------------------------------------------------------------- output kinds
     def dataset(self, folder: Path, because: Path | None = None) -> None:
-        from advmir.data.contract import REQUIRED_COLUMNS, WAVEFORM_DTYPES
+        from advmir.datasets.contract import REQUIRED_COLUMNS, WAVEFORM_DTYPES
 
         if because is not None and not folder.exists():
             for name in DATASET_FILES:

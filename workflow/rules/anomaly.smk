@@ -30,7 +30,7 @@ rule corrupt_split:
         fraction=lambda wildcards: ANOMALY_FRACTION[wildcards.anomaly_split],
         seed=config["seed"],
     shell:
-        'python -m advmir corrupt --dataset "$(dirname {input.waveforms:q})" --split {wildcards.anomaly_split}'
+        'python -m advmir corrupt-split --dataset "$(dirname {input.waveforms:q})" --split {wildcards.anomaly_split}'
         ' --out "$(dirname {output.waveforms:q})" --faults {params.faults} --fraction {params.fraction}'
         " --seed {params.seed} > {log:q} 2>&1"
 
@@ -55,7 +55,7 @@ rule train_anomaly_autoencoder:
         max_clips=ANOMALY_TRAIN_CLIPS,
         seed=config["seed"],
     shell:
-        'python -m advmir train-anomaly-ae --dataset "$(dirname {input.waveforms:q})" --out {output:q}'
+        'python -m advmir train-anomaly-autoencoder --dataset "$(dirname {input.waveforms:q})" --out {output:q}'
         " --epochs {params.epochs} --max-clips {params.max_clips} --seed {params.seed} > {log:q} 2>&1"
 
 

@@ -42,7 +42,7 @@ rule craft_adversarial:
         listen=ATTACK_SETTINGS["listen"],
         device=config["device"],
     shell:
-        'python -m advmir craft --dataset-dir "$(dirname {input.waveforms:q})" --checkpoint {input.checkpoint:q}'
+        'python -m advmir craft-adversarial --dataset-dir "$(dirname {input.waveforms:q})" --checkpoint {input.checkpoint:q}'
         " {params.surrogate} --attack-spec {params.spec:q} --eval-size {params.eval_size}"
         " --seed {params.seed} --device {params.device} --batch-size {params.batch_size}"
         " --chunk-size {params.chunk_size} --listen {params.listen} --threads {threads}"
@@ -138,4 +138,4 @@ rule listening_page:
     params:
         runs=lambda w, input: " ".join(shlex.quote(os.path.dirname(f)) for f in input),
     shell:
-        "python -m advmir listen-page --runs {params.runs} --out {output:q} > {log:q} 2>&1"
+        "python -m advmir listening-page --runs {params.runs} --out {output:q} > {log:q} 2>&1"

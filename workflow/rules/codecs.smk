@@ -5,7 +5,7 @@
 # through the same setting (decoded_noise.npy); the clean source's rules (encode_clean_with_codec,
 # simulate_clean_room) are the same rules without that control.
 # A job depends on its own setting's spec only, so adding a setting runs just that setting's jobs.
-# The job grid lives in advmir.transfer.plan (tested); include attacks.smk first (attacked_models).
+# The job grid lives in advmir.codecs.plan (tested); include attacks.smk first (attacked_models).
 
 
 include: "inputs/codecs.smk"
@@ -16,7 +16,7 @@ rule encode_with_codec:
         unpack(
             lambda w: {
                 **dataset_files(w),
-                **TRANSFER_PLAN.codec_inputs(w.dataset, w.source),
+                **CODEC_PLAN.codec_inputs(w.dataset, w.source),
             }
         ),
     output:
@@ -31,20 +31,20 @@ rule encode_with_codec:
         f"{RESULTS}/benchmarks/codecs/{{dataset}}/{{source}}/{{codec}}.tsv"
     wildcard_constraints:
         source=ATTACK_SOURCES,
-        codec=alternatives(list(TRANSFER_PLAN.codec_settings)),
+        codec=alternatives(list(CODEC_PLAN.codec_settings)),
     conda:
         "../../envs/codecs.yaml"
-    threads: TRANSFER_PLAN.codec_threads
+    threads: CODEC_PLAN.codec_threads
     resources:
         mem_mb=2000,
         runtime=30,
     params:
-        setting=lambda w: TRANSFER_PLAN.codec_setting_json(w.codec),
-        audio=lambda w, input: TRANSFER_PLAN.audio_option(w.source, input.get("audio")),
-        noise=lambda w, input: TRANSFER_PLAN.noise_option(w.source, input.get("noise")),
-        subset=TRANSFER_PLAN.max_examples_option(),
+        setting=lambda w: CODEC_PLAN.codec_setting_json(w.codec),
+        audio=lambda w, input: CODEC_PLAN.audio_option(w.source, input.get("audio")),
+        noise=lambda w, input: CODEC_PLAN.noise_option(w.source, input.get("noise")),
+        subset=CODEC_PLAN.max_examples_option(),
     shell:
-        'python -m advmir encode-codec --dataset-dir "$(dirname {input.waveforms:q})" --examples {input.examples:q}'
+        'python -m advmir encode-with-codec --dataset-dir "$(dirname {input.waveforms:q})" --examples {input.examples:q}'
         " {params.audio} {params.noise} {params.subset} --source {wildcards.source} --name {wildcards.codec}"
         ' --codec-setting {params.setting:q} --out-dir "$(dirname {output.decoded:q})"'
         " --workers {threads} > {log:q} 2>&1"
@@ -55,7 +55,7 @@ rule simulate_room:
         unpack(
             lambda w: {
                 **dataset_files(w),
-                **TRANSFER_PLAN.codec_inputs(w.dataset, w.source),
+                **CODEC_PLAN.codec_inputs(w.dataset, w.source),
             }
         ),
     output:
@@ -70,7 +70,7 @@ rule simulate_room:
         f"{RESULTS}/benchmarks/codecs/{{dataset}}/{{source}}/{{codec}}.tsv"
     wildcard_constraints:
         source=ATTACK_SOURCES,
-        codec=alternatives(list(TRANSFER_PLAN.room_settings)),
+        codec=alternatives(list(CODEC_PLAN.room_settings)),
     conda:
         "../../envs/codecs.yaml"
     threads: 1
@@ -78,12 +78,12 @@ rule simulate_room:
         mem_mb=2000,
         runtime=30,
     params:
-        setting=lambda w: TRANSFER_PLAN.room_setting_json(w.codec),
-        audio=lambda w, input: TRANSFER_PLAN.audio_option(w.source, input.get("audio")),
-        noise=lambda w, input: TRANSFER_PLAN.noise_option(w.source, input.get("noise")),
-        subset=TRANSFER_PLAN.max_examples_option(),
+        setting=lambda w: CODEC_PLAN.room_setting_json(w.codec),
+        audio=lambda w, input: CODEC_PLAN.audio_option(w.source, input.get("audio")),
+        noise=lambda w, input: CODEC_PLAN.noise_option(w.source, input.get("noise")),
+        subset=CODEC_PLAN.max_examples_option(),
     shell:
-        'python -m advmir encode-codec --dataset-dir "$(dirname {input.waveforms:q})" --examples {input.examples:q}'
+        'python -m advmir simulate-room --dataset-dir "$(dirname {input.waveforms:q})" --examples {input.examples:q}'
         " {params.audio} {params.noise} {params.subset} --source {wildcards.source} --name {wildcards.codec}"
         ' --room-setting {params.setting:q} --out-dir "$(dirname {output.decoded:q})" > {log:q} 2>&1'
 
@@ -96,7 +96,7 @@ use rule encode_with_codec as encode_clean_with_codec with:
         setting=f"{CODEC_DIR}/setting.json",
     wildcard_constraints:
         source=CLEAN,
-        codec=alternatives(list(TRANSFER_PLAN.codec_settings)),
+        codec=alternatives(list(CODEC_PLAN.codec_settings)),
 
 
 use rule simulate_room as simulate_clean_room with:
@@ -107,4 +107,4 @@ use rule simulate_room as simulate_clean_room with:
         setting=f"{CODEC_DIR}/setting.json",
     wildcard_constraints:
         source=CLEAN,
-        codec=alternatives(list(TRANSFER_PLAN.room_settings)),
+        codec=alternatives(list(CODEC_PLAN.room_settings)),

@@ -35,6 +35,6 @@ rule download_dataset:
         raw_dir=lambda w: f"{RESULTS}/raw/{w.real}",
         seed=config["seed"],
     shell:
-        "python -m advmir download --dataset {wildcards.real} --raw-dir {params.raw_dir:q}"
+        "python -m advmir download-dataset --dataset {wildcards.real} --raw-dir {params.raw_dir:q}"
         ' --out-dir "$(dirname {output.waveforms:q})" --settings {params.settings:q}'
         " --seed {params.seed} --threads {threads} > {log:q} 2>&1"

@@ -56,7 +56,7 @@ rule train_model:
             else ""
         ),
     shell:
-        'python -m advmir train --dataset-dir "$(dirname {input.waveforms:q})" --spec {params.spec:q}'
+        'python -m advmir train-model --dataset-dir "$(dirname {input.waveforms:q})" --spec {params.spec:q}'
         ' --training {params.training:q} --out-dir "$(dirname {output.ckpt:q})" --device {params.device}'
         " {params.codecs} --threads {threads} > {log:q} 2>&1"
 

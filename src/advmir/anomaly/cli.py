@@ -1,7 +1,7 @@
 """Command line of the anomaly stage: corrupt, train the autoencoder / multi-task net, score, evaluate.
 
-``python -m advmir corrupt ...``, ``score-anomalies``, ``evaluate-anomalies``, ``train-anomaly-ae`` and
-``train-multitask``; each function takes argv and returns an exit code.
+``python -m advmir corrupt-split ...``, ``score-anomalies``, ``evaluate-anomalies``,
+``train-anomaly-autoencoder`` and ``train-multitask``; each function takes argv and returns an exit code.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from advmir.anomaly.corruptions import (
 from advmir.artifacts import read_csv
 
 if TYPE_CHECKING:
-    from advmir.data.contract import Dataset
+    from advmir.datasets.contract import Dataset
 
 log = logging.getLogger("advmir.anomaly")
 ENSEMBLES = ("ensemble_rank", "ensemble_stack")
@@ -60,7 +60,7 @@ def _common_logging() -> None:
 # --------------------------------------------------------------------------------------------- corrupt
 def corrupt(argv: list[str]) -> int:
     """Write a copy of one split with known faults injected, in the data contract."""
-    p = argparse.ArgumentParser(prog="advmir corrupt", description=corrupt.__doc__)
+    p = argparse.ArgumentParser(prog="advmir corrupt-split", description=corrupt.__doc__)
     p.add_argument("--dataset", required=True, help="prepared dataset folder (results/data/NAME)")
     p.add_argument("--split", default="test", help="split to copy and corrupt (default: test)")
     p.add_argument("--out", required=True, help="output folder, e.g. results/anomaly/NAME/corrupted_test")
@@ -74,7 +74,7 @@ def corrupt(argv: list[str]) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     _common_logging()
-    from advmir.data.contract import DataContractError, load_dataset, write_dataset
+    from advmir.datasets.contract import DataContractError, load_dataset, write_dataset
 
     try:
         data = load_dataset(args.dataset)
@@ -113,7 +113,7 @@ def corrupt(argv: list[str]) -> int:
 
 # -------------------------------------------------------------------------------------------- training
 def _train_clips(dataset: str, max_clips: int, seed: int) -> tuple[Dataset, np.ndarray]:
-    from advmir.data.contract import load_dataset
+    from advmir.datasets.contract import load_dataset
 
     data = load_dataset(dataset)
     rows = data.split_indices("train")
@@ -126,7 +126,9 @@ def _train_clips(dataset: str, max_clips: int, seed: int) -> tuple[Dataset, np.n
 
 def train_autoencoder(argv: list[str]) -> int:
     """Train the log-mel autoencoder on the clean train split."""
-    p = argparse.ArgumentParser(prog="advmir train-anomaly-ae", description=train_autoencoder.__doc__)
+    p = argparse.ArgumentParser(
+        prog="advmir train-anomaly-autoencoder", description=train_autoencoder.__doc__
+    )
     p.add_argument("--dataset", required=True)
     p.add_argument("--out", required=True, help="checkpoint path")
     p.add_argument("--epochs", type=int, default=20)
@@ -227,7 +229,7 @@ def score(argv: list[str]) -> int:
         return _fail(
             f"--sets has {len(args.sets)} folders but --out {len(args.out)} files; give one CSV per set"
         )
-    from advmir.data.contract import load_dataset
+    from advmir.datasets.contract import load_dataset
     from advmir.io import write_csv
 
     sets = [load_dataset(s) for s in args.sets]
@@ -350,7 +352,7 @@ def evaluate(argv: list[str]) -> int:
     if not (args.set and args.scores and args.metrics):
         return _fail("give --set, --scores and --metrics (or --combine with --table)")
     from advmir.anomaly import metrics
-    from advmir.data.contract import load_dataset
+    from advmir.datasets.contract import load_dataset
 
     manifest = load_dataset(args.set).manifest.astype({"id": str})
     tables = _read_scores(args.scores)
@@ -410,10 +412,10 @@ def multitask_vs_ensemble(table: pd.DataFrame) -> pd.DataFrame:
 
 
 COMMANDS = {
-    "corrupt": corrupt,
+    "corrupt-split": corrupt,
     "score-anomalies": score,
     "evaluate-anomalies": evaluate,
-    "train-anomaly-ae": train_autoencoder,
+    "train-anomaly-autoencoder": train_autoencoder,
     "train-multitask": train_multitask,
 }
 

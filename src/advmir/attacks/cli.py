@@ -1,6 +1,7 @@
-"""Command line of the attack stage: ``python -m advmir craft`` and ``python -m advmir summarize-attacks``.
+"""Command line of the attack stage: ``python -m advmir craft-adversarial`` and
+``python -m advmir summarize-attacks``.
 
-craft
+craft-adversarial
     Attack a fixed, seeded evaluation subset of a dataset's test split with one attack and write
     ``OUT_DIR/`` atomically (the folder appears whole or not at all):
 
@@ -112,7 +113,7 @@ def load_loader(path: str) -> Callable[..., torch.nn.Module]:
 def read_rows(path: Path, rows: np.ndarray | slice) -> np.ndarray:
     """Rows of the (N, T) array in ``path`` as float32 in [-1, 1], through a memory map opened for
     this read only: pages it touched leave the process with it, so memory stays flat as reads add up."""
-    from advmir.data.contract import to_float32
+    from advmir.datasets.contract import to_float32
 
     array = np.load(path, mmap_mode="r")
     try:
@@ -187,7 +188,7 @@ def _finite_median(values: pd.Series) -> float | None:
 # -------------------------------------------------------------------------------------------- craft
 def _craft_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m advmir craft",
+        prog="python -m advmir craft-adversarial",
         description="Attack a fixed, seeded evaluation subset of a dataset's test split with one attack; "
         "write adversarial.npy, matched_noise.npy, examples.csv, attack.json and listen/ into --out-dir, "
         "atomically.",
@@ -213,9 +214,9 @@ def _craft_parser() -> argparse.ArgumentParser:
 
 
 def craft(argv: list[str]) -> int:
-    """Entry point of ``python -m advmir craft``; returns an exit code."""
+    """Entry point of ``python -m advmir craft-adversarial``; returns an exit code."""
     from advmir.attacks import Universal, build_attack
-    from advmir.data.contract import load_dataset
+    from advmir.datasets.contract import load_dataset
     from advmir.io import atomic_path, ensure_writable_dir
     from advmir.runtime import resolve_device, seed_everything, setup_logging
 

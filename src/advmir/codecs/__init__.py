@@ -1,5 +1,8 @@
 """Lossy and lossless codecs (pydub over a static ffmpeg) and over-the-air simulation.
 
+The codec stage (workflow/rules/codecs.smk) lives here too: its job grid (:mod:`advmir.codecs.plan`),
+its (source, setting) jobs (:mod:`advmir.codecs.jobs`) and their commands (:mod:`advmir.codecs.cli`).
+
 Light imports only (no torch): the codec jobs start fast. The differentiable stand-ins used by
 EOT attacks live in :mod:`advmir.codecs.differentiable` (imports torch).
 """

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from advmir.codecs.registry import CodecSetting, CodecSettingError, parse_setting, parse_settings
-from advmir.data.contract import Dataset
+from advmir.datasets.contract import Dataset
 
 log = logging.getLogger(__name__)
 

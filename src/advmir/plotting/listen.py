@@ -55,7 +55,7 @@ def listening_page(runs: list[Path], per_run: int = 1) -> str:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="advmir listen-page", description=__doc__)
+    parser = argparse.ArgumentParser(prog="advmir listening-page", description=__doc__)
     parser.add_argument("--runs", nargs="+", required=True, help="attack run folders (with listen/)")
     parser.add_argument("--per-run", type=int, default=1, help="examples per run")
     parser.add_argument("--out", required=True, help="HTML page to write")

@@ -1,7 +1,7 @@
-"""``python -m advmir encode-codec | evaluate-transfer | summarize-transfer``.
+"""``python -m advmir evaluate-transfer | summarize-transfer``.
 
-- ``encode``: one (source, codec or room setting) -> ``results/codecs/{dataset}/{source}/{setting}/``;
-  an attack source's matched-noise control (``--noise-audio``) goes through the same setting.
+The codec and room jobs whose outputs this stage scores are the codec stage's (:mod:`advmir.codecs.cli`).
+
 - ``evaluate``: one (attack, condition) -> ``results/transfer/{dataset}/{attack}/{condition}.csv``: every
   target model's prediction on every example of every source model and on its matched-noise control
   (attack ``clean``: the clean subset, no control).
@@ -23,66 +23,6 @@ log = logging.getLogger(__name__)
 def _fail(message: str) -> int:
     log.error("%s", message)
     return 2
-
-
-def encode(argv: list[str]) -> int:
-    """Transform one source with one codec setting or room setting and keep the artifacts."""
-    parser = argparse.ArgumentParser(prog="advmir encode-codec", description=encode.__doc__)
-    parser.add_argument("--dataset-dir", required=True, help="prepared dataset (data contract)")
-    parser.add_argument(
-        "--examples",
-        required=True,
-        help="the source's examples.csv (attack) or any file with a `row` column (clean)",
-    )
-    parser.add_argument(
-        "--audio", default=None, help="(N, T) .npy in the order of --examples; omit for clean audio"
-    )
-    parser.add_argument(
-        "--source", required=True, help="source name: clean or MODEL/ATTACK (recorded in the tables)"
-    )
-    parser.add_argument(
-        "--noise-audio",
-        default=None,
-        help="the attack run's matched_noise.npy ((N, T), the control of --audio row for row): sent "
-        "through the same setting into decoded_noise.npy",
-    )
-    parser.add_argument("--name", required=True, help="the setting's name (config key), e.g. mp3_128k")
-    kind = parser.add_mutually_exclusive_group(required=True)
-    kind.add_argument("--codec-setting", help='JSON, e.g. {"codec": "mp3", "bitrate_kbps": 128}')
-    kind.add_argument("--room-setting", help='JSON, e.g. {"n_rooms": 6, "snr_db": 30}')
-    parser.add_argument("--max-examples", type=int, default=None, help="only the first N examples")
-    parser.add_argument("--out-dir", required=True, help="results/codecs/{dataset}/{source}/{setting}")
-    parser.add_argument("--workers", type=int, default=2, help="ffmpeg processes at once")
-    parser.add_argument("--batch-size", type=int, default=25, help="clips per ffmpeg process")
-    parser.add_argument("--ffmpeg", default=None, help="ffmpeg to use (default: imageio-ffmpeg's)")
-    args = parser.parse_args(argv)
-    setup_logging()
-
-    from advmir.codecs.engine import ClipError, CodecEngine, FFmpegNotFoundError
-    from advmir.codecs.registry import CodecError, parse_setting
-    from advmir.codecs.room import parse_room
-    from advmir.transfer.encode import encode_source, simulate_source
-    from advmir.transfer.sources import SourceError, load_source
-
-    dataset = Path(args.dataset_dir).name
-    if args.noise_audio and not args.audio:
-        return _fail(
-            f"{args.source} {args.name}: --noise-audio needs --audio (the clean source has no control)"
-        )
-    try:
-        source = load_source(args.dataset_dir, args.examples, args.audio, args.max_examples, args.noise_audio)
-        if args.codec_setting:
-            setting = parse_setting(args.name, json.loads(args.codec_setting), source.sample_rate)
-            engine = CodecEngine(args.ffmpeg, workers=args.workers, batch_size=args.batch_size)
-            encode_source(
-                source, setting, args.out_dir, dataset=dataset, source_name=args.source, engine=engine
-            )
-        else:
-            setting = parse_room(args.name, json.loads(args.room_setting), source.sample_rate)
-            simulate_source(source, setting, args.out_dir, dataset=dataset, source_name=args.source)
-    except (CodecError, ClipError, FFmpegNotFoundError, SourceError) as exc:
-        return _fail(f"{args.source} {args.name}: {exc}")
-    return 0
 
 
 def evaluate(argv: list[str]) -> int:

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from advmir.artifacts import open_npy, read_csv
-from advmir.data.contract import Dataset, load_dataset
+from advmir.datasets.contract import Dataset, load_dataset
 
 CLEAN = "clean"
 FROM_DATASET = "dataset"

@@ -1,18 +1,18 @@
 # Constants and input functions of workflow/rules/codecs.smk (kept apart: `snakemake --lint`
 # wants rules and functions in different files).
-from advmir.transfer.plan import CLEAN, DECODED_NOISE, TransferPlan, alternatives
+from advmir.codecs.plan import CLEAN, DECODED_NOISE, CodecPlan, alternatives
 
-TRANSFER_PLAN = TransferPlan(
+CODEC_PLAN = CodecPlan(
     config, RESULTS, DATASETS, MODELS, globals().get("attacked_models")
 )
-codec_targets = TRANSFER_PLAN.codec_targets
+codec_targets = CODEC_PLAN.codec_targets
 CODEC_DIR = f"{RESULTS}/codecs/{{dataset}}/{{source}}/{{codec}}"
 DECODED = f"{CODEC_DIR}/decoded.npy"
 # an attack source's matched-noise control through the same setting (the clean source has none)
 DECODED_NOISE_FILE = f"{CODEC_DIR}/{DECODED_NOISE}"
-ATTACK_SOURCES = alternatives([s for s in TRANSFER_PLAN.sources() if s != CLEAN])
+ATTACK_SOURCES = alternatives([s for s in CODEC_PLAN.sources() if s != CLEAN])
 
 
 def decoded_output(path):
     """Decoded audio is temporary unless codecs.keep_decoded (the bitstreams always stay)."""
-    return path if TRANSFER_PLAN.keep_decoded else temp(path)
+    return path if CODEC_PLAN.keep_decoded else temp(path)

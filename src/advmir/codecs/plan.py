@@ -1,0 +1,192 @@
+"""The jobs of the codec stage, derived from the config (used by codecs.smk).
+
+Kept out of the Snakefiles so that it is tested like any code. The job grid: one job per
+(dataset, source, setting): ``source`` is ``clean`` or ``{model}/{attack}``; ``setting`` is a name
+of ``codecs.settings`` (encode_with_codec; encode_clean_with_codec for the clean source) or
+``codecs.rooms`` (simulate_room; simulate_clean_room). The job of a ``{model}/{attack}`` source also
+sends the attack run's matched-noise control (``matched_noise.npy``) through the same setting
+(``decoded_noise.npy``).
+
+The sources are chosen by keys of the ``transfer`` section (``attacks``, ``sources``, ``rows_file``,
+``max_examples``): the codec stage transforms what the transfer stage scores. The transfer stage's
+plan (:class:`advmir.transfer.plan.TransferPlan`) builds on this one.
+
+A job's parameters are its own setting's spec only, so adding or changing a setting runs that
+setting's jobs, nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from shlex import quote
+from typing import Any
+
+from advmir.codecs.registry import parse_settings
+from advmir.codecs.room import parse_room
+
+CLEAN = "clean"
+MATCHED_NOISE = "matched_noise.npy"  # the attack stage's matched-noise control of adversarial.npy
+DECODED_NOISE = "decoded_noise.npy"  # that control through a codec or room setting
+NONE = "none"  # the transfer stage's condition without a setting: no setting may take its name
+
+
+class CodecConfigError(ValueError):
+    """The codecs section of the config (or the transfer keys choosing the sources) is inconsistent."""
+
+
+def alternatives(names: Sequence[str]) -> str:
+    """A wildcard constraint matching exactly ``names`` (nothing when empty)."""
+    return "|".join(re.escape(n) for n in names) if names else "(?!x)x"
+
+
+class CodecPlan:
+    """Jobs, inputs and parameters of the codec stage.
+
+    Args:
+        config: the workflow config.
+        results: results folder (no trailing slash).
+        datasets: dataset names.
+        models: model name -> spec.
+        attacked_models: ``attack -> [model, ...]`` of the attack stage (where its outputs are
+            stored); default: the attack's ``models`` key, else every model.
+    """
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        results: str,
+        datasets: Sequence[str],
+        models: Mapping[str, Mapping[str, Any]],
+        attacked_models: Callable[[str], Sequence[str]] | None = None,
+    ) -> None:
+        codecs = config.get("codecs") or {}
+        transfer = config.get("transfer") or {}
+        self.results, self.datasets, self.models = results, list(datasets), dict(models)
+        self.config = config
+        self.transfer = transfer
+        self.enabled = bool(codecs.get("enabled", True))
+        self.codec_settings = dict(codecs.get("settings") or {}) if self.enabled else {}
+        self.room_settings = dict(codecs.get("rooms") or {}) if self.enabled else {}
+        self.attacks = dict(config.get("attacks") or {})
+        self.codec_attacks = list(transfer.get("attacks") or self.attacks) if self.enabled else []
+        self.codec_threads = int(codecs.get("threads", 1))
+        self.keep_decoded = bool(codecs.get("keep_decoded", True))
+        self.max_examples = transfer.get("max_examples")
+        self._attacked_models = attacked_models
+        self.setting_specs = self._check()
+
+    # -- the grid ------------------------------------------------------------------------------
+
+    def source_models(self, attack: str) -> list[str]:
+        """Models an attack's outputs are stored under, narrowed by transfer.sources."""
+        if self._attacked_models is not None:
+            models = list(self._attacked_models(attack))
+        else:
+            models = list((self.attacks.get(attack) or {}).get("models") or self.models)
+        chosen = self.transfer.get("sources")
+        return [m for m in models if not chosen or m in chosen]
+
+    def sources(self) -> list[str]:
+        """``clean`` and every ``{model}/{attack}`` that goes through the codecs."""
+        return [CLEAN] + [f"{m}/{a}" for a in self.codec_attacks for m in self.source_models(a)]
+
+    def _check(self) -> dict[str, dict[str, Any]]:
+        """Raise CodecConfigError listing every problem; else the spec of every setting (kind,
+        parameters, label; a codec setting's lossless flag), checked at each dataset's rate."""
+        problems = []
+        names = [*self.codec_settings, *self.room_settings]
+        clash = sorted({n for n in names if names.count(n) > 1 or n == NONE})
+        if clash:
+            problems.append(
+                f"names must be unique across codecs.settings and codecs.rooms and not `none`: {clash}"
+            )
+        unknown = [a for a in self.codec_attacks if a not in self.attacks]
+        if unknown:
+            problems.append(
+                f"transfer.attacks {unknown} are not attacks of the config ({sorted(self.attacks)})"
+            )
+        missing = [m for m in self.transfer.get("sources") or [] if m not in self.models]
+        if missing:
+            problems.append(
+                f"transfer.sources {missing} are not models of the config ({sorted(self.models)})"
+            )
+        if (
+            self.codec_attacks
+            and not self.source_models(self.codec_attacks[0])
+            and not self.transfer.get("rows_file")
+        ):
+            problems.append(
+                f"attack {self.codec_attacks[0]!r} has no source model left after transfer.sources"
+            )
+        if problems:
+            raise CodecConfigError("invalid codecs/transfer configuration:\n  - " + "\n  - ".join(problems))
+        specs: dict[str, dict[str, Any]] = {}
+        for dataset in self.datasets:
+            rate = int((self.config.get(dataset) or {}).get("sample_rate", 16000))
+            for name, setting in parse_settings(self.codec_settings, rate).items():
+                spec = {
+                    "kind": "codec",
+                    **setting.to_dict(),
+                    "label": setting.label(),
+                    "lossless": setting.lossless,
+                }
+                spec.pop("name")
+                specs[name] = spec
+            for name, spec in self.room_settings.items():
+                specs[name] = {"kind": "room", "label": parse_room(name, spec, rate).label()}
+        return specs
+
+    # -- codec jobs ----------------------------------------------------------------------------
+
+    def clean_rows_file(self, dataset: str) -> str:
+        """The clean source's evaluation subset: transfer.rows_file, else the first attack's
+        examples.csv (the attack stage evaluates the same seeded subset for every model and attack)."""
+        custom = self.transfer.get("rows_file")
+        if custom:
+            return custom.format(results=self.results, dataset=dataset)
+        attack = self.codec_attacks[0]
+        return f"{self.results}/attacks/{dataset}/{self.source_models(attack)[0]}/{attack}/examples.csv"
+
+    def codec_inputs(self, dataset: str, source: str) -> dict[str, str]:
+        """The source's examples (rows) and, for an attack, its adversarial audio and the
+        matched-noise control of that audio."""
+        if source == CLEAN:
+            return {"examples": self.clean_rows_file(dataset)}
+        root = f"{self.results}/attacks/{dataset}/{source}"
+        return {
+            "examples": f"{root}/examples.csv",
+            "audio": f"{root}/adversarial.npy",
+            "noise": f"{root}/{MATCHED_NOISE}",
+        }
+
+    @staticmethod
+    def audio_option(source: str, audio: str | None) -> str:
+        return f"--audio {quote(audio)}" if source != CLEAN else ""
+
+    @staticmethod
+    def noise_option(source: str, noise: str | None) -> str:
+        """``--noise-audio`` of an attack source's codec job (the clean source has no control)."""
+        return f"--noise-audio {quote(noise)}" if source != CLEAN else ""
+
+    def max_examples_option(self) -> str:
+        return f"--max-examples {int(self.max_examples)}" if self.max_examples else ""
+
+    def codec_setting_json(self, name: str) -> str:
+        return json.dumps(self.codec_settings[name], sort_keys=True)
+
+    def room_setting_json(self, name: str) -> str:
+        return json.dumps(self.room_settings[name], sort_keys=True)
+
+    def codec_targets(self) -> list[str]:
+        """Every kept codec artifact (bitstreams with their bitrates) and room channel table."""
+        if not self.codec_attacks:
+            return []
+        out = []
+        for dataset in self.datasets:
+            for source in self.sources():
+                root = f"{self.results}/codecs/{dataset}/{source}"
+                out += [f"{root}/{name}/bitrates.csv" for name in self.codec_settings]
+                out += [f"{root}/{name}/channel.csv" for name in self.room_settings]
+        return out

@@ -1,1 +1,0 @@
-"""Datasets in the data contract: waveforms.npy + manifest.csv + classes.json."""
