@@ -26,6 +26,7 @@ import time
 import numpy as np
 
 from advmir.codecs import CodecEngine, parse_setting
+from advmir.snr import energy_ratio_db
 
 
 def synthetic_clips(n: int, sample_rate: int, seconds: float, seed: int = 0) -> np.ndarray:
@@ -65,7 +66,8 @@ def pyav_roundtrip(clip: np.ndarray, sample_rate: int, bitrate_kbps: int) -> tup
 
 def snr_db(reference: np.ndarray, test: np.ndarray) -> float:
     """Signal-to-error ratio of ``test`` against ``reference`` over all clips, in dB."""
-    return float(10 * np.log10(np.sum(reference.astype(np.float64) ** 2) / np.sum((test - reference) ** 2.0)))
+    signal, error = np.sum(reference.astype(np.float64) ** 2), np.sum((test - reference) ** 2.0)
+    return float(energy_ratio_db(signal, error))
 
 
 def lame_version(data: bytes) -> str:

@@ -31,6 +31,17 @@ TINY_SYNTH = {
 }
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """The machine is shared: one torch thread for the module that asks for it, restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tiny_config(results: Path) -> dict:
     """A whole-workflow config that runs in about a minute on 2 cores."""
     config = yaml.safe_load((REPO / "config.yaml").read_text())

@@ -9,9 +9,11 @@ import torch
 from torch import nn
 
 from advmir.anomaly import cli, ensemble
+from advmir.anomaly import evaluate as run
 from advmir.anomaly.autoencoder import AEConfig, reconstruction_errors, train_autoencoder
 from advmir.anomaly.detectors import Reference, ScoreSet, run_detector
 from advmir.anomaly.multitask import MultitaskConfig, load_multitask, predict, train_multitask
+from advmir.cli import main
 from advmir.datasets.contract import load_dataset, write_dataset
 from advmir.plotting import anomaly as plots
 
@@ -69,17 +71,18 @@ class TinyClassifier(nn.Module):
 
 
 def test_corrupt_cli_refuses_bad_input_before_writing(dataset, tmp_path, capsys):
+    """A known bad input ends the command with one line naming it and exit status 2 (advmir.cli.main)."""
     out = tmp_path / "c"
-    assert cli.corrupt(["--dataset", dataset, "--out", str(out), "--fraction", "1.5"]) == 2
-    assert "fraction must be in [0, 1], got 1.5" in capsys.readouterr().err
-    assert cli.corrupt(["--dataset", dataset, "--out", str(out), "--faults", "hiss"]) == 2
-    assert "unknown fault 'hiss'" in capsys.readouterr().err
-    assert cli.corrupt(["--dataset", dataset, "--out", str(out), "--faults", "clipping=99"]) == 2
-    assert "severity 99 is out of range [0.5, 40]" in capsys.readouterr().err
-    assert (
-        cli.corrupt(["--dataset", dataset, "--out", str(out), "--fraction", "0.2"]) == 2
-    )  # 7 clips, 16 faults
-    assert "split 'test' has 36 clips" in capsys.readouterr().err
+    cases = [
+        (["--fraction", "1.5"], "fraction must be in [0, 1], got 1.5"),
+        (["--faults", "hiss"], "unknown fault 'hiss'"),
+        (["--faults", "clipping=99"], "severity 99 is out of range [0.5, 40]"),
+        (["--fraction", "0.2"], "split 'test' has 36 clips"),  # 7 clips, 16 faults
+    ]
+    for extra, words in cases:
+        assert main(["corrupt-split", "--dataset", dataset, "--out", str(out), *extra]) == 2
+        err = capsys.readouterr().err
+        assert words in err and err.startswith("advmir corrupt-split: error:") and "Traceback" not in err
     assert not out.exists()
 
 
@@ -279,30 +282,18 @@ def test_cli_end_to_end(dataset, tmp_path):
     assert pd.read_csv(out / "table.csv")["dataset"].eq("tiny").all()
     table = pd.read_csv(out / "table.csv")
     with_mt = pd.concat([table, table[table["detector"] == "clipping"].assign(detector="multitask")])
-    versus = cli.multitask_vs_ensemble(with_mt)
+    versus = run.multitask_vs_ensemble(with_mt)
     assert versus.loc[versus["fault"] == "clipping", "better"].item() == "tie"  # both perfect on clipping
     assert (versus["ensemble"] == "ensemble_stack").all()
-    figs = [str(out / f"{name}.png") for name in ("roc", "heat", "budget")]
-    assert (
-        plots.main(
-            [
-                "--metrics",
-                str(out / "metrics.csv"),
-                "--roc",
-                str(out / "roc.csv"),
-                "--budget",
-                str(out / "budget.csv"),
-                "--roc-out",
-                figs[0],
-                "--heatmap-out",
-                figs[1],
-                "--budget-out",
-                figs[2],
-            ]
-        )
-        == 0
-    )
+    _plot({k: str(out / f"{k}.csv") for k in ("metrics", "roc", "budget")}, out, ("roc", "heat", "budget"))
     assert all((out / f"{name}.png").stat().st_size > 1000 for name in ("roc", "heat", "budget"))
+
+
+def _plot(tables: dict[str, str], folder, names: tuple[str, str, str]) -> None:
+    """The anomaly figures (ROC, heat map, budget) of metrics/roc/budget ``tables`` as PNGs ``names``."""
+    figs = [str(folder / f"{name}.png") for name in names]
+    argv = ["--metrics", tables["metrics"], "--roc", tables["roc"], "--budget", tables["budget"]]
+    assert plots.main([*argv, "--roc-out", figs[0], "--heatmap-out", figs[1], "--budget-out", figs[2]]) == 0
 
 
 def test_review_of_a_split_without_injected_faults(dataset, tmp_path):
@@ -349,23 +340,100 @@ def test_review_of_a_split_without_injected_faults(dataset, tmp_path):
         and (review["reason"] != "").all()
     )
     assert pd.read_csv(out["metrics"])["roc_auc"].isna().all()
-    figs = [str(tmp_path / f"{k}.png") for k in ("a", "b", "c")]
-    assert (
-        plots.main(
-            [
-                "--metrics",
-                out["metrics"],
-                "--roc",
-                out["roc"],
-                "--budget",
-                out["budget"],
-                "--roc-out",
-                figs[0],
-                "--heatmap-out",
-                figs[1],
-                "--budget-out",
-                figs[2],
-            ]
-        )
-        == 0
+    _plot(out, tmp_path, ("a", "b", "c"))
+
+
+# --------------------------------------------------------------------- the library behind the CLI
+def _scores(ids: list[str], values: list[float], **extra: list) -> pd.DataFrame:
+    return pd.DataFrame({"id": ids, "score": values, "reason": [f"r{v}" for v in values], **extra})
+
+
+def test_review_table_ranks_every_clip_by_the_chosen_detector():
+    manifest = pd.DataFrame(
+        {
+            "id": ["a", "b", "c"],
+            "is_fault": [0, 1, 1],
+            "fault": ["none", "hum", "x"],
+            "severity": [0.0, 20.0, 1.0],
+            "pitch": [60, 61, 62],
+            "other": [1, 2, 3],
+        }
     )
+    tables = {
+        "clipping": _scores(["c", "b", "a"], [0.5, 0.9, 0.1]),
+        "ensemble_stack": _scores(
+            ["a", "b", "c"], [0.2, 0.3, 0.8], detector=["x", "y", "z"], likely_fault=["none", "hum", "x"]
+        ),
+    }
+    review = run.review_table(manifest, tables, "ensemble_stack")
+    assert list(review.columns) == [
+        "rank",
+        "id",
+        "ranked_by",
+        "score",
+        "detector",
+        "reason",
+        "likely_fault",
+        "pitch",
+        "is_fault",
+        "fault",
+        "severity",
+    ]
+    assert review["id"].tolist() == ["c", "b", "a"] and review["rank"].tolist() == [1, 2, 3]
+    assert review["detector"].tolist() == ["z", "y", "x"] and (review["ranked_by"] == "ensemble_stack").all()
+    # a ranking detector that was not scored: the first table's, named as its own detector
+    fallback = run.review_table(manifest, tables, "ensemble_rank")
+    assert fallback["id"].tolist() == ["b", "c", "a"] and (fallback["detector"] == "clipping").all()
+    assert "likely_fault" not in fallback
+
+
+def test_evaluate_set_makes_only_the_tables_asked_for_and_names_a_missing_score():
+    manifest = pd.DataFrame(
+        {
+            "id": ["a", "b", "c", "d"],
+            "is_fault": [0, 1, 0, 1],
+            "fault": ["none", "hum", "none", "hum"],
+            "severity": [0.0, 20.0, 0.0, 30.0],
+        }
+    )
+    tables = {"hum_check": _scores(["a", "b", "c", "d"], [0.1, 0.9, 0.2, 0.8])}
+    out = run.evaluate_set(manifest, tables, "hum_check", ["metrics", "review"])
+    assert list(out) == ["metrics", "review"]
+    auc = out["metrics"].set_index(["detector", "fault"])["roc_auc"]
+    assert auc["hum_check", "hum"] == 1.0
+    assert set(run.evaluate_set(manifest, tables, "hum_check")) == set(run.OUTPUTS)
+    partial = {"hum_check": _scores(["a", "b", "c"], [0.1, 0.9, 0.2])}
+    with pytest.raises(run.AnomalyInputError, match="hum_check: no score for clip 'd'; rerun"):
+        run.evaluate_set(manifest, partial, "hum_check", ["metrics"])
+
+
+def test_combine_metrics_and_ensemble_inputs(tmp_path):
+    for name, auc in (("one", 0.9), ("two", 0.7)):
+        pd.DataFrame(
+            {"detector": ["ensemble_rank", "multitask"], "fault": ["hum", "hum"], "roc_auc": [auc, 0.8]}
+        ).to_csv(tmp_path / f"{name}.csv", index=False)
+    table = run.combine_metrics([("one", tmp_path / "one.csv"), ("two", tmp_path / "two.csv")])
+    assert table.columns[0] == "dataset" and table["dataset"].tolist() == ["one", "one", "two", "two"]
+    versus = run.multitask_vs_ensemble(table)
+    assert versus["better"].tolist() == ["ensemble", "multitask"]
+    assert (versus["ensemble"] == "ensemble_rank").all()
+    with pytest.raises(run.AnomalyInputError, match="ensemble_stack needs --sets TEST VALID"):
+        run.score_ensemble("ensemble_stack", [tmp_path / "one.csv"], [object()])  # type: ignore[list-item]
+    with pytest.raises(run.AnomalyInputError, match="as many of each"):
+        run.score_ensemble("ensemble_rank", [tmp_path / "one.csv"], [object(), object()])  # type: ignore[list-item]
+
+
+def test_score_with_detector_refuses_a_set_of_another_rate(dataset, tmp_path):
+    data = load_dataset(dataset)
+    rows = data.split_indices("test")[:4]
+    other = write_dataset(
+        tmp_path / "other",
+        data.float_waveforms(rows),
+        data.manifest.iloc[rows].reset_index(drop=True),
+        CLASSES,
+        SR // 2,
+    )
+    with pytest.raises(run.AnomalyInputError, match="classes or sample rate differ"):
+        run.score_with_detector("clipping", dataset, [load_dataset(other)])
+    (table,) = run.score_with_detector("clipping", dataset, [load_dataset(dataset)])
+    assert len(table) == len(data.manifest) and list(table.columns) == ["id", "score", "reason"]

@@ -61,17 +61,11 @@ class TinyLogMelCNN(nn.Module):
         return self.net(torch.log(self.mel(x) + 1e-6)[:, None])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The machine is shared: one torch thread for this module, restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the machine is shared
 
 
 @pytest.fixture(scope="module")
-def model(one_thread) -> TinyLogMelCNN:
+def model(one_torch_thread) -> TinyLogMelCNN:
     torch.manual_seed(0)
     net = TinyLogMelCNN()
     x, y = noisy_tones(256, 100)

@@ -1,4 +1,5 @@
-"""The attack stage's command line: craft (white-box, surrogate, universal, targeted), summarize, plot.
+"""The attack stage's command line: craft (white-box, surrogate, universal, targeted), summarize, plot;
+and the library behind craft (:mod:`advmir.attacks.craft`) called directly.
 
 A tiny dataset in the data contract (noisy tones of three classes, 0.25 s at 8 kHz) and two tiny
 zoo models (log-mel CNN, width 8) trained for a few steps, saved as real checkpoints.
@@ -16,8 +17,19 @@ import pytest
 import torch
 
 from advmir.attacks import AttackParamError
-from advmir.attacks.cli import EXAMPLE_COLUMNS, craft, evaluation_rows, summarize
-from advmir.attacks.scoring import success_rates
+from advmir.attacks.cli import craft, summarize
+from advmir.attacks.craft import (
+    AttackSpecError,
+    evaluation_rows,
+    parse_attack_spec,
+    plan_craft,
+    resolve_target_map,
+    summarize_runs,
+    write_craft,
+    write_listen,
+)
+from advmir.attacks.scoring import EXAMPLE_COLUMNS, success_rates
+from advmir.cli import main
 from advmir.datasets.contract import load_dataset, write_dataset
 
 SR, T = 8000, 2000
@@ -25,12 +37,7 @@ CLASSES = ["low", "mid", "high"]
 FREQS = (300.0, 700.0, 1500.0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the machine is shared
 
 
 @pytest.fixture(scope="module")
@@ -333,5 +340,79 @@ def test_attacks_table_holds_no_wall_clock_time(tmp_path: Path) -> None:
         examples.to_csv(run / "examples.csv", index=False)
         assert summarize(["--runs", str(run), "--out", str(run.parent / "attacks.csv")]) == 0
         tables.append((run.parent / "attacks.csv").read_bytes())
+        assert len(summarize_runs([run, run])) == 1  # a run named twice counts once
     assert tables[0] == tables[1]
     assert "seconds" not in tables[0].decode().splitlines()[0]
+
+
+# ------------------------------------------------------------------------- the library behind craft
+def test_write_craft_is_the_command_without_its_options(runs: dict, dataset_dir: Path, checkpoints, tmp_path):
+    """plan_craft + write_craft on the pgd run's settings write the same run as the command."""
+    from advmir.runtime import seed_everything
+
+    seed_everything(0)
+    spec = parse_attack_spec(json.dumps({"name": "pgd", "params": {"snr_db": 10}}))
+    job = plan_craft(
+        dataset_dir, str(checkpoints["cnn"]), spec, eval_size=16, seed=0, device="cpu", batch_size=8
+    )
+    assert job.threat == "white_box" and job.attack.model is job.target_model and len(job.rows) == 16
+    meta = write_craft(job, tmp_path / "pgd", "pgd")
+    cli_run = runs["pgd"]
+    for name in ("adversarial.npy", "matched_noise.npy", "listen/panel.npz"):
+        assert (tmp_path / "pgd" / name).read_bytes() == (cli_run / name).read_bytes(), name
+    ours, theirs = (
+        pd.read_csv(d / "examples.csv").drop(columns="seconds") for d in (tmp_path / "pgd", cli_run)
+    )
+    pd.testing.assert_frame_equal(ours, theirs)
+    cli_meta = json.loads((cli_run / "attack.json").read_text())
+    varying = {"seconds", "checkpoint"}
+    assert {k: v for k, v in meta.items() if k not in varying} == {
+        k: v for k, v in cli_meta.items() if k not in varying
+    }
+
+
+def test_plan_craft_refuses_known_bad_inputs(dataset_dir: Path, checkpoints, tmp_path: Path) -> None:
+    spec = {"name": "fgsm", "params": {"snr_db": 20}}
+    with pytest.raises(AttackSpecError, match="--eval-size must be >= 1"):
+        plan_craft(dataset_dir, str(checkpoints["cnn"]), spec, eval_size=0)
+    other = load_dataset(dataset_dir)
+    renamed = write_dataset(tmp_path / "renamed", other.float_waveforms(np.arange(150)),
+                            other.manifest.assign(label=lambda f: f["label"] + "_x"),
+                            [c + "_x" for c in CLASSES], SR)  # fmt: skip
+    with pytest.raises(AttackSpecError, match="the target model was trained on classes"):
+        plan_craft(renamed, str(checkpoints["cnn"]), spec, eval_size=4)
+    for text, words in (
+        ("{", "not valid JSON"),
+        ('{"params": {}}', '"name"'),
+        ('{"name": "pgd", "x": 1}', "x"),
+    ):
+        with pytest.raises(AttackSpecError, match=words):
+            parse_attack_spec(text)
+    with pytest.raises(AttackSpecError, match="'violet'"):
+        resolve_target_map({"target_map": {"low": "violet"}}, CLASSES)
+    assert resolve_target_map({"target_map": {"low": "high", "1": 0}}, CLASSES)["target_map"] == {0: 2, 1: 0}
+
+
+def test_write_listen_puts_successes_first(tmp_path: Path) -> None:
+    import soundfile as sf
+
+    frame = pd.DataFrame({"id": ["a/b", "c", "d"], "success": [False, True, False]})
+    clean = {j: np.full(64, 0.1 * (j + 1), np.float32) for j in range(3)}
+    written = write_listen(tmp_path / "listen", frame, lambda j: clean[j] + 0.01, clean.__getitem__, SR, 2)
+    assert written == ["c", "a_b"]  # the success first; a path separator never reaches a file name
+    panel = np.load(tmp_path / "listen" / "panel.npz")
+    assert panel["ids"].tolist() == written and panel["clean"].shape == panel["adversarial"].shape == (2, 64)
+    perturbation, rate = sf.read(tmp_path / "listen" / "c_perturbation_x10.wav")
+    assert rate == SR and np.allclose(perturbation, 0.1, atol=1e-6)
+    assert write_listen(tmp_path / "none", frame, clean.__getitem__, clean.__getitem__, SR, 0) == []
+    assert not (tmp_path / "none").exists()
+
+
+def test_known_bad_input_is_one_line_and_exit_2(dataset_dir: Path, tmp_path: Path, capsys) -> None:
+    argv = ["craft-adversarial", "--dataset-dir", str(dataset_dir), "--checkpoint", str(tmp_path / "x.ckpt"),
+            "--attack-spec", json.dumps({"name": "pgd", "params": {"eps": -1}}), "--eval-size", "4",
+            "--out-dir", str(tmp_path / "out")]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("advmir craft-adversarial: error: pgd") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

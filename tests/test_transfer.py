@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
+from advmir.cli import main
 from advmir.codecs import cli as codecs_cli
 from advmir.datasets.contract import write_dataset
 from advmir.transfer import cli
@@ -432,7 +433,7 @@ def test_evaluate_refuses_an_attack_source_without_its_control(workspace, capsys
     args = ["--dataset-dir", str(ws["dataset"]), "--attack", "pgd", "--condition", "none"]
     args += ["--source", "wave_a", str(ws["attack"] / "adversarial.npy"), str(ws["attack"] / "examples.csv")]
     args += ["--target", "wave_a", str(ws["ckpts"]["wave_a"]), "--out", str(ws["root"] / "x.csv")]
-    assert cli.evaluate(args) == 2
+    assert main(["evaluate-transfer", *args]) == 2
     assert "missing for ['wave_a']" in capsys.readouterr().err
 
 
@@ -455,7 +456,7 @@ def test_encode_refuses_a_setting_it_cannot_honour(workspace, capsys):
         "--codec-setting",
         '{"codec": "opus", "bitrate_kbps": 1}',
     ]
-    assert codecs_cli.encode_with_codec(args) == 2
+    assert main(["encode-with-codec", *args]) == 2
     assert "clean opus_1k: codec setting 'opus_1k' (opus): Opus cannot take 1 kbps" in capsys.readouterr().err
     assert not out.exists()
 
@@ -475,7 +476,7 @@ def test_encode_refuses_mismatched_source_files(workspace, tmp_path, capsys):
     ]
     args += ["--examples", str(ws["attack"] / "examples.csv"), "--audio", str(tmp_path / "short.npy")]
     args += ["--codec-setting", '{"codec": "flac"}']
-    assert codecs_cli.encode_with_codec(args) == 2
+    assert main(["encode-with-codec", *args]) == 2
     assert "short.npy has shape (2, 4000) but" in capsys.readouterr().err
 
 

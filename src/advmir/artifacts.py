@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from advmir.errors import InputError
+
 DIGEST_SUFFIX = ".sha256"
 DIGESTED_SUFFIXES = (".npy", ".npz", ".ckpt", ".csv", ".json")
 _CHUNK = 16 * 2**20  # bytes hashed (and scanned for NaN) at once; a multiple of every itemsize
@@ -35,7 +37,7 @@ _HEX = re.compile(r"[0-9a-f]{64}")
 _SCANNED: set[tuple[Any, ...]] = set()
 
 
-class ArtifactError(Exception):
+class ArtifactError(InputError):
     """A missing or damaged artifact; ``str()`` is one line naming the file, the fault and the fix."""
 
     def __init__(self, path: str | os.PathLike, problem: str) -> None:

@@ -1,10 +1,11 @@
 """Command line of advmir: ``python -m advmir COMMAND [options]``.
 
 Every Snakemake rule calls one of these commands, so each stage also runs (and is
-tested) without Snakemake. A missing or damaged input file ends a command with one line that names
-it and the command that rebuilds it (:mod:`advmir.artifacts`), exit status 2. Commands are
-imported lazily: ``--help`` stays fast and a stage's heavy imports are paid only by the rules
-that use it.
+tested) without Snakemake. A known bad input (:class:`advmir.errors.InputError`: a missing or
+damaged file, named with the command that rebuilds it, see :mod:`advmir.artifacts`; a parameter
+or setting out of range) ends a command with one line that names it and the fix, exit status 2;
+any other error keeps its traceback. Commands are imported lazily: ``--help`` stays fast and a
+stage's heavy imports are paid only by the rules that use it.
 """
 
 from __future__ import annotations
@@ -80,10 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module_name, func_name = COMMANDS[name][0].split(":")
     func = getattr(importlib.import_module(module_name), func_name)
-    from advmir.artifacts import ArtifactError
+    from advmir.errors import InputError
 
     try:
         return int(func(rest) or 0)
-    except ArtifactError as exc:  # a damaged input: one line (file, fault, rebuild command), no traceback
+    except InputError as exc:  # a known bad input: one line (the input and its fix), no traceback
         print(f"advmir {name}: error: {exc}", file=sys.stderr)
         return 2

@@ -21,11 +21,13 @@ import numpy as np
 import pandas as pd
 from scipy import signal
 
+from advmir.errors import InputError
+
 AudioFault = Callable[[np.ndarray, float, np.random.Generator, int], np.ndarray]
 LabelFault = Callable[[dict, float, np.random.Generator, Sequence[str]], dict]
 
 
-class CorruptionConfigError(ValueError):
+class CorruptionConfigError(InputError, ValueError):
     """A corruption request is invalid (fraction, fault name, severity, split size)."""
 
 
@@ -43,7 +45,7 @@ def _fit_range(y: np.ndarray, limit: float = 0.999) -> np.ndarray:
 
 
 def _noise_at_snr(x: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
-    """Add ``noise`` scaled to ``snr_db`` below the RMS of ``x``."""
+    """Add ``noise`` scaled to ``snr_db`` below the RMS of ``x`` (dividing by 10^(snr/20): see advmir.snr)."""
     level = max(_rms(x), 1e-6) / 10 ** (snr_db / 20)
     return _fit_range(x + noise * (level / max(_rms(noise), 1e-12)))
 

@@ -50,11 +50,16 @@ def mel_power(
     return np.concatenate(out) if out else np.zeros((0, n_mels, 0), np.float32)
 
 
+def power_db(power: np.ndarray) -> np.ndarray:
+    """A power spectrogram of any shape in dB, floor -120 dB: ``10 log10(power + 1e-12)``, same shape."""
+    return 10 * np.log10(power + 1e-12)
+
+
 def log_mel(
     x: np.ndarray, sample_rate: int, n_mels: int = 64, n_fft: int = 1024, hop: int = 256
 ) -> np.ndarray:
     """Log-mel in dB (floor -120 dB): (N, T) -> (N, n_mels, frames)."""
-    return 10 * np.log10(mel_power(x, sample_rate, n_mels, n_fft, hop) + 1e-12)
+    return power_db(mel_power(x, sample_rate, n_mels, n_fft, hop))
 
 
 def summary_features(x: np.ndarray, sample_rate: int, batch: int = 256) -> tuple[np.ndarray, list[str]]:
@@ -74,8 +79,8 @@ def _summary_features(x: np.ndarray, sample_rate: int) -> tuple[np.ndarray, list
     from advmir.anomaly import heuristics
 
     spec = power_spectrogram(x)  # (N, F, K)
-    mel64 = 10 * np.log10(np.einsum("nfk,mk->nmf", spec, mel_filterbank(sample_rate, 1024, 64)) + 1e-12)
-    mel = 10 * np.log10(np.einsum("nfk,mk->nmf", spec, mel_filterbank(sample_rate, 1024, 32)) + 1e-12)
+    mel64 = power_db(np.einsum("nfk,mk->nmf", spec, mel_filterbank(sample_rate, 1024, 64)))
+    mel = power_db(np.einsum("nfk,mk->nmf", spec, mel_filterbank(sample_rate, 1024, 32)))
     top = mel.max(axis=(1, 2), keepdims=True)
     rel = np.maximum(mel - top, -100.0)
     freqs = np.linspace(0, sample_rate / 2, spec.shape[-1])

@@ -41,11 +41,9 @@ class LogMel(nn.Module):
 
     def __init__(self, sample_rate: int, n_mels: int, n_fft: int, hop: int) -> None:
         super().__init__()
-        import torchaudio
+        from advmir.models.frontends import mel_spectrogram
 
-        self.mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=sample_rate, n_fft=n_fft, hop_length=hop, n_mels=n_mels, f_min=0.0, power=2.0
-        )
+        self.mel = mel_spectrogram(sample_rate, n_fft, hop, n_mels, f_min=0.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (10 * torch.log10(self.mel(x) + 1e-10)).clamp(min=-100.0).unsqueeze(1)

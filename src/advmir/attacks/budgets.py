@@ -2,7 +2,7 @@
 
 For a clip ``x`` (T samples) and a perturbation ``d``, the signal-to-noise ratio is
 
-    SNR(x, d) = 10 log10( sum x^2 / sum d^2 )  dB.
+    SNR(x, d) = 10 log10( sum x^2 / sum d^2 )  dB  (:mod:`advmir.snr`, the one home of the formula).
 
 A budget of ``snr_db = s`` means "the perturbation is at least s dB below the clip":
 
@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from advmir.attacks.params import AttackParamError, check_choice, check_number
+from advmir.snr import amplitude_ratio, energy_ratio_db
 
 NORMS = ("linf", "l2")
 ENVELOPE_FRAME = 1024  # samples per frame of the local power (64 ms at 16 kHz)
@@ -109,7 +110,7 @@ class Budget:
 def radius_for_snr(x: torch.Tensor, snr_db: float, norm: str) -> torch.Tensor:
     """Radius (B,) in ``norm`` that keeps every perturbation at SNR >= ``snr_db`` for clips x (B, T)
     (the flat L-inf box)."""
-    scale = 10.0 ** (-snr_db / 20.0)
+    scale = amplitude_ratio(snr_db)
     energy = x.double().pow(2).sum(dim=1)
     if norm == "l2":
         radius = energy.sqrt() * scale
@@ -134,7 +135,7 @@ def linf_box(x: torch.Tensor, snr_db: float, envelope: float, frame: int = ENVEL
     counts[-1] = n - (frames - 1) * frame
     local = (padded / counts).repeat_interleave(frame, dim=1)[:, :n]
     mixed = envelope * local + (1.0 - envelope) * power.mean(dim=1, keepdim=True)
-    return (mixed.sqrt() * 10.0 ** (-snr_db / 20.0)).to(x.dtype)
+    return (mixed.sqrt() * amplitude_ratio(snr_db)).to(x.dtype)
 
 
 def project(delta: torch.Tensor, radius: torch.Tensor, norm: str) -> torch.Tensor:
@@ -170,7 +171,7 @@ def perturbation_metrics(x: torch.Tensor, x_adv: torch.Tensor) -> dict[str, torc
         signal = xs.pow(2).sum(dim=1)
         noise = delta.pow(2).sum(dim=1)
         with torch.no_grad():
-            ratio = 10.0 * torch.log10(signal / noise)  # x/0 -> inf (no change); 0/0 -> nan, replaced
+            ratio = energy_ratio_db(signal, noise)  # x/0 -> inf (no change); 0/0 -> nan, replaced
             snr.append(torch.where(noise == 0, torch.full_like(ratio, float("inf")), ratio))
         linf.append(delta.abs().amax(dim=1))
         l2.append(noise.sqrt())

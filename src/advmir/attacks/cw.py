@@ -10,6 +10,7 @@ from torch import nn
 
 from advmir.attacks.base import IterativeAttack
 from advmir.attacks.budgets import Budget
+from advmir.snr import amplitude_ratio
 
 _BIG = 1e10
 _DB = 10.0 / math.log(10.0)  # natural log -> decibels
@@ -135,7 +136,7 @@ class CarliniWagnerL2(IterativeAttack):
             "best_dist": fill(float("inf")),
             "prev_loss": fill(float("inf")),
             "energy": energy.clamp_min(1e-12),
-            "scale0": energy.sqrt().clamp_min(1e-6) * 10.0 ** (-self.init_snr_db / 20.0),
+            "scale0": energy.sqrt().clamp_min(1e-6) * amplitude_ratio(self.init_snr_db),
         }
 
     def step(self, s: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -69,7 +69,7 @@ class DeepFool(IterativeAttack):
         y = s["y"]
         with torch.enable_grad():
             logits = self.model(x_adv)
-            fooled = logits.argmax(dim=1) != y
+            fooled = self.is_success(logits, y, s["t"])  # untargeted only: t is -1
             k = min(self.n_candidates, logits.shape[1] - 1)
             ranked = logits.detach().scatter(1, y[:, None], float("-inf")).topk(k, dim=1).indices
             own = logits.gather(1, y[:, None])[:, 0]

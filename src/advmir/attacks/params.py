@@ -6,8 +6,10 @@ import math
 import numbers
 from typing import Any
 
+from advmir.errors import InputError
 
-class AttackParamError(ValueError):
+
+class AttackParamError(InputError, ValueError):
     """An attack was given a parameter it does not accept, or a value out of range."""
 
 

@@ -14,18 +14,37 @@ Light imports only (no torch): the codec stage's rules run in the codecs environ
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
+from advmir.errors import InputError, UsageError
 from advmir.runtime import setup_logging
 
 log = logging.getLogger(__name__)
 
 
-def _fail(message: str) -> int:
-    log.error("%s", message)
-    return 2
+class CodecJobError(InputError):
+    """A job's source or setting cannot be encoded or played; names the source and the setting."""
+
+
+@contextlib.contextmanager
+def _job(args: argparse.Namespace) -> Iterator[None]:
+    """The known failures of one (source, setting) job as one :class:`CodecJobError`."""
+    from advmir.codecs.engine import ClipError, FFmpegNotFoundError
+    from advmir.codecs.registry import CodecError
+    from advmir.transfer.sources import SourceError
+
+    if args.noise_audio and not args.audio:
+        raise UsageError(
+            f"{args.source} {args.name}: --noise-audio needs --audio (the clean source has no control)"
+        )
+    try:
+        yield
+    except (CodecError, ClipError, FFmpegNotFoundError, SourceError) as exc:
+        raise CodecJobError(f"{args.source} {args.name}: {exc}") from None
 
 
 def _parser(prog: str, description: str | None) -> argparse.ArgumentParser:
@@ -71,14 +90,12 @@ def encode_with_codec(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     setup_logging()
 
-    from advmir.codecs.engine import ClipError, CodecEngine, FFmpegNotFoundError
+    from advmir.codecs.engine import CodecEngine
     from advmir.codecs.jobs import encode_source
-    from advmir.codecs.registry import CodecError, parse_setting
-    from advmir.transfer.sources import SourceError, load_source
+    from advmir.codecs.registry import parse_setting
+    from advmir.transfer.sources import load_source
 
-    if args.noise_audio and not args.audio:
-        return _no_control_without_audio(args)
-    try:
+    with _job(args):
         source = load_source(args.dataset_dir, args.examples, args.audio, args.max_examples, args.noise_audio)
         setting = parse_setting(args.name, json.loads(args.codec_setting), source.sample_rate)
         engine = CodecEngine(args.ffmpeg, workers=args.workers, batch_size=args.batch_size)
@@ -90,8 +107,6 @@ def encode_with_codec(argv: list[str]) -> int:
             source_name=args.source,
             engine=engine,
         )
-    except (CodecError, ClipError, FFmpegNotFoundError, SourceError) as exc:
-        return _fail(f"{args.source} {args.name}: {exc}")
     return 0
 
 
@@ -104,24 +119,14 @@ def simulate_room(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     setup_logging()
 
-    from advmir.codecs.engine import ClipError, FFmpegNotFoundError
     from advmir.codecs.jobs import simulate_source
-    from advmir.codecs.registry import CodecError
     from advmir.codecs.room import parse_room
-    from advmir.transfer.sources import SourceError, load_source
+    from advmir.transfer.sources import load_source
 
-    if args.noise_audio and not args.audio:
-        return _no_control_without_audio(args)
-    try:
+    with _job(args):
         source = load_source(args.dataset_dir, args.examples, args.audio, args.max_examples, args.noise_audio)
         setting = parse_room(args.name, json.loads(args.room_setting), source.sample_rate)
         simulate_source(
             source, setting, args.out_dir, dataset=Path(args.dataset_dir).name, source_name=args.source
         )
-    except (CodecError, ClipError, FFmpegNotFoundError, SourceError) as exc:
-        return _fail(f"{args.source} {args.name}: {exc}")
     return 0
-
-
-def _no_control_without_audio(args: argparse.Namespace) -> int:
-    return _fail(f"{args.source} {args.name}: --noise-audio needs --audio (the clean source has no control)")

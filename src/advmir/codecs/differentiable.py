@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from advmir.codecs.registry import CodecSetting, parse_setting
 from advmir.codecs.room import RoomSetting, band_response, fft_size, make_rooms, parse_room
+from advmir.snr import amplitude_ratio
 
 # Held-out rooms: the EOT bank of a room setting uses seed + this offset.
 EOT_ROOM_SEED_OFFSET = 1000
@@ -184,7 +185,7 @@ def apply_channel_torch(
     length = x.shape[1]
     reverberant = torch.fft.irfft(torch.fft.rfft(x, n_fft) * torch.fft.rfft(rirs, n_fft), n_fft)[:, :length]
     level = reverberant.pow(2).mean(dim=1, keepdim=True).sqrt()
-    recorded = reverberant + noise * level * 10 ** (-snr_db[:, None] / 20)
+    recorded = reverberant + noise * level * amplitude_ratio(snr_db[:, None])
     filtered = torch.fft.irfft(torch.fft.rfft(recorded, n_fft) * band, n_fft)[:, :length]
     rms_in = x.pow(2).mean(dim=1, keepdim=True).sqrt()
     rms_out = filtered.pow(2).mean(dim=1, keepdim=True).sqrt().clamp_min(1e-12)

@@ -268,7 +268,13 @@ class CodecEngine:
         duration = length / sample_rate
         kbps = np.array([len(b) * 8 / duration / 1000 for b in bitstreams])
         payload_kbps = payload * 8 / duration / 1000
-        ok = np.array([self._honoured(setting, b, k) for b, k in zip(bitstreams, payload_kbps, strict=True)])
+        mp3 = setting.codec == "mp3"  # CBR: every frame header must say the requested bitrate
+        ok = np.array(
+            [
+                honoured(setting, k, mp3_frame_bitrates(b) if mp3 else None)
+                for b, k in zip(bitstreams, payload_kbps, strict=True)
+            ]
+        )
         return RoundTrip(decoded, bitstreams, kbps, payload_kbps, ok, time.perf_counter() - start)
 
     def encode(
@@ -337,13 +343,6 @@ class CodecEngine:
                 f"samples outside [-1, 1] (peak {peaks[i]:.4g}); codec input must be in range",
             )
         return ids
-
-    @staticmethod
-    def _honoured(setting: CodecSetting, data: bytes, kbps: float) -> bool:
-        if setting.codec == "mp3":
-            frames = mp3_frame_bitrates(data)
-            return bool(frames) and all(f == setting.bitrate_kbps for f in frames)
-        return honoured(setting, kbps)
 
     def _map(self, work: Callable[[np.ndarray], int], n: int, progress: Callable[[int], None] | None) -> None:
         chunks = [np.arange(i, min(i + self.batch_size, n)) for i in range(0, n, self.batch_size)]

@@ -35,9 +35,10 @@ from typing import Any
 import numpy as np
 
 from advmir.codecs.engine import CodecEngine, RoundTrip, ffmpeg_version
-from advmir.codecs.registry import HONOUR_FRACTION, CodecSetting, CodecSettingError
+from advmir.codecs.registry import CodecSetting, CodecSettingError, honour_problem
 from advmir.codecs.room import RoomSetting, simulate
 from advmir.io import atomic_path
+from advmir.snr import clip_snr_db
 from advmir.transfer.sources import SourceAudio
 
 log = logging.getLogger(__name__)
@@ -47,13 +48,6 @@ NOISE_FILE = "decoded_noise.npy"
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:80]
-
-
-def _snr_db(reference: np.ndarray, test: np.ndarray) -> np.ndarray:
-    signal = np.sum(reference.astype(np.float64) ** 2, axis=1)
-    error = np.sum((test.astype(np.float64) - reference) ** 2, axis=1)
-    with np.errstate(divide="ignore"):
-        return 10 * np.log10(np.maximum(signal, 1e-30) / np.maximum(error, 1e-30))
 
 
 def _write_table(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -104,16 +98,14 @@ def encode_source(
     duration = audio.shape[1] / rate
     median_kbps = float(np.median(result.achieved_kbps))
     median_payload = float(np.median(result.payload_kbps))
-    problem = _honour_problem(setting, result.payload_kbps, result.honoured, median_payload)
+    problem = honour_problem(setting, result.payload_kbps, result.honoured)
     if not problem and control is not None:
-        problem = _honour_problem(
-            setting, control.payload_kbps, control.honoured, float(np.median(control.payload_kbps))
-        )
+        problem = honour_problem(setting, control.payload_kbps, control.honoured)
         problem = problem and f"matched-noise control: {problem}"
     if problem:
         raise CodecSettingError(problem)
-    snr = _snr_db(audio, result.decoded)
-    noise_snr = _snr_db(noise, control.decoded) if control is not None else None
+    snr = clip_snr_db(audio, result.decoded)
+    noise_snr = clip_snr_db(noise, control.decoded) if control is not None else None
     rows = [
         {
             "dataset": dataset,
@@ -235,30 +227,6 @@ def _split(both: RoundTrip, n: int) -> tuple[RoundTrip, RoundTrip]:
     return part(slice(0, n)), part(slice(n, 2 * n))
 
 
-def _honour_problem(
-    setting: CodecSetting, payload: np.ndarray, clip_ok: np.ndarray, median_kbps: float
-) -> str | None:
-    """Why the bitstreams do not honour ``setting`` (None when they do)."""
-    if setting.bitrate_kbps is None:
-        return None
-    if setting.codec == "mp3" and not clip_ok.all():
-        bad = int(np.argmin(clip_ok))
-        return (
-            f"codec setting {setting.name!r} (mp3): the MP3 frame headers of {int((~clip_ok).sum())} clip(s) "
-            f"(first: clip {bad}) do not say {setting.bitrate_kbps} kbps; LAME did not honour the setting. "
-            "Check the sample rate (LAME caps MP3 at 160 kbps below 32 kHz)."
-        )
-    if median_kbps < HONOUR_FRACTION * setting.bitrate_kbps:
-        return (
-            f"codec setting {setting.name!r} ({setting.codec}): the audio packets carry {median_kbps:.1f} "
-            f"kbps (median over {len(payload)} clips, bytes * 8 / duration), less than "
-            f"{HONOUR_FRACTION:.0%} of the requested {setting.bitrate_kbps} kbps: the encoder cannot honour "
-            "this setting here. Lower "
-            "bitrate_kbps or raise sample_rate; the setting is not relabelled."
-        )
-    return None
-
-
 def simulate_source(
     source: SourceAudio, setting: RoomSetting, out_dir: str | Path, *, dataset: str, source_name: str
 ) -> dict[str, Any]:
@@ -277,8 +245,8 @@ def simulate_source(
     for out in (recorded, recorded_noise):
         if out is not None and (out.shape != audio.shape or not np.isfinite(out).all()):
             raise RuntimeError(f"room setting {setting.name!r}: the simulation returned invalid audio")
-    snr = _snr_db(audio, recorded)
-    noise_snr = _snr_db(noise, recorded_noise) if recorded_noise is not None else None
+    snr = clip_snr_db(audio, recorded)
+    noise_snr = clip_snr_db(noise, recorded_noise) if recorded_noise is not None else None
     rows = [
         {
             "dataset": dataset,

@@ -11,12 +11,16 @@ setting is never relabelled.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 
-class CodecError(ValueError):
+from advmir.errors import InputError
+
+
+class CodecError(InputError, ValueError):
     """Base class of codec configuration errors."""
 
 
@@ -296,8 +300,46 @@ def parse_settings(
     return settings
 
 
-def honoured(setting: CodecSetting, achieved_kbps: float) -> bool:
-    """Whether a measured bitrate honours the request (always True for quality-driven and lossless codecs)."""
+def honoured(setting: CodecSetting, achieved_kbps: float, frame_kbps: Sequence[int] | None = None) -> bool:
+    """Whether a bitstream honours the request (always True for quality-driven and lossless codecs).
+
+    The one rule, for one clip and for a whole setting (:func:`honour_problem`): an MP3 stream whose
+    frame headers were read (``frame_kbps``, each frame's bitrate) honours it when every frame says
+    the requested bitrate (CBR); any other, when ``achieved_kbps`` (its audio packets' bitrate) is at
+    least :data:`HONOUR_FRACTION` of the request.
+    """
+    if setting.codec == "mp3" and frame_kbps is not None:
+        return bool(frame_kbps) and all(f == setting.bitrate_kbps for f in frame_kbps)
     if setting.bitrate_kbps is None:
         return True
     return achieved_kbps >= HONOUR_FRACTION * setting.bitrate_kbps
+
+
+def honour_problem(setting: CodecSetting, payload_kbps: np.ndarray, clip_ok: np.ndarray) -> str | None:
+    """Why the bitstreams of a setting's clips do not honour it (None when they do).
+
+    Args:
+        setting: the codec setting.
+        payload_kbps: each clip's audio-packet bitrate, shape (N,).
+        clip_ok: whether each clip honours it by :func:`honoured`, shape (N,) bool; for MP3 the
+            setting needs every clip, for the others the median bitrate must pass.
+    """
+    if setting.bitrate_kbps is None:
+        return None
+    if setting.codec == "mp3" and not clip_ok.all():
+        bad = int(np.argmin(clip_ok))
+        return (
+            f"codec setting {setting.name!r} (mp3): the MP3 frame headers of {int((~clip_ok).sum())} clip(s) "
+            f"(first: clip {bad}) do not say {setting.bitrate_kbps} kbps; LAME did not honour the setting. "
+            "Check the sample rate (LAME caps MP3 at 160 kbps below 32 kHz)."
+        )
+    median_kbps = float(np.median(payload_kbps))
+    if not honoured(setting, median_kbps):
+        return (
+            f"codec setting {setting.name!r} ({setting.codec}): the audio packets carry {median_kbps:.1f} "
+            f"kbps (median over {len(payload_kbps)} clips, bytes * 8 / duration), less than "
+            f"{HONOUR_FRACTION:.0%} of the requested {setting.bitrate_kbps} kbps: the encoder cannot honour "
+            "this setting here. Lower "
+            "bitrate_kbps or raise sample_rate; the setting is not relabelled."
+        )
+    return None

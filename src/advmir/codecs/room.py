@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from advmir.codecs.registry import CodecSettingError
+from advmir.snr import amplitude_ratio
 
 SPEED_OF_SOUND = 343.0
 BAND_ORDER = 4
@@ -223,7 +224,7 @@ def apply_channel(
     length = clip.shape[0]
     reverberant = np.fft.irfft(np.fft.rfft(clip, n_fft) * np.fft.rfft(rir, n_fft), n_fft)[:length]
     level = np.sqrt(np.mean(reverberant**2))
-    recorded = reverberant + noise * level * 10 ** (-snr_db / 20)
+    recorded = reverberant + noise * level * amplitude_ratio(snr_db)
     filtered = np.fft.irfft(np.fft.rfft(recorded, n_fft) * band, n_fft)[:length]
     rms_in, rms_out = np.sqrt(np.mean(clip**2)), np.sqrt(np.mean(filtered**2))
     return filtered * (rms_in / rms_out if rms_out > 0 else 0.0)

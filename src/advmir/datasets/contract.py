@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from advmir.artifacts import open_npy, read_csv, read_json
+from advmir.errors import InputError
 from advmir.io import atomic_path
 
 REQUIRED_COLUMNS = ("id", "split", "label", "label_idx")
@@ -27,7 +28,7 @@ SPLITS = ("train", "valid", "test")
 WAVEFORM_DTYPES = ("float32", "int16")
 
 
-class DataContractError(ValueError):
+class DataContractError(InputError, ValueError):
     """A prepared dataset does not follow the data contract."""
 
 

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from advmir.snr import amplitude_ratio
+
 NOISE_COLOURS = {"white": 0.0, "pink": 1.0, "brown": 2.0}  # power spectral slope 1 / f^k
 
 
@@ -141,7 +143,7 @@ def coloured_noise(shape: tuple[int, int], slope: Tensor, gen: torch.Generator) 
 def add_noise(x: Tensor, snr_db: Tensor, slope: Tensor, gen: torch.Generator) -> Tensor:
     """``x`` (B, T) plus coloured noise at per-clip ``snr_db`` (B,) (10 log10 of signal / noise power)."""
     noise = coloured_noise(tuple(x.shape), slope, gen).to(x.device)
-    scale = _rms(x) * (10 ** (-snr_db.to(x.device) / 20)).unsqueeze(1)
+    scale = _rms(x) * amplitude_ratio(snr_db.to(x.device)).unsqueeze(1)
     return x + noise * scale
 
 

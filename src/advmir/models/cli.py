@@ -144,14 +144,10 @@ def encode_training_codecs(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     setup_logging()
     from advmir.codecs.augment import encode_training_clips, training_grid
-    from advmir.codecs.registry import CodecError
 
     dataset = load_dataset(args.dataset_dir)
-    try:
-        settings = training_grid(json.loads(args.settings), json.loads(args.evaluation), dataset.sample_rate)
-    except CodecError as exc:
-        log.error("%s", exc)
-        return 2
+    # a setting the codec cannot take: CodecError, one line and exit 2 (advmir.cli.main)
+    settings = training_grid(json.loads(args.settings), json.loads(args.evaluation), dataset.sample_rate)
     decoded, table = encode_training_clips(dataset, settings, args.seed, args.workers)
     out = Path(args.out_dir)
     with atomic_path(out) as tmp:

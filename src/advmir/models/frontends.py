@@ -173,18 +173,22 @@ class LogMel(_TimeFrequency):
     ) -> None:
         super().__init__(n_mels, top_db)
         self.sample_rate = sample_rate
-        self.mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=sample_rate,
-            n_fft=n_fft,
-            hop_length=hop_length,
-            n_mels=n_mels,
-            f_min=20.0,
-            f_max=sample_rate / 2,
-            power=2.0,
-        )
+        self.mel = mel_spectrogram(sample_rate, n_fft, hop_length, n_mels, f_min=20.0, f_max=sample_rate / 2)
 
     def spectrum(self, x: Tensor) -> Tensor:
         return self.mel(x)
+
+
+def mel_spectrogram(
+    sample_rate: int, n_fft: int, hop_length: int, n_mels: int, f_min: float, f_max: float | None = None
+) -> torchaudio.transforms.MelSpectrogram:
+    """The mel power spectrogram of every torch log-mel here, (B, T) -> (B, n_mels, frames): this
+    front-end's and the anomaly multi-task net's (:class:`advmir.anomaly.multitask.LogMel`), which
+    differ only in ``f_min``, ``f_max`` (None: torchaudio's ``sample_rate // 2``) and the log that
+    follows. (The anomaly detectors' NumPy log-mel, :func:`advmir.anomaly.features.log_mel`, is a
+    separate computation: other window, padding and precision, so other numbers.)"""
+    options = {"n_fft": n_fft, "hop_length": hop_length, "n_mels": n_mels, "f_min": f_min, "f_max": f_max}
+    return torchaudio.transforms.MelSpectrogram(sample_rate=sample_rate, power=2.0, **options)
 
 
 def cqt_kernels(

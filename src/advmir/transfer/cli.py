@@ -15,14 +15,14 @@ import json
 import logging
 from pathlib import Path
 
+from advmir.errors import InputError, UsageError
 from advmir.runtime import setup_logging
 
 log = logging.getLogger(__name__)
 
 
-def _fail(message: str) -> int:
-    log.error("%s", message)
-    return 2
+class LosslessChangeError(InputError):
+    """A lossless codec changed a prediction: the codec path is broken (the tables are written)."""
 
 
 def evaluate(argv: list[str]) -> int:
@@ -65,7 +65,7 @@ def evaluate(argv: list[str]) -> int:
     from advmir.models.zoo import load_model
     from advmir.runtime import resolve_device
     from advmir.transfer.predict import predictions_table
-    from advmir.transfer.sources import CLEAN, SourceError, load_source
+    from advmir.transfer.sources import CLEAN, load_source
 
     torch.set_num_threads(max(1, args.threads))
     device = resolve_device(args.device)
@@ -74,17 +74,14 @@ def evaluate(argv: list[str]) -> int:
     wrong = sorted((set(noise) - set(names)) | ({CLEAN} & set(noise)))
     missing = [m for m in names if m != CLEAN and m not in noise]
     if wrong or missing:
-        return _fail(
+        raise UsageError(
             f"{args.attack} {args.condition}: every attack source needs its matched-noise control "
             f"(--noise MODEL AUDIO) and only those; missing for {missing}, not a source or `clean`: {wrong}"
         )
-    try:
-        sources = []
-        for model, audio, examples in args.source:
-            loaded = load_source(args.dataset_dir, examples, audio, args.max_examples, noise.get(model))
-            sources.append((model, loaded.audio, loaded.examples, loaded.noise))
-    except SourceError as exc:
-        return _fail(str(exc))
+    sources = []
+    for model, audio, examples in args.source:
+        loaded = load_source(args.dataset_dir, examples, audio, args.max_examples, noise.get(model))
+        sources.append((model, loaded.audio, loaded.examples, loaded.noise))
     targets = {name: load_model(ckpt, device) for name, ckpt in args.target}
     table = predictions_table(
         sources,
@@ -135,7 +132,7 @@ def summarize(argv: list[str]) -> int:
 
     from advmir.artifacts import read_csv
     from advmir.io import write_csv
-    from advmir.transfer.tables import TransferTableError, build_tables, lossless_changes
+    from advmir.transfer.tables import build_tables, lossless_changes
 
     predictions = pd.concat([read_csv(p, dtype={"id": str}) for p in args.predictions], ignore_index=True)
     bitrates = (
@@ -143,16 +140,13 @@ def summarize(argv: list[str]) -> int:
         if args.bitrates
         else None
     )
-    try:
-        tables = build_tables(
-            predictions,
-            json.loads(args.models),
-            json.loads(args.conditions),
-            bitrates,
-            json.loads(args.attacks),
-        )
-    except TransferTableError as exc:
-        return _fail(str(exc))
+    tables = build_tables(
+        predictions,
+        json.loads(args.models),
+        json.loads(args.conditions),
+        bitrates,
+        json.loads(args.attacks),
+    )
     write_csv(args.transfer_out, tables["transfer"])
     write_csv(args.clean_out, tables["clean"])
     write_csv(args.rates_out, tables["rates"])
@@ -177,7 +171,7 @@ def summarize(argv: list[str]) -> int:
         )  # fmt: skip
     bad = lossless_changes(clean)
     if len(bad) and not args.allow_lossless_changes:
-        return _fail(
+        raise LosslessChangeError(
             "the lossless control changed predictions (it must change none): "
             + "; ".join(f"{r.condition} on {r.target_model}" for r in bad.itertuples())
             + ". The codec path is broken; run summarize-transfer with --allow-lossless-changes to inspect "

@@ -16,7 +16,7 @@ setting's jobs and the summary, nothing else.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from shlex import quote
 from typing import Any
 
@@ -33,27 +33,20 @@ class TransferConfigError(ValueError):
 class TransferPlan(CodecPlan):
     """Jobs, inputs and parameters of the transfer stage, over the codec stage's grid.
 
-    Args:
-        config: the workflow config.
-        results: results folder (no trailing slash).
-        datasets: dataset names.
-        models: model name -> spec.
-        attacked_models: ``attack -> [model, ...]`` of the attack stage (where its outputs are
-            stored); default: the attack's ``models`` key, else every model.
+    Takes the arguments of :class:`advmir.codecs.plan.CodecPlan`; checks the transfer section of the
+    config as well (TransferConfigError listing every problem).
     """
 
-    def __init__(
-        self,
-        config: Mapping[str, Any],
-        results: str,
-        datasets: Sequence[str],
-        models: Mapping[str, Mapping[str, Any]],
-        attacked_models: Callable[[str], Sequence[str]] | None = None,
-    ) -> None:
-        super().__init__(config, results, datasets, models, attacked_models)
+    def _check(self) -> dict[str, dict[str, Any]]:
+        specs = super()._check()
         self.transfer_threads = int(self.transfer.get("threads", 1))
         self._check_transfer()
-        self.condition_specs = self.setting_specs
+        return specs
+
+    @property
+    def condition_specs(self) -> dict[str, dict[str, Any]]:
+        """The spec of every condition but ``none``: the codec stage's setting specs."""
+        return self.setting_specs
 
     # -- the grid ------------------------------------------------------------------------------
 

@@ -20,12 +20,13 @@ import pandas as pd
 
 from advmir.artifacts import open_npy, read_csv
 from advmir.datasets.contract import Dataset, load_dataset
+from advmir.errors import InputError
 
 CLEAN = "clean"
 FROM_DATASET = "dataset"
 
 
-class SourceError(ValueError):
+class SourceError(InputError, ValueError):
     """A source's files disagree with each other or with the dataset."""
 
 

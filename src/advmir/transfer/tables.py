@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from advmir.attacks.scoring import fooled, success_rule
+from advmir.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ NOISE_KBPS = ("noise_achieved_kbps", "noise_payload_kbps")
 RATES = ("success_rate", "noise_success_rate", "excess_over_noise")
 
 
-class TransferTableError(ValueError):
+class TransferTableError(InputError, ValueError):
     """The predictions do not fit together (missing clean predictions, mismatched rows)."""
 
 
