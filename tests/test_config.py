@@ -126,6 +126,38 @@ def test_dry_run_refuses_an_inverted_noise_range_before_any_job(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+FGSM_STEPS = {"name": "fgsm", "params": {"snr_db": 30, "steps": 5}}
+PGD_L2_ENVELOPE = {"name": "pgd", "params": {"snr_db": 30, "steps": 10, "envelope": 0.5, "norm": "l2"}}
+
+
+@pytest.mark.parametrize(
+    ("section", "change", "words"),
+    [
+        # the schema allows `steps` (other attacks take it), FGSM does not: refused by name at DAG time
+        ("attacks", {"fgsm_steps": FGSM_STEPS}, ["fgsm_steps", "steps"]),
+        # a value each key allows, in a combination PGD refuses (a loudness envelope is L-inf only)
+        ("attacks", {"pgd_l2_envelope": PGD_L2_ENVELOPE}, ["pgd_l2_envelope", "envelope"]),
+        # AAC at 16 kHz delivers at most 64 kbps: 320 cannot be honoured
+        ("codecs", {"aac_320k": {"codec": "aac", "bitrate_kbps": 320}}, ["aac_320k", "320"]),
+    ],
+)
+def test_dry_run_refuses_a_parameter_the_attack_or_codec_cannot_take(tmp_path, section, change, words):
+    """Each attack is built and each codec setting checked when the DAG is built: `snakemake -n`
+    stops with the attack or setting and the parameter named, before any job."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["results"] = str(tmp_path / "results")
+    if section == "attacks":
+        config["attacks"].update(change)
+    else:
+        config["codecs"]["settings"].update(change)
+    proc = run_snakemake(tmp_path, config, "-n", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    for word in words:
+        assert word in out, out[-2000:]
+    assert "Job stats" not in out and not (tmp_path / "results").exists()
+
+
 SHORT_CASES = [
     (("synth_notes", "split"), "random", ["synth_notes.split", "random", "instruments"]),
     (("synth_notes", "sample_rate"), 0, ["synth_notes.sample_rate", "1000"]),

@@ -5,6 +5,9 @@ import os
 import re
 import shlex
 
+from advmir.attacks import build_attack
+from advmir.errors import InputError
+
 ATTACK_SPECS = dict(config.get("attacks") or {})
 ATTACK_SETTINGS = {
     "eval_size": 200,
@@ -56,6 +59,10 @@ def _check_attack_config():
             problems.append(
                 f"attacks.{name}: `surrogate` is set but threat is {threat!r}; set threat: surrogate"
             )
+        try:  # every attack is built now, without a model: a bad parameter stops `snakemake -n`
+            build_attack(spec.get("name"), dict(spec.get("params") or {}))
+        except (InputError, ValueError, TypeError) as exc:
+            problems.append(f"attacks.{name}: {exc}")
         unknown = [m for m in spec.get("models") or [] if m not in MODELS]
         if unknown:
             problems.append(
