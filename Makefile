@@ -29,13 +29,17 @@ $(STAMP): pyproject.toml
 $(FONTS): | $(STAMP)
 	$(BIN)/python -m advmir install-soundfonts
 
-# Another config: `make run CONFIG=config/paper.yaml` (it replaces config.yaml, never merges into it).
+# CONFIG is a full config (every key; default config.yaml): `make run CONFIG=config/paper.yaml`
+# replaces config.yaml, never merges into it. OVERLAY is a list of partial configs merged onto CONFIG
+# in order (mappings key by key, lists replaced), e.g. `make run OVERLAY=config/nsynth.yaml`:
+# config.yaml with the dataset swapped (config/{nsynth,gtzan,good_sounds,esc50}.yaml are overlays).
 CONFIG ?= config.yaml
-SMK := $(BIN)/snakemake --configfile $(CONFIG) $(if $(filter config.yaml,$(CONFIG)),,--replace-workflow-config)
+OVERLAY ?=
+SMK := $(BIN)/snakemake --configfile $(CONFIG) $(OVERLAY) --replace-workflow-config
 
 # Snakemake says only "not valid JSON or YAML": name the file and line of a syntax error first.
 check-yaml: setup
-	@$(BIN)/python -m advmir check-yaml $(CONFIG)
+	@$(BIN)/python -m advmir check-yaml --full $(CONFIG) $(OVERLAY)
 
 # A run killed by SIGKILL leaves Snakemake's lock behind: remove it when no Snakemake process
 # works in this folder any more (bin/snakemake or python -m snakemake, by its current folder or
@@ -52,7 +56,7 @@ unlock-stale:
 # Check every artifact of the config's results folder against its digest and structure: each damaged
 # or missing one is printed with the command that rebuilds it and all built from it (non-zero exit).
 verify: setup check-yaml
-	$(BIN)/python -m advmir verify-results --config $(CONFIG)
+	$(BIN)/python -m advmir verify-results --config $(CONFIG) $(if $(OVERLAY),--overlay $(OVERLAY))
 
 dry-run: setup check-yaml
 	$(SMK) -n

@@ -278,3 +278,12 @@ def test_dry_run_refuses_cuda_without_a_gpu(tmp_path, request):
     proc = run_snakemake(tmp_path, config, "-n", check=False)
     assert proc.returncode != 0
     assert "device: cuda" in proc.stdout + proc.stderr and "device: auto" in proc.stdout + proc.stderr
+
+
+def test_an_overlay_given_as_the_full_config_is_named_with_its_option(capsys):
+    """`make run CONFIG=config/nsynth.yaml` (an overlay where a whole config belongs): one line that
+    says it is an overlay and how to run it, not the schema's "'results' is a required property"."""
+    overlay = str(REPO / "config" / "nsynth.yaml")
+    assert check_yaml(["--full", overlay]) == 1
+    assert f"make run OVERLAY={overlay}" in capsys.readouterr().err
+    assert check_yaml(["--full", str(REPO / "config.yaml"), overlay]) == 0

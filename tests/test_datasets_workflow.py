@@ -1,5 +1,5 @@
-"""Real-dataset configs and rules: schema, drift from config.yaml, dry runs, and one real rule run
-against a local server (no network)."""
+"""Real-dataset configs and rules: each overlay merged onto config.yaml validates and dry-runs, and
+one real rule run against a local server (no network)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import jsonschema
 import pytest
 import yaml
 
+from advmir.config import merge_config, schema_defaults, validate_config
 from advmir.datasets import REAL_DATASETS
 from advmir.datasets.contract import load_dataset
 from conftest import REPO, run_snakemake
@@ -23,28 +24,42 @@ needs_rules = pytest.mark.skipif(
 )
 
 
-@pytest.mark.parametrize("name", REAL_DATASETS)
-def test_config_section_matches_schema(name):
-    config = yaml.safe_load((REPO / f"config/{name}.yaml").read_text())
-    assert config["datasets"] == [name]
-    jsonschema.Draft202012Validator(SCHEMA).validate({name: config[name]})
-
-
-@pytest.mark.parametrize("name", REAL_DATASETS)
-def test_config_follows_config_yaml(name):
-    """config/<name>.yaml is config.yaml with the dataset swapped: nothing else may drift."""
+def merged(name: str) -> dict:
+    """config.yaml with the overlay config/<name>.yaml merged onto it, as `make run OVERLAY=...`."""
     base = yaml.safe_load((REPO / "config.yaml").read_text())
-    config = yaml.safe_load((REPO / f"config/{name}.yaml").read_text())
-    drop = {"datasets", "synth_notes", *REAL_DATASETS}
-    assert {k: v for k, v in config.items() if k not in drop} == {
-        k: v for k, v in base.items() if k not in drop
-    }, f"config/{name}.yaml no longer matches config.yaml outside its dataset section"
+    return merge_config(base, yaml.safe_load((REPO / f"config/{name}.yaml").read_text()))
+
+
+@pytest.mark.parametrize("name", REAL_DATASETS)
+def test_config_is_an_overlay_that_validates(name):
+    """config/<name>.yaml holds only the dataset (nothing to drift from config.yaml); merged onto
+    config.yaml it is a valid config."""
+    overlay = yaml.safe_load((REPO / f"config/{name}.yaml").read_text())
+    assert set(overlay) == {"datasets", name} and overlay["datasets"] == [name]
+    jsonschema.Draft202012Validator(SCHEMA).validate({name: overlay[name]})
+    config = merged(name)
+    validate_config(config, REPO / "workflow/schemas/config.schema.yaml")
+    assert config["datasets"] == [name]
+
+
+@pytest.mark.parametrize("name", REAL_DATASETS)
+def test_standalone_defaults_are_the_schema_defaults(name):
+    """download-dataset run by hand defaults as the workflow does: from the schema (NSynth: int16)."""
+    from advmir.datasets import dataset_module
+    from advmir.datasets.prepare import SHARED_KEYS
+
+    filled: dict = {name: {}}
+    validate_config(filled, REPO / "workflow/schemas/datasets.schema.yaml")  # fills the defaults
+    defaults = schema_defaults("datasets.schema.yaml", name)
+    assert defaults == filled[name]
+    assert dataset_module(name).DEFAULTS == {k: v for k, v in defaults.items() if k not in SHARED_KEYS}
+    assert schema_defaults("datasets.schema.yaml", "nsynth")["dtype"] == "int16"
 
 
 @needs_rules
 @pytest.mark.parametrize("name", REAL_DATASETS)
 def test_dry_run_lists_the_download_job(tmp_path, name):
-    config = yaml.safe_load((REPO / f"config/{name}.yaml").read_text())
+    config = merged(name)
     config["results"] = str(tmp_path / "results")
     out = run_snakemake(tmp_path, config, "-n").stdout
     assert "rule download_dataset:" in out and f"data/{name}/waveforms.npy" in out
@@ -55,7 +70,7 @@ def test_download_rule_runs_against_a_local_server(tmp_path):
     srv = Server()
     try:
         srv.files = esc50_files()
-        config = yaml.safe_load((REPO / "config/esc50.yaml").read_text())
+        config = merged("esc50")
         config["results"] = str(tmp_path / "results")
         config["esc50"].update(
             clip_seconds=0.5,

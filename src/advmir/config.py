@@ -15,25 +15,55 @@ class ConfigError(ValueError):
 # The transfer stage's name of the unattacked clips ({attack} wildcard): no attack may take it.
 CLEAN_SOURCE = "clean"
 REPO = Path(__file__).resolve().parents[2]
+#: The JSON schemas of the config: the one home of every config key's default.
+SCHEMAS = REPO / "workflow" / "schemas"
 
 
 def validate_config(config: dict[str, Any], schema: str | Path) -> None:
-    """Validate ``config`` against the JSON schema (filling in its defaults, as Snakemake's
-    ``validate`` does) and raise a ConfigError of a few lines: the key, the value, what is allowed.
+    """Validate ``config`` against the JSON schema, filling in the schema's defaults, and raise a
+    ConfigError of a few lines: the key, the value, what is allowed.
 
-    Snakemake's own error prints the whole failing schema and config, hundreds of lines for a
-    misspelt top-level key.
+    Defaults (``default:`` of a property) are filled at every level, also inside an object that is
+    present (a `codecs:` section without `threads` gets its default), so the rules read
+    ``config[...]`` and hold no default of their own. Snakemake's own error prints the whole failing
+    schema and config, hundreds of lines for a misspelt top-level key.
     """
     import jsonschema
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate
 
     try:
-        validate(config, str(Path(schema).resolve()))
+        validate(config, str(Path(schema).resolve()), set_default=True)
     except WorkflowError as exc:
         if not isinstance(exc.__context__, jsonschema.ValidationError):
             raise
         raise ConfigError(schema_error_message(exc.__context__)) from None
+
+
+def schema_defaults(schema_file: str, definition: str, *keys: str) -> dict[str, Any]:
+    """The defaults of one object of a schema (``definitions.DEFINITION`` of
+    ``workflow/schemas/SCHEMA_FILE``, or its property KEYS..., e.g. ``"anomaly", "autoencoder"``):
+    what validation fills into that section when a key is missing (the ``default:`` written beside a
+    property; a ``$ref``'s target's own default is not used, as in Snakemake's ``validate``). For
+    commands run without the workflow, so that they default exactly as the workflow does."""
+    import yaml
+
+    schema = yaml.safe_load((SCHEMAS / schema_file).read_text(encoding="utf-8"))
+    node = schema["definitions"][definition]
+    for key in keys:
+        node = node["properties"][key]
+    return {key: prop["default"] for key, prop in node["properties"].items() if "default" in prop}
+
+
+def merge_config(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge ``overlay`` onto ``base`` in place, as Snakemake merges a ``--configfile`` onto the
+    config before it: mappings key by key, anything else (lists included) replaced."""
+    for key, value in overlay.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            merge_config(base[key], value)
+        else:
+            base[key] = value
+    return base
 
 
 def schema_error_message(error: Any) -> str:
@@ -90,14 +120,26 @@ def submits_elsewhere(argv: list[str], environ: Mapping[str, str]) -> bool:
 
 
 def check_yaml(argv: list[str]) -> int:
-    """``python -m advmir check-yaml FILE...``: name the file, line and column of a YAML syntax
-    error (Snakemake only says that a config file is not valid YAML)."""
+    """``python -m advmir check-yaml [--full CONFIG] FILE...``: name the file, line and column of a
+    YAML syntax error (Snakemake only says that a config file is not valid YAML). ``--full CONFIG``
+    must be a whole config (the Makefile's ``CONFIG``): an overlay given there (no ``results:``
+    key) is named with the option it belongs to (``OVERLAY``)."""
     import yaml
 
     status = 0
+    full = None
+    if argv[:1] == ["--full"] and len(argv) > 1:
+        full, argv = argv[1], argv[1:]
     for name in argv:
         try:
-            yaml.safe_load(Path(name).read_text(encoding="utf-8"))
+            loaded = yaml.safe_load(Path(name).read_text(encoding="utf-8"))
+            if name == full and not (isinstance(loaded, dict) and "results" in loaded):
+                print(
+                    f"{name}: not a full config (it has no `results:` key): a partial config is an "
+                    f"overlay merged onto one, e.g. make run OVERLAY={name}",
+                    file=sys.stderr,
+                )
+                status = 1
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name

@@ -276,19 +276,28 @@ def main(argv: list[str]) -> int:
         help="the workflow's config: its `results` folder, whether decoded audio is kept "
         "(codecs.keep_decoded), and the --configfile of the rebuild command",
     )
+    p.add_argument(
+        "--overlay",
+        nargs="*",
+        default=[],
+        help="overlays merged onto the config, as the workflow merges them (e.g. config/nsynth.yaml)",
+    )
     args = p.parse_args(argv)
+    from advmir.config import merge_config
+
     config: dict[str, Any] = {}
-    config_path = args.config or (None if args.results else "config.yaml")
-    if config_path:
+    config_path = args.config or (None if args.results and not args.overlay else "config.yaml")
+    for path in [config_path, *args.overlay] if config_path else []:
         try:
-            config = yaml.safe_load(Path(config_path).read_text()) or {}
+            merge_config(config, yaml.safe_load(Path(path).read_text()) or {})
         except (OSError, yaml.YAMLError) as exc:
-            print(f"advmir verify-results: error: cannot read the config {config_path}: {exc}")
+            print(f"advmir verify-results: error: cannot read the config {path}: {exc}")
             return 2
     root = Path(args.results or str(config.get("results", "results")).rstrip("/"))
     keep_decoded = bool((config.get("codecs") or {}).get("keep_decoded", True))
-    smk_args = [] if config_path in (None, "config.yaml") else ["--configfile", config_path]
-    smk_args += ["--replace-workflow-config"] if smk_args else []
+    smk_args: list[str] = []
+    if config_path not in (None, "config.yaml") or args.overlay:
+        smk_args = ["--configfile", str(config_path), *args.overlay, "--replace-workflow-config"]
     if not root.is_dir():
         print(f"{root}: no results folder; nothing to verify")
         return 0

@@ -51,7 +51,7 @@ rule train_anomaly_autoencoder:
         mem_mb=3000,
         runtime=30,
     params:
-        epochs=int((ANOMALY.get("autoencoder") or {}).get("epochs", 20)),
+        epochs=ANOMALY["autoencoder"]["epochs"],
         max_clips=ANOMALY_TRAIN_CLIPS,
         seed=config["seed"],
     shell:
@@ -76,7 +76,7 @@ rule train_multitask:
         runtime=60,
     params:
         faults=ANOMALY_FAULT_ARGS,
-        epochs=int((ANOMALY.get("multitask") or {}).get("epochs", 8)),
+        epochs=ANOMALY["multitask"]["epochs"],
         max_clips=ANOMALY_TRAIN_CLIPS,
         seed=config["seed"],
     shell:

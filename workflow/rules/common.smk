@@ -18,7 +18,8 @@ os.environ.update(
     PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
 )
 
-# A short error naming the key (Snakemake's validate prints the whole schema and config).
+# A short error naming the key (Snakemake's validate prints the whole schema and config). It fills
+# in every default of the schema: the rules read config[...] and hold no default of their own.
 validate_config(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
 check_config(config)
 # A cluster run submits from a node that may have no GPU (its jobs run on GPU nodes) and its jobs
@@ -29,7 +30,7 @@ if not workflow.remote_exec and not submits_elsewhere(sys.argv, os.environ):
 RESULTS = config["results"].rstrip("/")
 DATASETS = list(config["datasets"])
 MODELS = dict(config["models"])
-TRAINING_CODECS = dict(config.get("training_codecs") or {})
+TRAINING_CODECS = dict(config["training_codecs"])
 # GPU requests go to the cluster only when the config asks for CUDA explicitly.
 GPUS = 1 if config["device"].startswith("cuda") else 0
 
@@ -52,7 +53,7 @@ def dataset_files(wildcards):
 def training_inputs(wildcards):
     """The dataset, plus the codec versions of its training clips when training_codecs is enabled."""
     files = dataset_files(wildcards)
-    if TRAINING_CODECS.get("enabled"):
+    if TRAINING_CODECS["enabled"]:
         root = f"{RESULTS}/augment/{wildcards.dataset}"
         files.update(
             codec_audio=f"{root}/codec_train.npy", codec_table=f"{root}/codec_train.csv"

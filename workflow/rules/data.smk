@@ -14,7 +14,8 @@ rule render_synth_notes:
         mem_mb=3000,
         runtime=15,
     params:
-        settings=json.dumps(config.get("synth_notes", {}), sort_keys=True),
+        # a lambda: only a config that lists synth_notes in `datasets` needs its section
+        settings=lambda w: json.dumps(config["synth_notes"], sort_keys=True),
         seed=config["seed"],
     shell:
         'python -m advmir render-synth-notes --out-dir "$(dirname {output.waveforms:q})"'

@@ -31,7 +31,7 @@ rule download_dataset:
         mem_mb=lambda w: REAL_DATASETS[w.real][0],
         runtime=lambda w: REAL_DATASETS[w.real][1],
     params:
-        settings=lambda w: json.dumps(config.get(w.real, {}), sort_keys=True),
+        settings=lambda w: json.dumps(config[w.real], sort_keys=True),
         raw_dir=lambda w: f"{RESULTS}/raw/{w.real}",
         seed=config["seed"],
     shell:

@@ -10,15 +10,14 @@ rule encode_training_codecs:
         f"{RESULTS}/benchmarks/augment/{{dataset}}/codec_train.tsv"
     conda:
         "../../envs/codecs.yaml"
-    threads: TRAINING_CODECS.get("threads", 1)
+    threads: TRAINING_CODECS["threads"]
     resources:
         mem_mb=4000,
         runtime=30,
     params:
-        settings=json.dumps(TRAINING_CODECS.get("settings", {}), sort_keys=True),
-        evaluation=json.dumps(
-            config.get("codecs", {}).get("settings", {}), sort_keys=True
-        ),
+        # a lambda: `settings` is required only when training_codecs is enabled (this rule's jobs)
+        settings=lambda w: json.dumps(TRAINING_CODECS["settings"], sort_keys=True),
+        evaluation=json.dumps(config["codecs"]["settings"], sort_keys=True),
         seed=config["seed"],
     shell:
         'python -m advmir encode-training-codecs --dataset-dir "$(dirname {input.waveforms:q})"'

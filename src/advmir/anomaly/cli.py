@@ -47,6 +47,17 @@ def _common_logging() -> None:
     setup_logging()
 
 
+MAX_CLIPS_HELP = "train on at most this many clips (0: all)"
+
+
+def _defaults(*keys: str) -> dict:
+    """The anomaly section's defaults (one home: workflow/schemas/anomaly.schema.yaml): the workflow
+    passes every value, a command run by hand defaults as the workflow does."""
+    from advmir.config import schema_defaults
+
+    return schema_defaults("anomaly.schema.yaml", "anomaly", *keys)
+
+
 # --------------------------------------------------------------------------------------------- corrupt
 def corrupt(argv: list[str]) -> int:
     """Write a copy of one split with known faults injected, in the data contract."""
@@ -60,7 +71,12 @@ def corrupt(argv: list[str]) -> int:
         default=list(FAULTS),
         help="faults as NAME or NAME=SEV[,SEV...] (default: all faults at default severity)",
     )
-    p.add_argument("--fraction", type=float, default=0.3, help="share of the split made faulty, in [0, 1]")
+    p.add_argument(
+        "--fraction",
+        type=float,
+        default=_defaults()["fraction"],
+        help="share of the split made faulty, in [0, 1]",
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     _common_logging()
@@ -106,8 +122,8 @@ def train_autoencoder(argv: list[str]) -> int:
     )
     p.add_argument("--dataset", required=True)
     p.add_argument("--out", required=True, help="checkpoint path")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--max-clips", type=int, default=0, help="train on at most this many clips (0: all)")
+    p.add_argument("--epochs", type=int, default=_defaults("autoencoder")["epochs"])
+    p.add_argument("--max-clips", type=int, default=_defaults()["max_train_clips"], help=MAX_CLIPS_HELP)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     _common_logging()
@@ -132,8 +148,8 @@ def train_multitask(argv: list[str]) -> int:
     p.add_argument(
         "--faults", nargs="+", default=list(FAULTS), help="as for corrupt; audio faults are trained"
     )
-    p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--max-clips", type=int, default=0, help="train on at most this many clips (0: all)")
+    p.add_argument("--epochs", type=int, default=_defaults("multitask")["epochs"])
+    p.add_argument("--max-clips", type=int, default=_defaults()["max_train_clips"], help=MAX_CLIPS_HELP)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     _common_logging()
@@ -191,7 +207,12 @@ def score(argv: list[str]) -> int:
         default=[],
         help="ensembles: base detectors' CSVs of the first set, then of the validation set if stacking",
     )
-    p.add_argument("--max-reference", type=int, default=0, help="use at most this many train clips (0: all)")
+    p.add_argument(
+        "--max-reference",
+        type=int,
+        default=_defaults()["max_train_clips"],
+        help="use at most this many train clips (0: all)",
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     _common_logging()

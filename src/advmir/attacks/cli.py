@@ -26,6 +26,10 @@ log = logging.getLogger("advmir.attacks")
 
 # -------------------------------------------------------------------------------------------- craft
 def _craft_parser() -> argparse.ArgumentParser:
+    from advmir.config import schema_defaults
+
+    # the workflow passes every value; run by hand, the config's defaults (one home: the schema)
+    shared = schema_defaults("attacks.schema.yaml", "attack_settings")
     p = argparse.ArgumentParser(
         prog="python -m advmir craft-adversarial",
         description="Attack a fixed, seeded evaluation subset of a dataset's test split with one attack; "
@@ -43,10 +47,14 @@ def _craft_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--batch-size",
         type=int,
-        help="clips per forward pass, unless the spec's params set batch_size (default 64)",
+        help="clips per forward pass, unless the spec's params set batch_size (default: the attack's own)",
     )
-    p.add_argument("--chunk-size", type=int, default=256, help="clips held in memory at once")
-    p.add_argument("--listen", type=int, default=3, help="examples written as WAV for listening")
+    p.add_argument(
+        "--chunk-size", type=int, default=shared["chunk_size"], help="clips held in memory at once"
+    )
+    p.add_argument(
+        "--listen", type=int, default=shared["listen"], help="examples written as WAV for listening"
+    )
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--model-loader", default=DEFAULT_LOADER, help=argparse.SUPPRESS)
     return p

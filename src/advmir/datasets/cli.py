@@ -32,17 +32,6 @@ log = logging.getLogger(__name__)
 RENDER_HELP = "``python -m advmir render-synth-notes``: render the embedded dataset into the data contract."
 DOWNLOAD_HELP = "``python -m advmir download-dataset``: fetch, verify, extract and convert one real dataset."
 
-#: keys of a dataset's config section handled here; the rest are the dataset's own options.
-SHARED_KEYS = (
-    "sample_rate",
-    "clip_seconds",
-    "dtype",
-    "base_url",
-    "manual_dir",
-    "checksums",
-    "allow_unpublished_checksums",
-)
-
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="advmir download-dataset", description=DOWNLOAD_HELP)
@@ -51,7 +40,12 @@ def parser() -> argparse.ArgumentParser:
         "--raw-dir", required=True, help="downloads and extracted archives (kept), e.g. results/raw/NAME"
     )
     p.add_argument("--out-dir", required=True, help="prepared dataset folder, e.g. results/data/NAME")
-    p.add_argument("--settings", default="{}", help="JSON of the config's section of this dataset")
+    p.add_argument(
+        "--settings",
+        default="{}",
+        help="JSON of the config's section of this dataset; a missing key takes its default from "
+        "workflow/schemas/datasets.schema.yaml",
+    )
     p.add_argument("--sample-rate", type=int, help="target sample rate in Hz (overrides --settings)")
     p.add_argument("--clip-seconds", type=float, help="clip length in seconds (overrides --settings)")
     p.add_argument("--base-url", help="fetch every file as BASE_URL/<filename> (a mirror or a test server)")
@@ -65,25 +59,28 @@ def parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> Path:
     """Fetch, verify, extract and convert; returns the prepared dataset's folder."""
     from advmir.datasets.download import Policy, archive_stem, extract, fetch, read_marker
-    from advmir.datasets.prepare import Settings
+    from advmir.datasets.prepare import SHARED_KEYS, Settings, section_defaults
 
     module = dataset_module(args.dataset)
-    section: dict[str, Any] = json.loads(args.settings) if args.settings else {}
-    if not isinstance(section, dict):
+    given: dict[str, Any] = json.loads(args.settings) if args.settings else {}
+    if not isinstance(given, dict):
         raise ValueError(f"--settings must be a JSON object, got {args.settings!r}")
+    # The workflow passes its whole (validated, defaults-filled) section; run by hand, a missing key
+    # takes the same default, from the schema (e.g. NSynth's dtype int16).
+    section = {**section_defaults(args.dataset), **given}
     shared = {k: section.pop(k) for k in SHARED_KEYS if k in section}
     settings = Settings(
-        sample_rate=int(args.sample_rate or shared.get("sample_rate", 16000)),
-        clip_seconds=float(args.clip_seconds or shared.get("clip_seconds", module.CLIP_SECONDS)),
+        sample_rate=int(args.sample_rate or shared["sample_rate"]),
+        clip_seconds=float(args.clip_seconds or shared["clip_seconds"]),
         seed=args.seed,
-        dtype=shared.get("dtype", "float32"),
+        dtype=shared["dtype"],
         threads=args.threads,
         options=section,
     )
     opts = module.options(section)
-    base_url = args.base_url or shared.get("base_url")
-    manual_dir = args.manual_dir or shared.get("manual_dir")
-    pinned: dict[str, str] = dict(shared.get("checksums") or {})
+    base_url = args.base_url or shared["base_url"]
+    manual_dir = args.manual_dir or shared["manual_dir"]
+    pinned: dict[str, str] = dict(shared["checksums"] or {})
     raw_dir = ensure_writable_dir(args.raw_dir)
     ensure_writable_dir(Path(args.out_dir).parent)
 
@@ -100,7 +97,7 @@ def run(args: argparse.Namespace) -> Path:
     for remote in remotes:
         policy = Policy(
             pinned=pinned.get(remote.filename),
-            allow_unpublished=bool(shared.get("allow_unpublished_checksums", False)),
+            allow_unpublished=bool(shared["allow_unpublished_checksums"]),
             section=args.dataset,
         )
         path = fetch(

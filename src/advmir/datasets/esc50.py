@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 
 from advmir.datasets.download import RemoteFile
-from advmir.datasets.prepare import Job, Settings, check_options, write_prepared
+from advmir.datasets.prepare import Job, Settings, check_options, own_defaults, write_prepared
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +61,8 @@ REMOTE = RemoteFile(
     ),
 )
 
-CLIP_SECONDS = 5.0
-DEFAULTS: dict[str, Any] = {
-    "folds": {"train": [1, 2, 3], "valid": [4], "test": [5]},
-    "esc10_only": False,
-}
+#: The dataset's own options and their defaults (workflow/schemas/datasets.schema.yaml).
+DEFAULTS: dict[str, Any] = own_defaults(NAME)
 
 
 def options(raw: dict[str, Any]) -> dict[str, Any]:

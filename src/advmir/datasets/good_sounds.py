@@ -27,7 +27,7 @@ from typing import Any
 import pandas as pd
 
 from advmir.datasets.download import RemoteFile
-from advmir.datasets.prepare import Job, Settings, check_options, group_split, write_prepared
+from advmir.datasets.prepare import Job, Settings, check_options, group_split, own_defaults, write_prepared
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +72,8 @@ REMOTES = {
     ),
 }
 
-CLIP_SECONDS = 2.0
-DEFAULTS: dict[str, Any] = {
-    "task": "instrument",
-    "takes": "first",
-    "include_scales": False,
-    "valid_fraction": 0.15,
-    "test_fraction": 0.15,
-}
+#: The dataset's own options and their defaults (workflow/schemas/datasets.schema.yaml).
+DEFAULTS: dict[str, Any] = own_defaults(NAME)
 
 
 def options(raw: dict[str, Any]) -> dict[str, Any]:

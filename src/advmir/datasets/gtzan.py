@@ -30,7 +30,7 @@ import soundfile as sf
 
 from advmir.datasets._gtzan_splits import FAULT_FILTERED, excerpt_numbers
 from advmir.datasets.download import RemoteFile
-from advmir.datasets.prepare import Job, Settings, check_options, group_split, write_prepared
+from advmir.datasets.prepare import Job, Settings, check_options, group_split, own_defaults, write_prepared
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +79,8 @@ REMOTE = RemoteFile(
     ),
 )
 
-CLIP_SECONDS = 3.0
-DEFAULTS: dict[str, Any] = {
-    "split": "fault_filtered",
-    "valid_fraction": 0.15,
-    "test_fraction": 0.25,
-}
+#: The dataset's own options and their defaults (workflow/schemas/datasets.schema.yaml).
+DEFAULTS: dict[str, Any] = own_defaults(NAME)
 _FILE = re.compile(r"^(" + "|".join(GENRES) + r")\.(\d{5})\.(au|wav)$")
 
 

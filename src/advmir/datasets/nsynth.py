@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from advmir.datasets.download import RemoteFile
-from advmir.datasets.prepare import Job, Settings, check_options, group_split, write_prepared
+from advmir.datasets.prepare import Job, Settings, check_options, group_split, own_defaults, write_prepared
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +83,8 @@ FAMILIES = (
 )
 SOURCES = ("acoustic", "electronic", "synthetic")
 
-CLIP_SECONDS = 4.0
-DEFAULTS: dict[str, Any] = {
-    "archives": ["test", "valid"],
-    "task": "family",
-    "valid_fraction": 0.2,
-    "max_per_split": None,
-}
+#: The dataset's own options and their defaults (workflow/schemas/datasets.schema.yaml).
+DEFAULTS: dict[str, Any] = own_defaults(NAME)
 
 
 def options(raw: dict[str, Any]) -> dict[str, Any]:

@@ -251,6 +251,32 @@ def _share(n: int, fraction: float) -> int:
     return min(n - 2, max(1, round(n * fraction)))
 
 
+#: keys of a dataset's config section handled by the shared machinery (advmir.datasets.cli); the
+#: rest are the dataset's own options.
+SHARED_KEYS = (
+    "sample_rate",
+    "clip_seconds",
+    "dtype",
+    "base_url",
+    "manual_dir",
+    "checksums",
+    "allow_unpublished_checksums",
+)
+
+
+def section_defaults(name: str) -> dict[str, Any]:
+    """Defaults of a real dataset's config section, read from its one home: the `default:` of each
+    key in workflow/schemas/datasets.schema.yaml (what validation fills in for the workflow)."""
+    from advmir.config import schema_defaults
+
+    return schema_defaults("datasets.schema.yaml", name)
+
+
+def own_defaults(name: str) -> dict[str, Any]:
+    """The dataset's own options (not SHARED_KEYS) with their schema defaults."""
+    return {k: v for k, v in section_defaults(name).items() if k not in SHARED_KEYS}
+
+
 def check_options(name: str, options: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
     """The dataset's options with defaults filled in; ValueError naming any unknown key."""
     unknown = sorted(set(options) - set(defaults))

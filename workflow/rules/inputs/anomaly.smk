@@ -4,16 +4,19 @@ import shlex
 
 from advmir.anomaly.corruptions import FAULTS, normalize_severities
 
-ANOMALY = config.get("anomaly") or {}
-ANOMALY_ENABLED = bool(ANOMALY.get("enabled", True))
+# Validation filled the schema's defaults (workflow/schemas/anomaly.schema.yaml); what is left
+# unset defaults to other keys (valid_fraction: fraction; datasets: `datasets`; models: the first
+# model; faults: every fault at its default severity).
+ANOMALY = config["anomaly"]
+ANOMALY_ENABLED = ANOMALY["enabled"]
 ANOMALY_DATASETS = [d for d in ANOMALY.get("datasets", DATASETS) if d in DATASETS]
 ANOMALY_FRACTION = {
-    "test": float(ANOMALY.get("fraction", 0.3)),
-    "valid": float(ANOMALY.get("valid_fraction", ANOMALY.get("fraction", 0.3))),
+    "test": float(ANOMALY["fraction"]),
+    "valid": float(ANOMALY.get("valid_fraction", ANOMALY["fraction"])),
 }
 ANOMALY_FAULTS = ANOMALY.get("faults") or {name: None for name in FAULTS}
 ANOMALY_MODELS = list(ANOMALY.get("models") or list(MODELS)[:1])
-ANOMALY_TRAIN_CLIPS = int(ANOMALY.get("max_train_clips", 1500))
+ANOMALY_TRAIN_CLIPS = int(ANOMALY["max_train_clips"])
 BASE_DETECTORS = [
     "clipping",
     "silence",
@@ -32,7 +35,7 @@ BASE_DETECTORS = [
     "label_errors",
     "duplicates",
 ]
-ANOMALY_DETECTORS = list(ANOMALY.get("detectors") or BASE_DETECTORS)
+ANOMALY_DETECTORS = list(ANOMALY["detectors"])
 # The stacked model needs faults in the validation copy; without them the rank average ranks review.csv.
 ANOMALY_ENSEMBLES = ["ensemble_rank"] + (
     ["ensemble_stack"] if ANOMALY_FRACTION["valid"] > 0 else []
@@ -57,7 +60,7 @@ def _check_anomaly_config():
             f"anomaly.detectors: unknown {unknown}; known: {', '.join(BASE_DETECTORS)}"
         )
     for dataset in ANOMALY_DATASETS:
-        rate = int((config.get(dataset) or {}).get("sample_rate", 16000))
+        rate = int(config[dataset]["sample_rate"])
         normalize_severities(ANOMALY_FAULTS, rate)
 
 

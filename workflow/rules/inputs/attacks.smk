@@ -8,16 +8,9 @@ import shlex
 from advmir.attacks import build_attack
 from advmir.errors import InputError
 
-ATTACK_SPECS = dict(config.get("attacks") or {})
-ATTACK_SETTINGS = {
-    "eval_size": 200,
-    "batch_size": 64,
-    "chunk_size": 256,
-    "listen": 3,
-    "threads": 1,
-    "panel": None,
-    **(config.get("attack_settings") or {}),
-}
+# Validation filled every default (workflow/schemas/attacks.schema.yaml): no default here.
+ATTACK_SPECS = dict(config["attacks"])
+ATTACK_SETTINGS = dict(config["attack_settings"])
 
 
 def attacked_models(attack):
@@ -68,7 +61,7 @@ def _check_attack_config():
             problems.append(
                 f"attacks.{name}: models {unknown} are not in `models` ({sorted(MODELS)})"
             )
-    panel = ATTACK_SETTINGS.get("panel")
+    panel = ATTACK_SETTINGS["panel"]
     if panel and ATTACK_SPECS:
         attack = panel.get("attack")
         if attack not in ATTACK_SPECS or panel.get("model") not in attacked_models(
@@ -124,7 +117,7 @@ def attack_panel_run():
     """The run whose listenable examples make the spectrogram panel: attack_settings.panel, else the
     first white-box PGD run, else the first white-box run that is not the noise baseline.
     """
-    panel = ATTACK_SETTINGS.get("panel")
+    panel = ATTACK_SETTINGS["panel"]
     if panel:
         return _run_dir(DATASETS[0], panel["model"], panel["attack"])
 

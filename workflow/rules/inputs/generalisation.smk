@@ -1,15 +1,15 @@
 # Constants and input functions of workflow/rules/generalisation.smk.
 import shlex
 
-GENERALISATION = dict(config.get("generalisation") or {})
+GENERALISATION = dict(config["generalisation"])
 GENERALISATION_DIR = f"{RESULTS}/generalisation/synth_notes"
-GENERALISATION_ON = bool(GENERALISATION.get("enabled")) and "synth_notes" in DATASETS
+GENERALISATION_ON = GENERALISATION["enabled"] and "synth_notes" in DATASETS
 GENERALISATION_SPLITS = [
     s
-    for s in GENERALISATION.get("splits", [])
-    if s != config.get("synth_notes", {}).get("split", "notes")
+    for s in (GENERALISATION["splits"] if GENERALISATION_ON else [])
+    if s != config["synth_notes"]["split"]
 ]
-GENERALISATION_MODELS = list(GENERALISATION.get("models") or MODELS)
+GENERALISATION_MODELS = list(GENERALISATION["models"] or MODELS)
 
 
 def split_training_inputs(wildcards):
@@ -20,7 +20,7 @@ def split_training_inputs(wildcards):
         "manifest": f"{root}/manifest.csv",
         "classes": f"{root}/classes.json",
     }
-    if TRAINING_CODECS.get("enabled"):
+    if TRAINING_CODECS["enabled"]:
         codecs = f"{RESULTS}/augment/synth_notes"
         files.update(
             codec_audio=f"{codecs}/codec_train.npy",
@@ -31,7 +31,7 @@ def split_training_inputs(wildcards):
 
 def generalisation_metrics(wildcards):
     """metrics.json of each model on the default split and on every other split mode."""
-    default = config["synth_notes"].get("split", "notes")
+    default = config["synth_notes"]["split"]
     files = {
         f"{default}__{m}": f"{RESULTS}/models/synth_notes/{m}/metrics.json"
         for m in GENERALISATION_MODELS
