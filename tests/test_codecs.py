@@ -22,7 +22,7 @@ from advmir.codecs import (
     parse_settings,
     roundtrip_pydub,
 )
-from advmir.codecs.engine import mp3_frame_bitrates
+from advmir.codecs.engine import RoundTrip, mp3_frame_bitrates
 
 REPO = Path(__file__).resolve().parents[1]
 SR = 16000
@@ -361,3 +361,49 @@ def test_config_sections_validate_against_the_stage_schema():
     bad = {"codecs": {"settings": {"x": {"codec": "wma"}}}}
     with pytest.raises(jsonschema.ValidationError, match="'wma' is not one of"):
         jsonschema.validate(bad, wrapper)
+
+
+def _fake_roundtrip(n: int, kbps: float, honoured: bool = True) -> RoundTrip:
+    return RoundTrip(
+        decoded=np.full((n, 8), 0.25, np.float32),
+        bitstreams=[b"x" * (10 + i) for i in range(n)],
+        achieved_kbps=np.full(n, kbps + 1.0),
+        payload_kbps=np.full(n, kbps),
+        honoured=np.full(n, honoured),
+        seconds=2.0,
+    )
+
+
+def test_check_honoured_names_the_matched_noise_control_when_only_it_fails():
+    from advmir.codecs.jobs import check_honoured
+
+    setting = parse_setting("mp3_32k", {"codec": "mp3", "bitrate_kbps": 32}, SR)
+    check_honoured(setting, _fake_roundtrip(3, 32.0), _fake_roundtrip(3, 32.0))
+    with pytest.raises(CodecSettingError, match=r"^matched-noise control: codec setting 'mp3_32k'"):
+        check_honoured(setting, _fake_roundtrip(3, 32.0), _fake_roundtrip(3, 32.0, honoured=False))
+    with pytest.raises(CodecSettingError, match=r"^codec setting 'mp3_32k'"):
+        check_honoured(setting, _fake_roundtrip(3, 32.0, honoured=False), None)
+
+
+def test_bitrate_rows_and_summary_carry_the_control_columns_only_with_a_control(engine):
+    import pandas as pd
+
+    from advmir.codecs.jobs import bitrate_rows, codec_summary
+    from advmir.transfer.sources import SourceAudio
+
+    examples = pd.DataFrame({"id": ["a", "b"], "row": [7, 3]})
+    audio = np.zeros((2, 8), np.float32)
+    setting = parse_setting("mp3_32k", {"codec": "mp3", "bitrate_kbps": 32}, SR)
+    snr = np.array([10.0, 20.0])
+    clean = bitrate_rows(SourceAudio(audio, examples, SR), setting, _fake_roundtrip(2, 32.0), None, snr, None,
+                         dataset="d", source_name="clean")  # fmt: skip
+    assert [r["row"] for r in clean] == [7, 3] and [r["bytes"] for r in clean] == [10, 11]
+    assert clean[0]["duration_s"] == 0.0005 and clean[1]["snr_db"] == 20.0 and "noise_bytes" not in clean[0]
+    source = SourceAudio(audio, examples, SR, noise=audio)
+    result, control = _fake_roundtrip(2, 32.0), _fake_roundtrip(2, 33.0)
+    rows = bitrate_rows(source, setting, result, control, snr, snr + 1, dataset="d", source_name="pgd")
+    assert rows[1]["noise_payload_kbps"] == 33.0 and rows[1]["noise_decoded_snr_db"] == 21.0
+    summary = codec_summary(source, setting, result, result, control, snr, snr + 1, dataset="d",
+                            source_name="pgd", engine=engine)  # fmt: skip
+    assert summary["clips_per_second"] == 2.0 and summary["noise_payload_kbps_median"] == 33.0
+    assert summary["snr_db_median"] == 15.0 and summary["max_abs_error"] == 0.25

@@ -693,3 +693,105 @@ def test_manifest_records_conversion(server, tmp_path):
     info = json.loads((tmp_path / "data/esc50/classes.json").read_text())
     assert info["resampler"].startswith(("torchaudio", "soxr")) and info["clip_samples"] == 4000
     assert "Piczak" in info["citation"]
+
+
+# ------------------------------------------------------------------------------ convert's pieces
+
+
+def test_good_sounds_take_rows_count_what_they_leave_out(tmp_path):
+    from advmir.datasets.good_sounds import take_rows
+
+    sounds = {
+        str(i): {"id": i, "instrument": "flute", "klass": klass, "pack_id": 1, "semitone": 60}
+        for i, klass in enumerate(["good-sound", "scale-good", "", "bad-pitch", "bad-timbre"], start=1)
+    }
+    takes = {
+        str(t): {"id": t, "sound_id": t, "filename": f"{t}.wav", "microphone": "akg"} for t in range(1, 7)
+    }
+    for t in (1, 2, 3, 5):
+        (tmp_path / f"{t}.wav").write_bytes(b"")
+    rows, skipped = take_rows(sounds, takes, {"1": {"name": "p"}}, tmp_path, include_scales=False)
+    assert [r["id"] for r in rows] == ["take00001", "take00005"]  # take 6 has no sound
+    assert [(r["quality"], r["bad_class"], r["pack"]) for r in rows] == [
+        ("good", "", "p"),
+        ("bad", "timbre", "p"),
+    ]
+    assert skipped == {"no good/bad tag": 1, "scale": 1, "missing file": 1}
+    rows, skipped = take_rows(sounds, takes, {}, tmp_path, include_scales=True)
+    assert [r["take_id"] for r in rows] == [1, 2, 5] and skipped["scale"] == 0 and rows[0]["pack"] == ""
+
+
+def test_good_sounds_take_manifest_keeps_the_first_take_of_a_note():
+    from advmir.datasets.good_sounds import options, take_manifest
+
+    rows = [
+        {
+            "id": f"take{t:05d}",
+            "sound_id": s,
+            "take_id": t,
+            "instrument": inst,
+            "quality": q,
+            "path": Path(f"{t}"),
+        }
+        for t, s, inst, q in [(4, 2, "cello", "bad"), (1, 1, "flute", "good"), (2, 1, "flute", "good")]
+    ]
+    table, manifest, classes, column = take_manifest(rows, options({"task": "instrument"}), 0)
+    assert table["take_id"].tolist() == [1, 4] and (classes, column) == (["cello", "flute"], "instrument")
+    assert list(manifest.columns[:4]) == ["id", "split", "label", "label_idx"] and "path" not in manifest
+    assert manifest["label_idx"].tolist() == [1, 0]
+    table, manifest, classes, column = take_manifest(rows, options({"task": "quality", "takes": "all"}), 0)
+    assert table["take_id"].tolist() == [4, 1, 2] and classes == ["good", "bad"]
+    assert manifest["label_idx"].tolist() == [1, 0, 0]
+
+
+def test_gtzan_excerpt_splits_random_and_fault_filtered():
+    from advmir.datasets.gtzan import excerpt_splits, options
+    from advmir.datasets.prepare import group_split
+
+    ids = sorted([*GTZAN_EXCERPTS, "pop.00015"])
+    opts = options({"split": "random"})
+    splits, left_out, description = excerpt_splits(ids, opts, 3)
+    genres = [i.split(".")[0] for i in ids]
+    assert splits == list(group_split(ids, genres, opts["valid_fraction"], opts["test_fraction"], 3))
+    assert left_out == [] and description.startswith("random: seeded by excerpt")
+    splits, left_out, description = excerpt_splits(ids, options({"split": "fault_filtered"}), 3)
+    assert "pop.00015" in left_out and splits[ids.index("pop.00015")] is None
+    assert description.startswith("fault_filtered")
+
+
+def test_gtzan_segment_rows_cut_clips_and_skip_only_known_damaged_excerpts(tmp_path):
+    from advmir.datasets.gtzan import segment_rows
+
+    (tmp_path / "rock.00001.wav").write_bytes(wav_bytes(2.1, 8000, 300))
+    (tmp_path / "jazz.00054.wav").write_bytes(b"not audio")
+    (tmp_path / "pop.00002.wav").write_bytes(b"not audio")
+    excerpts = {p.stem: p for p in tmp_path.iterdir()}
+    ids = ["jazz.00054", "pop.00002", "rock.00001"]
+    rows, jobs, skipped = segment_rows(excerpts, ids, ["test", None, "train"], 1.0)
+    assert [r["id"] for r in rows] == ["rock.00001-00", "rock.00001-01"] and skipped == ["jazz.00054"]
+    assert rows[1]["start_seconds"] == 1.0 and rows[1]["label_idx"] == 9 and rows[1]["split"] == "train"
+    assert len(jobs) == 1 and jobs[0].rows == (0, 1) and jobs[0].starts == (0.0, 1.0)
+    with pytest.raises(ValueError, match=r"pop\.00002\.wav; the archive verified"):
+        segment_rows(excerpts, ids, ["test", "valid", "train"], 1.0)
+
+
+def test_nsynth_assign_splits_divides_valid_by_instrument():
+    from advmir.datasets.nsynth import assign_splits, options
+    from advmir.datasets.prepare import group_split
+
+    notes = pd.DataFrame(
+        {
+            "nsynth_split": ["test"] * 2 + ["valid"] * 8,
+            "instrument_str": ["t0", "t1"] + [f"v{i // 2}" for i in range(8)],
+            "instrument_family": [0, 1, 0, 0, 0, 0, 1, 1, 1, 1],
+        }
+    )
+    mode = assign_splits(notes, options({"archives": ["test", "valid"], "valid_fraction": 0.5}), 0)
+    assert mode.startswith("valid_as_train") and notes["split"].iloc[:2].tolist() == ["test", "test"]
+    valid = notes.iloc[2:]
+    expected = group_split(valid["instrument_str"], valid["instrument_family"], 0.5, 0.0, 0)
+    assert valid["split"].tolist() == ["valid" if s == "test" else s for s in expected]
+    assert (valid.groupby("instrument_str")["split"].nunique() == 1).all()
+    notes = notes.drop(columns="split")
+    mode = assign_splits(notes, options({"archives": ["test", "train", "valid"]}), 0)
+    assert mode.startswith("official") and notes["split"].equals(notes["nsynth_split"].rename("split"))

@@ -16,8 +16,20 @@ import torch
 from advmir.cli import main
 from advmir.codecs import cli as codecs_cli
 from advmir.datasets.contract import write_dataset
+from advmir.errors import UsageError
 from advmir.transfer import cli
-from advmir.transfer.tables import TransferTableError, build_tables, lossless_changes
+from advmir.transfer.tables import (
+    TransferTableError,
+    adversarial_changes,
+    build_tables,
+    clean_changes,
+    join_clean,
+    lossless_changes,
+    lossless_problem,
+    rate_matrix,
+    score_and_relate,
+    summarize_predictions,
+)
 
 SR = 16000
 MODELS = {
@@ -176,6 +188,114 @@ def test_lossless_changes_are_flagged():
     tables = build_tables(preds, MODELS, {"flac": {"kind": "codec", "codec": "flac"}})
     bad = lossless_changes(tables["clean"])
     assert list(bad["target_model"]) == ["mel_a"]
+    assert lossless_problem(tables["clean"]) == (
+        "the lossless control changed predictions (it must change none): flac on mel_a. The codec path "
+        "is broken; run summarize-transfer with --allow-lossless-changes to inspect the tables"
+    )
+    assert lossless_problem(build_tables(_predictions(), MODELS, {"mp3": {"codec": "mp3"}})["clean"]) is None
+
+
+def test_join_clean_adds_the_clean_prediction_and_refuses_a_disagreeing_label():
+    preds = _predictions()
+    clean, adv = preds[preds["attack"] == "clean"], preds[preds["attack"] != "clean"]
+    table = join_clean(adv, clean).set_index(["condition", "row", "target_model"])
+    assert table.loc[("mp3", 6, "mel_a"), ["clean_pred", "clean_correct"]].tolist() == [2, False]
+    assert table.loc[("mp3", 6, "wave_a"), ["clean_pred", "clean_correct"]].tolist() == [1, True]
+    assert table["clean_pred"].dtype == np.int64 and table["noise_pred"].dtype == np.int64
+    with pytest.raises(TransferTableError, match="repeat a"):
+        join_clean(adv, pd.concat([clean, clean.iloc[:1]]))
+    with pytest.raises(TransferTableError, match="labels of the clean and adversarial"):
+        join_clean(adv, clean.assign(label_idx=clean["label_idx"] + 1))
+
+
+def test_score_and_relate_credits_a_surrogate_attack_to_its_surrogate():
+    preds = _predictions()
+    clean, adv = preds[preds["attack"] == "clean"], preds[preds["attack"] != "clean"]
+    attacks = {"pgd": {"threat": "surrogate", "surrogate": "mel_a"}}
+    table = score_and_relate(join_clean(adv, clean), MODELS, attacks).set_index(
+        ["condition", "row", "target_model"]
+    )
+    row = table.loc[("none", 5, "wave_a")]
+    assert (row["threat"], row["crafted_on"], row["source_frontend"], row["source_role"]) == (
+        "surrogate",
+        "mel_a",
+        "logmel",
+        "surrogate",
+    )
+    assert row["relation"] == "cross_representation" and table.loc[("none", 5, "mel_a"), "relation"] == "self"
+    assert row["success"] and row["noise_success"] and row["counted"]
+    assert not table.loc[("mp3", 6, "mel_a"), "counted"]
+
+
+def test_clean_and_adversarial_changes_count_flips_against_no_transformation():
+    preds = _predictions()
+    clean, adv = preds[preds["attack"] == "clean"], preds[preds["attack"] != "clean"]
+    changes = clean_changes(clean).set_index(["condition", "target_model"])
+    mel = changes.loc[("mp3", "mel_a")]
+    assert (mel["n"], mel["correct"], mel["n_changed_vs_none"]) == (2, 1, 1)
+    assert (mel["accuracy_none"], mel["accuracy_change"]) == (1.0, -0.5)
+    flips = adversarial_changes(adv.assign(pred=np.where(adv["condition"] == "mp3", 1, adv["pred"])))
+    flips = flips.set_index(["condition", "target_model"])
+    assert flips.loc[("none", "wave_a"), "n_adversarial_changed_vs_none"] == 0
+    assert flips.loc[("mp3", "wave_a"), ["n_adversarial", "n_adversarial_changed_vs_none"]].tolist() == [2, 1]
+    assert flips.loc[("mp3", "mel_a"), "n_adversarial_changed_vs_none"] == 0
+
+
+def test_rate_matrix_orders_targets_by_representation_and_quantities_by_rates():
+    rates = build_tables(_predictions(), MODELS, {"mp3": {"codec": "mp3"}})["rates"]
+    matrix = rate_matrix(rates, MODELS)
+    assert list(matrix.columns) == [
+        "dataset", "attack", "condition", "source_model", "crafted_on", "quantity", "wave_a", "mel_a"
+    ]  # fmt: skip
+    assert matrix["condition"].tolist() == ["mp3"] * 3 + ["none"] * 3
+    assert matrix["quantity"].tolist() == ["success_rate", "noise_success_rate", "excess_over_noise"] * 2
+    assert matrix["mel_a"].tolist()[3:] == [0.5, 0.0, 0.5]
+
+
+def test_summarize_predictions_reads_the_tables_it_is_given(tmp_path):
+    preds = _predictions()
+    paths = []
+    for condition, part in preds.groupby("condition"):
+        paths.append(tmp_path / f"{condition}.csv")
+        part.to_csv(paths[-1], index=False)
+    bitrates = tmp_path / "bitrates.csv"
+    pd.DataFrame(
+        {"dataset": "d", "source": ["clean", "clean", "wave_a/pgd", "wave_a/pgd"], "condition": "mp3",
+         "row": [5, 6, 5, 6], "achieved_kbps": [130.0, 126.0, 131.0, 127.0]}
+    ).to_csv(bitrates, index=False)  # fmt: skip
+    conditions = {"mp3": {"kind": "codec", "codec": "mp3"}}
+    tables = summarize_predictions(paths, [bitrates], MODELS, conditions, {})
+    expected = build_tables(preds.sort_values("condition", kind="stable"), MODELS, conditions)
+    assert tables["rates"][RATES_COLUMNS].equals(expected["rates"][RATES_COLUMNS])
+    transfer = tables["transfer"].set_index(["condition", "row", "target_model"])
+    assert transfer.loc[("mp3", 6, "wave_a"), ["payload_kbps", "clean_achieved_kbps"]].tolist() == [
+        127.0,
+        126.0,
+    ]
+    assert np.isnan(transfer.loc[("none", 6, "wave_a"), "payload_kbps"])
+    assert tables["clean"].set_index("condition").loc["mp3", "achieved_kbps_median"].tolist() == [
+        128.0,
+        128.0,
+    ]
+    assert summarize_predictions(paths, [], MODELS, conditions, {})["transfer"]["achieved_kbps"].isna().all()
+
+
+RATES_COLUMNS = ["condition", "target_model", "n", "n_counted", "n_success", "success_rate"]
+
+
+def test_check_noise_sources_names_missing_and_stray_controls():
+    from advmir.transfer.predict import check_noise_sources
+
+    check_noise_sources(["clean"], {}, attack="clean", condition="none")
+    check_noise_sources(
+        ["wave_a", "mel_a"], {"wave_a": "a.npy", "mel_a": "b.npy"}, attack="pgd", condition="none"
+    )
+    with pytest.raises(
+        UsageError, match=r"^pgd mp3: .* missing for \['mel_a'\], not a source or `clean`: \[\]"
+    ):
+        check_noise_sources(["wave_a", "mel_a"], {"wave_a": "a.npy"}, attack="pgd", condition="mp3")
+    with pytest.raises(UsageError, match=r"missing for \[\], not a source or `clean`: \['clean', 'x'\]"):
+        check_noise_sources(["clean"], {"clean": "a.npy", "x": "b.npy"}, attack="pgd", condition="mp3")
 
 
 # ------------------------------------------------------------------------------ command line

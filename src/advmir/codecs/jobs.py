@@ -77,10 +77,54 @@ def encode_source(
         ClipError: a clip failed (nothing is written).
         CodecSettingError: the bitstreams do not honour the requested bitrate (nothing is written).
     """
-    audio, examples, rate, noise = source.audio, source.examples, source.sample_rate, source.noise
-    n = len(audio)
-    ids = examples["id"].astype(str).tolist()
-    # One engine call for the examples and their controls: same options, same batching, same alignment.
+    audio, noise = source.audio, source.noise
+    ids = source.examples["id"].astype(str).tolist()
+    both = _roundtrip_all(source, setting, ids, engine=engine, source_name=source_name, progress=progress)
+    result, control = _split(both, len(audio)) if noise is not None else (both, None)
+    check_honoured(setting, result, control)
+    snr = clip_snr_db(audio, result.decoded)
+    noise_snr = clip_snr_db(noise, control.decoded) if control is not None else None
+    rows = bitrate_rows(
+        source, setting, result, control, snr, noise_snr, dataset=dataset, source_name=source_name
+    )
+    summary = codec_summary(
+        source,
+        setting,
+        both,
+        result,
+        control,
+        snr,
+        noise_snr,
+        dataset=dataset,
+        source_name=source_name,
+        engine=engine,
+    )
+    _write_codec_folder(out_dir, setting, ids, result, control, rows, summary)
+    log.info(
+        "%s %s: %d clips%s, %.1f kbps median achieved, SNR %.1f dB median, %.1f clips/s",
+        source_name,
+        setting.name,
+        len(audio),
+        " and their matched-noise controls" if control is not None else "",
+        float(np.median(result.achieved_kbps)),
+        summary["snr_db_median"],
+        summary["clips_per_second"],
+    )
+    return summary
+
+
+def _roundtrip_all(
+    source: SourceAudio,
+    setting: CodecSetting,
+    ids: list[str],
+    *,
+    engine: CodecEngine,
+    source_name: str,
+    progress: bool,
+) -> RoundTrip:
+    """One engine call for the examples and their controls (same options, batching, alignment):
+    the round trip of the N clips of ``source.audio``, then (when given) the N of ``source.noise``."""
+    audio, rate, noise = source.audio, source.sample_rate, source.noise
     clips, clip_ids = (
         (audio, ids) if noise is None else (np.concatenate([audio, noise]), ids + [f"noise_{i}" for i in ids])
     )
@@ -90,23 +134,43 @@ def encode_source(
 
         bar = tqdm(total=len(clips), desc=f"{source_name} {setting.name}", unit="clip", mininterval=5)
     try:
-        both = engine.roundtrip(clips, rate, setting, clip_ids, progress=bar.update if bar else None)
+        return engine.roundtrip(clips, rate, setting, clip_ids, progress=bar.update if bar else None)
     finally:
         if bar:
             bar.close()
-    result, control = _split(both, n) if noise is not None else (both, None)
-    duration = audio.shape[1] / rate
-    median_kbps = float(np.median(result.achieved_kbps))
-    median_payload = float(np.median(result.payload_kbps))
+
+
+def check_honoured(setting: CodecSetting, result: RoundTrip, control: RoundTrip | None) -> None:
+    """Raise ``CodecSettingError`` when the examples' bitstreams (or, after them, the matched-noise
+    controls') do not honour ``setting``'s request."""
     problem = honour_problem(setting, result.payload_kbps, result.honoured)
     if not problem and control is not None:
         problem = honour_problem(setting, control.payload_kbps, control.honoured)
         problem = problem and f"matched-noise control: {problem}"
     if problem:
         raise CodecSettingError(problem)
-    snr = clip_snr_db(audio, result.decoded)
-    noise_snr = clip_snr_db(noise, control.decoded) if control is not None else None
-    rows = [
+
+
+def bitrate_rows(
+    source: SourceAudio,
+    setting: CodecSetting,
+    result: RoundTrip,
+    control: RoundTrip | None,
+    snr: np.ndarray,
+    noise_snr: np.ndarray | None,
+    *,
+    dataset: str,
+    source_name: str,
+) -> list[dict[str, Any]]:
+    """The rows of ``bitrates.csv``, one per clip of ``source`` (N clips of T samples).
+
+    ``snr`` and ``noise_snr`` are float (N,): each decoded clip's (control's) SNR in dB; the
+    ``noise_*`` columns are there only when ``control`` is given.
+    """
+    examples, rate = source.examples, source.sample_rate
+    ids = examples["id"].astype(str).tolist()
+    duration = source.audio.shape[1] / rate
+    return [
         {
             "dataset": dataset,
             "source": source_name,
@@ -136,9 +200,31 @@ def encode_source(
                 else {}
             ),
         }
-        for i in range(n)
+        for i in range(len(source.audio))
     ]
-    summary = {
+
+
+def codec_summary(
+    source: SourceAudio,
+    setting: CodecSetting,
+    both: RoundTrip,
+    result: RoundTrip,
+    control: RoundTrip | None,
+    snr: np.ndarray,
+    noise_snr: np.ndarray | None,
+    *,
+    dataset: str,
+    source_name: str,
+    engine: CodecEngine,
+) -> dict[str, Any]:
+    """``setting.json`` of a codec folder: the setting, ffmpeg, summary numbers and timing.
+
+    ``both`` is the whole engine call (examples then controls), ``result``/``control`` its halves;
+    ``snr``/``noise_snr`` are float (N,) in dB.
+    """
+    audio, noise, rate = source.audio, source.noise, source.sample_rate
+    n_clips = len(audio) if control is None else 2 * len(audio)
+    return {
         "kind": "codec",
         "dataset": dataset,
         "source": source_name,
@@ -155,11 +241,11 @@ def encode_source(
         "ffmpeg_version": ffmpeg_version(engine.ffmpeg),
         "n_clips": len(audio),
         "clip_samples": int(audio.shape[1]),
-        "achieved_kbps_median": round(median_kbps, 3),
+        "achieved_kbps_median": round(float(np.median(result.achieved_kbps)), 3),
         "achieved_kbps_mean": round(float(result.achieved_kbps.mean()), 3),
         "achieved_kbps_min": round(float(result.achieved_kbps.min()), 3),
         "achieved_kbps_max": round(float(result.achieved_kbps.max()), 3),
-        "payload_kbps_median": round(median_payload, 3),
+        "payload_kbps_median": round(float(np.median(result.payload_kbps)), 3),
         "honoured": True,
         "clips_honoured": int(result.honoured.sum()),
         "snr_db_median": round(float(np.median(snr)), 3),
@@ -175,10 +261,23 @@ def encode_source(
             else {}
         ),
         "seconds": round(both.seconds, 3),
-        "clips_per_second": round(len(clips) / max(both.seconds, 1e-9), 2),
+        "clips_per_second": round(n_clips / max(both.seconds, 1e-9), 2),
         "workers": engine.workers,
         "batch_size": engine.batch_size,
     }
+
+
+def _write_codec_folder(
+    out_dir: str | Path,
+    setting: CodecSetting,
+    ids: list[str],
+    result: RoundTrip,
+    control: RoundTrip | None,
+    rows: list[dict[str, Any]],
+    summary: dict[str, Any],
+) -> None:
+    """Write ``decoded.npy`` (and ``decoded_noise.npy``), ``bitstreams.zip``, ``bitrates.csv`` and
+    ``setting.json`` into ``out_dir`` atomically."""
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         with open(tmp / "decoded.npy", "wb") as handle:
@@ -198,17 +297,6 @@ def encode_source(
                     archive.writestr(info, data)
         _write_table(tmp / "bitrates.csv", rows)
         (tmp / "setting.json").write_text(json.dumps(summary, indent=2) + "\n")
-    log.info(
-        "%s %s: %d clips%s, %.1f kbps median achieved, SNR %.1f dB median, %.1f clips/s",
-        source_name,
-        setting.name,
-        n,
-        " and their matched-noise controls" if control is not None else "",
-        median_kbps,
-        summary["snr_db_median"],
-        summary["clips_per_second"],
-    )
-    return summary
 
 
 def _split(both: RoundTrip, n: int) -> tuple[RoundTrip, RoundTrip]:
@@ -247,40 +335,11 @@ def simulate_source(
             raise RuntimeError(f"room setting {setting.name!r}: the simulation returned invalid audio")
     snr = clip_snr_db(audio, recorded)
     noise_snr = clip_snr_db(noise, recorded_noise) if recorded_noise is not None else None
-    rows = [
-        {
-            "dataset": dataset,
-            "source": source_name,
-            "condition": setting.name,
-            "id": str(examples["id"].iloc[i]),
-            "row": int(keys[i]),
-            **{k: v for k, v in rec.items() if k != "key"},
-            "snr_db_vs_original": round(float(snr[i]), 3),
-            **({"noise_snr_db_vs_original": round(float(noise_snr[i]), 3)} if noise_snr is not None else {}),
-        }
-        for i, rec in enumerate(records)
-    ]
+    rows = channel_rows(source, setting, records, snr, noise_snr, dataset=dataset, source_name=source_name)
     seconds = time.perf_counter() - start
-    summary = {
-        "kind": "room",
-        "dataset": dataset,
-        "source": source_name,
-        "condition": setting.name,
-        "label": setting.label(),
-        "setting": setting.to_dict(),
-        "audio_sample_rate": rate,
-        "n_clips": len(audio),
-        "clip_samples": int(audio.shape[1]),
-        "rooms": rooms,
-        "snr_db_vs_original_median": round(float(np.median(snr)), 3),
-        "noise_control": noise_snr is not None,
-        **(
-            {"noise_snr_db_vs_original_median": round(float(np.median(noise_snr)), 3)}
-            if noise_snr is not None
-            else {}
-        ),
-        "seconds": round(seconds, 3),
-    }
+    summary = room_summary(
+        source, setting, rooms, snr, noise_snr, seconds, dataset=dataset, source_name=source_name
+    )
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         with open(tmp / "decoded.npy", "wb") as handle:
@@ -300,3 +359,67 @@ def simulate_source(
         seconds,
     )
     return summary
+
+
+def channel_rows(
+    source: SourceAudio,
+    setting: RoomSetting,
+    records: list[dict[str, Any]],
+    snr: np.ndarray,
+    noise_snr: np.ndarray | None,
+    *,
+    dataset: str,
+    source_name: str,
+) -> list[dict[str, Any]]:
+    """The rows of ``channel.csv``: one per clip, its simulation record (without ``key``) and its SNR
+    against the original; ``snr`` and ``noise_snr`` are float (N,) in dB."""
+    examples = source.examples
+    keys = examples["row"].to_numpy()
+    return [
+        {
+            "dataset": dataset,
+            "source": source_name,
+            "condition": setting.name,
+            "id": str(examples["id"].iloc[i]),
+            "row": int(keys[i]),
+            **{k: v for k, v in rec.items() if k != "key"},
+            "snr_db_vs_original": round(float(snr[i]), 3),
+            **({"noise_snr_db_vs_original": round(float(noise_snr[i]), 3)} if noise_snr is not None else {}),
+        }
+        for i, rec in enumerate(records)
+    ]
+
+
+def room_summary(
+    source: SourceAudio,
+    setting: RoomSetting,
+    rooms: list[dict[str, Any]],
+    snr: np.ndarray,
+    noise_snr: np.ndarray | None,
+    seconds: float,
+    *,
+    dataset: str,
+    source_name: str,
+) -> dict[str, Any]:
+    """``setting.json`` of a room folder; ``snr`` and ``noise_snr`` are float (N,) in dB."""
+    audio = source.audio
+    return {
+        "kind": "room",
+        "dataset": dataset,
+        "source": source_name,
+        "condition": setting.name,
+        "label": setting.label(),
+        "setting": setting.to_dict(),
+        "audio_sample_rate": source.sample_rate,
+        "n_clips": len(audio),
+        "clip_samples": int(audio.shape[1]),
+        "rooms": rooms,
+        "snr_db_vs_original_median": round(float(np.median(snr)), 3),
+        "noise_control": noise_snr is not None,
+        **(
+            {"noise_snr_db_vs_original_median": round(float(np.median(noise_snr)), 3)}
+            if noise_snr is not None
+            else {}
+        ),
+        "seconds": round(seconds, 3),
+    }

@@ -119,7 +119,45 @@ def convert(files: dict[str, Path], settings: Settings, out_dir: Path, scratch_d
     takes = json.loads(files["takes.json"].read_text())
     packs = json.loads(files["packs.json"].read_text())
     root = _audio_root(files["good-sounds.zip"])
+    rows, skipped = take_rows(sounds, takes, packs, root, include_scales=opts["include_scales"])
+    if any(skipped.values()):
+        log.info("left out: %s", skipped)
+    if not rows:
+        raise ValueError(f"no usable good-sounds notes found (left out: {skipped})")
+    table, manifest, classes, column = take_manifest(rows, opts, settings.seed)
+    jobs = [Job(path=p, rows=(i,)) for i, p in enumerate(table["path"])]
+    return write_prepared(
+        out_dir,
+        jobs,
+        manifest,
+        classes,
+        settings,
+        scratch_dir,
+        source=NAME,
+        title=TITLE,
+        homepage=HOMEPAGE,
+        license=LICENSE,
+        citation=CITATION,
+        task=opts["task"],
+        takes=opts["takes"],
+        split_mode=(
+            f"seeded by note (sound_id), stratified by {column} (valid {opts['valid_fraction']}, "
+            f"test {opts['test_fraction']})"
+        ),
+        left_out=skipped,
+    )
 
+
+def take_rows(
+    sounds: dict[str, dict[str, Any]],
+    takes: dict[str, dict[str, Any]],
+    packs: dict[str, dict[str, Any]],
+    root: Path,
+    *,
+    include_scales: bool,
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """One row per usable take (in take id order, its audio file under ``root``), and how many takes
+    were left out and why (no good/bad tag, a scale when ``include_scales`` is off, a missing file)."""
     rows = []
     skipped = {"no good/bad tag": 0, "scale": 0, "missing file": 0}
     for take in sorted(takes.values(), key=lambda t: int(t["id"])):
@@ -127,7 +165,7 @@ def convert(files: dict[str, Path], settings: Settings, out_dir: Path, scratch_d
         if sound is None:
             continue
         quality, bad_class, scale = parse_klass(sound.get("klass"))
-        if scale and not opts["include_scales"]:
+        if scale and not include_scales:
             skipped["scale"] += 1
             continue
         if quality is None:
@@ -158,10 +196,15 @@ def convert(files: dict[str, Path], settings: Settings, out_dir: Path, scratch_d
                 "path": path,
             }
         )
-    if any(skipped.values()):
-        log.info("left out: %s", skipped)
-    if not rows:
-        raise ValueError(f"no usable good-sounds notes found (left out: {skipped})")
+    return rows, skipped
+
+
+def take_manifest(
+    rows: list[dict[str, Any]], opts: dict[str, Any], seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame, list[str], str]:
+    """The takes kept (the first of each note when ``opts["takes"]`` is ``first``), their manifest
+    (``id, split, label, label_idx`` first; split seeded by note, stratified by the label), the class
+    names and the label column (``instrument`` or ``quality``)."""
     table = pd.DataFrame(rows)
     if opts["takes"] == "first":
         table = table.sort_values("take_id").drop_duplicates("sound_id").sort_values("take_id")
@@ -170,7 +213,7 @@ def convert(files: dict[str, Path], settings: Settings, out_dir: Path, scratch_d
     classes = sorted(table[column].unique()) if column == "instrument" else ["good", "bad"]
     index = {c: i for i, c in enumerate(classes)}
     table["split"] = group_split(
-        table["sound_id"], table[column], opts["valid_fraction"], opts["test_fraction"], settings.seed
+        table["sound_id"], table[column], opts["valid_fraction"], opts["test_fraction"], seed
     )
     manifest = table.drop(columns=["path"]).assign(
         label=table[column], label_idx=table[column].map(index).astype(int)
@@ -184,24 +227,4 @@ def convert(files: dict[str, Path], settings: Settings, out_dir: Path, scratch_d
             *[c for c in manifest if c not in {"id", "split", "label", "label_idx"}],
         ]
     ]
-    jobs = [Job(path=p, rows=(i,)) for i, p in enumerate(table["path"])]
-    return write_prepared(
-        out_dir,
-        jobs,
-        manifest,
-        classes,
-        settings,
-        scratch_dir,
-        source=NAME,
-        title=TITLE,
-        homepage=HOMEPAGE,
-        license=LICENSE,
-        citation=CITATION,
-        task=opts["task"],
-        takes=opts["takes"],
-        split_mode=(
-            f"seeded by note (sound_id), stratified by {column} (valid {opts['valid_fraction']}, "
-            f"test {opts['test_fraction']})"
-        ),
-        left_out=skipped,
-    )
+    return table, manifest, classes, column

@@ -113,69 +113,8 @@ def convert(files: dict[str, Path], settings: Settings, out_dir: Path, scratch_d
     opts = options(settings.options)
     excerpts = find_excerpts(files[REMOTE.filename])
     ids = sorted(excerpts)
-    genres = [i.split(".")[0] for i in ids]
-    if opts["split"] == "fault_filtered":
-        lookup = {
-            f"{genre}.{n:05d}": split
-            for split, per_genre in FAULT_FILTERED.items()
-            for genre, spec in per_genre.items()
-            for n in excerpt_numbers(spec)
-        }
-        splits = [lookup.get(i) for i in ids]
-        left_out = [i for i, s in zip(ids, splits, strict=True) if s is None]
-        log.info("fault-filtered split: %d excerpts left out as faulty", len(left_out))
-        description = "fault_filtered: Kereliuk, Sturm & Larsen (2015) artist-filtered split, 930 excerpts"
-    else:
-        splits = list(group_split(ids, genres, opts["valid_fraction"], opts["test_fraction"], settings.seed))
-        left_out = []
-        description = (
-            f"random: seeded by excerpt, stratified by genre (valid {opts['valid_fraction']}, "
-            f"test {opts['test_fraction']}); artists may repeat across splits"
-        )
-
-    rows: list[dict[str, Any]] = []
-    jobs: list[Job] = []
-    skipped: list[str] = []
-    for excerpt, split in zip(ids, splits, strict=True):
-        if split is None:
-            continue
-        path = excerpts[excerpt]
-        try:
-            info = sf.info(str(path))
-            seconds = info.frames / info.samplerate if info.format != "RAW" else 0.0
-        except (sf.LibsndfileError, RuntimeError):
-            seconds = 0.0
-        if seconds <= 0:
-            if excerpt not in KNOWN_DAMAGED:
-                raise ValueError(f"cannot read {path}; the archive verified, so it is damaged at the source")
-            log.warning("skipping %s: cannot be read (known to be damaged in some copies)", excerpt)
-            skipped.append(excerpt)
-            continue
-        n_segments = max(1, int(seconds / settings.clip_seconds + 0.02))
-        first = len(rows)
-        genre = excerpt.split(".")[0]
-        for seg in range(n_segments):
-            rows.append(
-                {
-                    "id": f"{excerpt}-{seg:02d}",
-                    "split": split,
-                    "label": genre,
-                    "label_idx": GENRES.index(genre),
-                    "excerpt": excerpt,
-                    "segment": seg,
-                    "start_seconds": round(seg * settings.clip_seconds, 4),
-                    "file": path.name,
-                }
-            )
-        starts = tuple(seg * settings.clip_seconds for seg in range(n_segments))
-        jobs.append(
-            Job(
-                path=path,
-                rows=tuple(range(first, first + n_segments)),
-                starts=starts,
-                optional=excerpt in KNOWN_DAMAGED,
-            )
-        )
+    splits, left_out, description = excerpt_splits(ids, opts, settings.seed)
+    rows, jobs, skipped = segment_rows(excerpts, ids, splits, settings.clip_seconds)
     manifest = pd.DataFrame(rows)
     return write_prepared(
         out_dir,
@@ -194,3 +133,85 @@ def convert(files: dict[str, Path], settings: Settings, out_dir: Path, scratch_d
         excerpts_left_out=left_out,
         excerpts_unreadable=skipped,
     )
+
+
+def excerpt_splits(
+    ids: list[str], opts: dict[str, Any], seed: int
+) -> tuple[list[str | None], list[str], str]:
+    """The split of every excerpt id (``genre.NNNNN``; None: left out as faulty by the fault-filtered
+    split), the ids left out, and the split's description."""
+    genres = [i.split(".")[0] for i in ids]
+    if opts["split"] == "fault_filtered":
+        lookup = {
+            f"{genre}.{n:05d}": split
+            for split, per_genre in FAULT_FILTERED.items()
+            for genre, spec in per_genre.items()
+            for n in excerpt_numbers(spec)
+        }
+        splits = [lookup.get(i) for i in ids]
+        left_out = [i for i, s in zip(ids, splits, strict=True) if s is None]
+        log.info("fault-filtered split: %d excerpts left out as faulty", len(left_out))
+        description = "fault_filtered: Kereliuk, Sturm & Larsen (2015) artist-filtered split, 930 excerpts"
+    else:
+        splits = list(group_split(ids, genres, opts["valid_fraction"], opts["test_fraction"], seed))
+        left_out = []
+        description = (
+            f"random: seeded by excerpt, stratified by genre (valid {opts['valid_fraction']}, "
+            f"test {opts['test_fraction']}); artists may repeat across splits"
+        )
+    return splits, left_out, description
+
+
+def segment_rows(
+    excerpts: dict[str, Path], ids: list[str], splits: list[str | None], clip_seconds: float
+) -> tuple[list[dict[str, Any]], list[Job], list[str]]:
+    """The manifest rows (one per ``clip_seconds`` segment of every excerpt with a split), one
+    :class:`Job` per excerpt, and the known-damaged excerpts skipped because they cannot be read.
+
+    Raises:
+        ValueError: an excerpt that cannot be read and is not known to be damaged.
+    """
+    rows: list[dict[str, Any]] = []
+    jobs: list[Job] = []
+    skipped: list[str] = []
+    for excerpt, split in zip(ids, splits, strict=True):
+        if split is None:
+            continue
+        path = excerpts[excerpt]
+        try:
+            info = sf.info(str(path))
+            seconds = info.frames / info.samplerate if info.format != "RAW" else 0.0
+        except (sf.LibsndfileError, RuntimeError):
+            seconds = 0.0
+        if seconds <= 0:
+            if excerpt not in KNOWN_DAMAGED:
+                raise ValueError(f"cannot read {path}; the archive verified, so it is damaged at the source")
+            log.warning("skipping %s: cannot be read (known to be damaged in some copies)", excerpt)
+            skipped.append(excerpt)
+            continue
+        n_segments = max(1, int(seconds / clip_seconds + 0.02))
+        first = len(rows)
+        genre = excerpt.split(".")[0]
+        for seg in range(n_segments):
+            rows.append(
+                {
+                    "id": f"{excerpt}-{seg:02d}",
+                    "split": split,
+                    "label": genre,
+                    "label_idx": GENRES.index(genre),
+                    "excerpt": excerpt,
+                    "segment": seg,
+                    "start_seconds": round(seg * clip_seconds, 4),
+                    "file": path.name,
+                }
+            )
+        starts = tuple(seg * clip_seconds for seg in range(n_segments))
+        jobs.append(
+            Job(
+                path=path,
+                rows=tuple(range(first, first + n_segments)),
+                starts=starts,
+                optional=excerpt in KNOWN_DAMAGED,
+            )
+        )
+    return rows, jobs, skipped

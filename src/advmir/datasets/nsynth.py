@@ -120,30 +120,8 @@ def _examples(folder: Path) -> tuple[Path, dict[str, dict]]:
 def convert(files: dict[str, Path], settings: Settings, out_dir: Path, scratch_dir: Path) -> Path:
     """Write NSynth into the data contract; ``files`` maps archive names to extracted folders."""
     opts = options(settings.options)
-    frames = []
-    for split in opts["archives"]:
-        root, examples = _examples(files[REMOTES[split].filename])
-        frame = pd.DataFrame.from_dict(examples, orient="index")
-        frame["nsynth_split"] = split
-        frame["path"] = [root / "audio" / f"{note}.wav" for note in frame["note_str"]]
-        frames.append(frame)
-    notes = pd.concat(frames, ignore_index=True).sort_values(["nsynth_split", "note_str"], kind="stable")
-    notes = notes.reset_index(drop=True)
-    if opts["archives"] == ["test", "train", "valid"]:
-        notes["split"] = notes["nsynth_split"]
-        mode = "official: NSynth train/valid/test (instrument-disjoint between train and valid/test)"
-    else:
-        notes["split"] = "test"
-        from_valid = notes["nsynth_split"] == "valid"
-        sub = notes.loc[from_valid]
-        assigned = group_split(
-            sub["instrument_str"], sub["instrument_family"], opts["valid_fraction"], 0.0, settings.seed
-        )
-        notes.loc[from_valid, "split"] = np.where(assigned == "test", "valid", assigned)
-        mode = (
-            "valid_as_train: NSynth-test is test; NSynth-valid divided by instrument into train and "
-            f"valid ({opts['valid_fraction']:.0%} of its instruments, seeded)"
-        )
+    notes = read_notes(files, opts["archives"])
+    mode = assign_splits(notes, opts, settings.seed)
     if opts["max_per_split"]:
         notes = _subsample(notes, int(opts["max_per_split"]), settings.seed)
     missing = [p for p in notes["path"] if not p.exists()]
@@ -151,23 +129,7 @@ def convert(files: dict[str, Path], settings: Settings, out_dir: Path, scratch_d
         raise ValueError(
             f"{len(missing)} NSynth audio files listed in examples.json are missing, e.g. {missing[0]}"
         )
-
-    classes, labels = _labels(notes, opts["task"])
-    manifest = pd.DataFrame(
-        {
-            "id": notes["note_str"],
-            "split": notes["split"],
-            "label": [classes[i] for i in labels],
-            "label_idx": labels,
-            "nsynth_split": notes["nsynth_split"],
-            "instrument": notes["instrument_str"],
-            "family": [FAMILIES[i] for i in notes["instrument_family"]],
-            "source": [SOURCES[i] for i in notes["instrument_source"]],
-            "pitch": notes["pitch"].astype(int),
-            "velocity": notes["velocity"].astype(int),
-            "qualities": ["|".join(q) for q in notes.get("qualities_str", [[]] * len(notes))],
-        }
-    )
+    manifest, classes = note_manifest(notes, opts["task"])
     jobs = [Job(path=p, rows=(i,)) for i, p in enumerate(notes["path"])]
     overlap = _overlap(manifest)
     log.info("instruments shared by train and test: %d", overlap)
@@ -188,6 +150,60 @@ def convert(files: dict[str, Path], settings: Settings, out_dir: Path, scratch_d
         instruments_shared_by_train_and_test=overlap,
         archives=opts["archives"],
     )
+
+
+def read_notes(files: dict[str, Path], archives: list[str]) -> pd.DataFrame:
+    """The notes of the ``archives`` (NSynth splits) from their ``examples.json``, sorted by
+    (``nsynth_split``, ``note_str``), with their audio ``path``."""
+    frames = []
+    for split in archives:
+        root, examples = _examples(files[REMOTES[split].filename])
+        frame = pd.DataFrame.from_dict(examples, orient="index")
+        frame["nsynth_split"] = split
+        frame["path"] = [root / "audio" / f"{note}.wav" for note in frame["note_str"]]
+        frames.append(frame)
+    notes = pd.concat(frames, ignore_index=True).sort_values(["nsynth_split", "note_str"], kind="stable")
+    return notes.reset_index(drop=True)
+
+
+def assign_splits(notes: pd.DataFrame, opts: dict[str, Any], seed: int) -> str:
+    """Set ``notes["split"]`` (in place): the official splits when all three archives are read, else
+    NSynth-test as test and NSynth-valid divided by instrument into train and valid (seeded); return
+    the split's description."""
+    if opts["archives"] == ["test", "train", "valid"]:
+        notes["split"] = notes["nsynth_split"]
+        return "official: NSynth train/valid/test (instrument-disjoint between train and valid/test)"
+    notes["split"] = "test"
+    from_valid = notes["nsynth_split"] == "valid"
+    sub = notes.loc[from_valid]
+    assigned = group_split(sub["instrument_str"], sub["instrument_family"], opts["valid_fraction"], 0.0, seed)
+    notes.loc[from_valid, "split"] = np.where(assigned == "test", "valid", assigned)
+    return (
+        "valid_as_train: NSynth-test is test; NSynth-valid divided by instrument into train and "
+        f"valid ({opts['valid_fraction']:.0%} of its instruments, seeded)"
+    )
+
+
+def note_manifest(notes: pd.DataFrame, task: str) -> tuple[pd.DataFrame, list[str]]:
+    """The manifest of ``notes`` (``id, split, label, label_idx`` and the note's metadata) and the
+    class names of ``task``."""
+    classes, labels = _labels(notes, task)
+    manifest = pd.DataFrame(
+        {
+            "id": notes["note_str"],
+            "split": notes["split"],
+            "label": [classes[i] for i in labels],
+            "label_idx": labels,
+            "nsynth_split": notes["nsynth_split"],
+            "instrument": notes["instrument_str"],
+            "family": [FAMILIES[i] for i in notes["instrument_family"]],
+            "source": [SOURCES[i] for i in notes["instrument_source"]],
+            "pitch": notes["pitch"].astype(int),
+            "velocity": notes["velocity"].astype(int),
+            "qualities": ["|".join(q) for q in notes.get("qualities_str", [[]] * len(notes))],
+        }
+    )
+    return manifest, classes
 
 
 def _labels(notes: pd.DataFrame, task: str) -> tuple[list[str], list[int]]:

@@ -87,68 +87,83 @@ def plot_bitrate(rates: pd.DataFrame, clean: pd.DataFrame) -> plt.Figure:
     for col, (dataset, attack) in enumerate(panels):
         sub = rates[(rates["dataset"] == dataset) & (rates["attack"] == attack)]
         for row, (group, title) in enumerate(groups):
-            ax = axes[row, col]
             part = sub[sub["relation"] == "self"] if group == "self" else sub[sub["relation"] != "self"]
-            none = part[part["condition"] == "none"]
-            if len(none):
-                ax.axhline(_pooled(none), color="grey", ls=":", lw=1, label="no codec")
-                ax.axhline(
-                    _pooled(none, "n_noise_success"),
-                    color="grey",
-                    ls="-.",
-                    lw=1,
-                    label="no codec, matched noise",
-                )
-            for codec in LOSSY:
-                cells = part[part["codec"] == codec]
-                if cells.empty:
-                    continue
-                color, marker = CODEC_STYLE[codec]
-                by_condition = [c for _, c in cells.groupby("condition")]
-                points = sorted((float(c["payload_kbps"].mean()), _pooled(c)) for c in by_condition)
-                ax.plot(*zip(*points, strict=True), color=color, marker=marker, label=codec)
-                noise = sorted((_noise_kbps(c), _pooled(c, "n_noise_success")) for c in by_condition)
-                ax.plot(*zip(*noise, strict=True), color=color, marker=marker, ls="--", mfc="none", alpha=0.8)
-            lossless = part[part["codec"] == "flac"]
-            if len(lossless):
-                ax.plot(
-                    lossless["payload_kbps"].mean(), _pooled(lossless), "kx", ms=8, label="flac (lossless)"
-                )
-                ax.plot(
-                    _noise_kbps(lossless),
-                    _pooled(lossless, "n_noise_success"),
-                    "k+",
-                    ms=8,
-                    label="flac, matched noise",
-                )
-            ax.set_ylim(-0.02, 1.02)
-            _bitrate_axis(ax)
-            ax.grid(alpha=0.3)
-            ax.set_title(f"{attack} ({dataset})\n{title}" if row == 0 else title, fontsize=9)
+            _draw_success(axes[row, col], part)
+            axes[row, col].set_title(f"{attack} ({dataset})\n{title}" if row == 0 else title, fontsize=9)
             if col == 0:
-                ax.set_ylabel("success rate")
-        ax = axes[2, col]
-        acc = clean[clean["dataset"] == dataset]
-        none = acc[acc["condition"] == "none"]
-        if len(none):
-            ax.axhline(none["accuracy"].mean(), color="grey", ls=":", lw=1, label="no codec")
-        for codec in LOSSY:
-            cells = acc[acc["codec"] == codec]
-            if cells.empty:
-                continue
-            points = sorted(
-                (float(c["payload_kbps_median"].mean()), float(c["accuracy"].mean()))
-                for _, c in cells.groupby("condition")
-            )
-            color, marker = CODEC_STYLE[codec]
-            ax.plot(*zip(*points, strict=True), color=color, marker=marker, label=codec)
-        ax.set_ylim(-0.02, 1.02)
-        _bitrate_axis(ax)
-        ax.grid(alpha=0.3)
-        ax.set_title("clean accuracy of the targets (mean)", fontsize=9)
-        ax.set_xlabel("achieved kbps (audio packets)")
+                axes[row, col].set_ylabel("success rate")
+        _draw_clean_accuracy(axes[2, col], clean[clean["dataset"] == dataset])
         if col == 0:
-            ax.set_ylabel("clean accuracy")
+            axes[2, col].set_ylabel("clean accuracy")
+    _bitrate_legend(fig, axes, len(panels))
+    return fig
+
+
+def _draw_success(ax: plt.Axes, part: pd.DataFrame) -> None:
+    """On ``ax``: the pooled success rate of the rate rows ``part`` against the payload bitrate, one
+    line per lossy codec (dashed, open: the matched-noise control), FLAC as crosses and no codec as
+    horizontal lines."""
+    none = part[part["condition"] == "none"]
+    if len(none):
+        ax.axhline(_pooled(none), color="grey", ls=":", lw=1, label="no codec")
+        ax.axhline(
+            _pooled(none, "n_noise_success"),
+            color="grey",
+            ls="-.",
+            lw=1,
+            label="no codec, matched noise",
+        )
+    for codec in LOSSY:
+        cells = part[part["codec"] == codec]
+        if cells.empty:
+            continue
+        color, marker = CODEC_STYLE[codec]
+        by_condition = [c for _, c in cells.groupby("condition")]
+        points = sorted((float(c["payload_kbps"].mean()), _pooled(c)) for c in by_condition)
+        ax.plot(*zip(*points, strict=True), color=color, marker=marker, label=codec)
+        noise = sorted((_noise_kbps(c), _pooled(c, "n_noise_success")) for c in by_condition)
+        ax.plot(*zip(*noise, strict=True), color=color, marker=marker, ls="--", mfc="none", alpha=0.8)
+    lossless = part[part["codec"] == "flac"]
+    if len(lossless):
+        ax.plot(lossless["payload_kbps"].mean(), _pooled(lossless), "kx", ms=8, label="flac (lossless)")
+        ax.plot(
+            _noise_kbps(lossless),
+            _pooled(lossless, "n_noise_success"),
+            "k+",
+            ms=8,
+            label="flac, matched noise",
+        )
+    ax.set_ylim(-0.02, 1.02)
+    _bitrate_axis(ax)
+    ax.grid(alpha=0.3)
+
+
+def _draw_clean_accuracy(ax: plt.Axes, acc: pd.DataFrame) -> None:
+    """On ``ax``: the targets' mean clean accuracy (rows of the clean table ``acc``) against the clean
+    clips' median payload bitrate, one line per lossy codec."""
+    none = acc[acc["condition"] == "none"]
+    if len(none):
+        ax.axhline(none["accuracy"].mean(), color="grey", ls=":", lw=1, label="no codec")
+    for codec in LOSSY:
+        cells = acc[acc["codec"] == codec]
+        if cells.empty:
+            continue
+        points = sorted(
+            (float(c["payload_kbps_median"].mean()), float(c["accuracy"].mean()))
+            for _, c in cells.groupby("condition")
+        )
+        color, marker = CODEC_STYLE[codec]
+        ax.plot(*zip(*points, strict=True), color=color, marker=marker, label=codec)
+    ax.set_ylim(-0.02, 1.02)
+    _bitrate_axis(ax)
+    ax.grid(alpha=0.3)
+    ax.set_title("clean accuracy of the targets (mean)", fontsize=9)
+    ax.set_xlabel("achieved kbps (audio packets)")
+
+
+def _bitrate_legend(fig: plt.Figure, axes: np.ndarray, n_panels: int) -> None:
+    """One legend above ``axes`` (shape (3, n_panels)): the first panel's entries, the matched-noise
+    style, then any other panel's new labels."""
     from matplotlib.lines import Line2D
 
     handles, labels = axes[0, 0].get_legend_handles_labels()
@@ -159,10 +174,9 @@ def plot_bitrate(rates: pd.DataFrame, clean: pd.DataFrame) -> plt.Figure:
             if lab not in labels:
                 handles.append(h)
                 labels.append(lab)
-    ncol = min(len(labels), 3 * len(panels))
+    ncol = min(len(labels), 3 * n_panels)
     fig.tight_layout(rect=(0, 0, 1, 0.96 if ncol == len(labels) else 0.93))
     fig.legend(handles, labels, loc="upper center", ncol=ncol, fontsize=8)
-    return fig
 
 
 def _order(part: pd.DataFrame) -> tuple[list[str], dict[str, str]]:

@@ -13,10 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from advmir.errors import InputError, UsageError
+from advmir.errors import InputError
 from advmir.runtime import setup_logging
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -62,35 +65,20 @@ def evaluate(argv: list[str]) -> int:
     import torch
 
     from advmir.io import write_csv
-    from advmir.models.zoo import load_model
     from advmir.runtime import resolve_device
-    from advmir.transfer.predict import predictions_table
-    from advmir.transfer.sources import CLEAN, load_source
+    from advmir.transfer.predict import evaluate_condition
 
     torch.set_num_threads(max(1, args.threads))
-    device = resolve_device(args.device)
-    noise = dict(args.noise)
-    names = [model for model, _, _ in args.source]
-    wrong = sorted((set(noise) - set(names)) | ({CLEAN} & set(noise)))
-    missing = [m for m in names if m != CLEAN and m not in noise]
-    if wrong or missing:
-        raise UsageError(
-            f"{args.attack} {args.condition}: every attack source needs its matched-noise control "
-            f"(--noise MODEL AUDIO) and only those; missing for {missing}, not a source or `clean`: {wrong}"
-        )
-    sources = []
-    for model, audio, examples in args.source:
-        loaded = load_source(args.dataset_dir, examples, audio, args.max_examples, noise.get(model))
-        sources.append((model, loaded.audio, loaded.examples, loaded.noise))
-    targets = {name: load_model(ckpt, device) for name, ckpt in args.target}
-    table = predictions_table(
-        sources,
-        targets,
-        dataset=Path(args.dataset_dir).name,
+    table = evaluate_condition(
+        args.dataset_dir,
+        args.source,
+        dict(args.noise),
+        args.target,
         attack=args.attack,
         condition=args.condition,
+        max_examples=args.max_examples,
         batch_size=args.batch_size,
-        device=device,
+        device=resolve_device(args.device),
     )
     write_csv(args.out, table)
     log.info("wrote %d predictions to %s", len(table), args.out)
@@ -128,23 +116,14 @@ def summarize(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     setup_logging()
 
-    import pandas as pd
-
-    from advmir.artifacts import read_csv
     from advmir.io import write_csv
-    from advmir.transfer.tables import build_tables, lossless_changes
+    from advmir.transfer.tables import lossless_problem, summarize_predictions
 
-    predictions = pd.concat([read_csv(p, dtype={"id": str}) for p in args.predictions], ignore_index=True)
-    bitrates = (
-        pd.concat([read_csv(p, dtype={"id": str}) for p in args.bitrates], ignore_index=True)
-        if args.bitrates
-        else None
-    )
-    tables = build_tables(
-        predictions,
+    tables = summarize_predictions(
+        args.predictions,
+        args.bitrates,
         json.loads(args.models),
         json.loads(args.conditions),
-        bitrates,
         json.loads(args.attacks),
     )
     write_csv(args.transfer_out, tables["transfer"])
@@ -152,7 +131,15 @@ def summarize(argv: list[str]) -> int:
     write_csv(args.rates_out, tables["rates"])
     write_csv(args.matrix_out, tables["matrix"])
     write_csv(args.representation_out, tables["representation"])
+    _log_summary(tables)
+    problem = lossless_problem(tables["clean"])
+    if problem and not args.allow_lossless_changes:
+        raise LosslessChangeError(problem)
+    return 0
 
+
+def _log_summary(tables: dict[str, pd.DataFrame]) -> None:
+    """Log the lossless controls' changes and the pooled rates under no transformation."""
     clean = tables["clean"]
     for row in clean[clean["lossless"].astype(bool)].itertuples():
         log.info(
@@ -169,12 +156,3 @@ def summarize(argv: list[str]) -> int:
             row.dataset, row.attack, row.relation, row.source_role, row.pooled_success_rate,
             row.pooled_noise_success_rate, row.pooled_excess_over_noise, row.n_pairs,
         )  # fmt: skip
-    bad = lossless_changes(clean)
-    if len(bad) and not args.allow_lossless_changes:
-        raise LosslessChangeError(
-            "the lossless control changed predictions (it must change none): "
-            + "; ".join(f"{r.condition} on {r.target_model}" for r in bad.itertuples())
-            + ". The codec path is broken; run summarize-transfer with --allow-lossless-changes to inspect "
-            "the tables"
-        )
-    return 0

@@ -4,12 +4,18 @@ under one condition."""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+
+from advmir.errors import UsageError
+from advmir.models.zoo import load_model
+from advmir.transfer.sources import CLEAN, load_source
 
 log = logging.getLogger(__name__)
 
@@ -100,3 +106,58 @@ def predictions_table(
             )
         log.info("%s %s %s: target %s done", dataset, attack, condition, target_name)
     return pd.concat(frames, ignore_index=True)
+
+
+def check_noise_sources(
+    names: Sequence[str], noise: Mapping[str, str], *, attack: str, condition: str
+) -> None:
+    """Every attack source (``names`` but ``clean``) has its matched-noise control in ``noise`` (source
+    model -> audio path) and only those.
+
+    Raises:
+        UsageError: a control is missing, or given for ``clean`` or for a model that is not a source.
+    """
+    wrong = sorted((set(noise) - set(names)) | ({CLEAN} & set(noise)))
+    missing = [m for m in names if m != CLEAN and m not in noise]
+    if wrong or missing:
+        raise UsageError(
+            f"{attack} {condition}: every attack source needs its matched-noise control "
+            f"(--noise MODEL AUDIO) and only those; missing for {missing}, not a source or `clean`: {wrong}"
+        )
+
+
+def evaluate_condition(
+    dataset_dir: str | os.PathLike,
+    sources: Sequence[Sequence[str]],
+    noise: Mapping[str, str],
+    targets: Sequence[Sequence[str]],
+    *,
+    attack: str,
+    condition: str,
+    max_examples: int | None,
+    batch_size: int,
+    device: str,
+) -> pd.DataFrame:
+    """:func:`predictions_table` of one (attack, condition) from the files of its sources and targets.
+
+    Args:
+        sources: ``(model, audio, examples)`` per source model: ``clean`` or a model name, its (N, T)
+            ``.npy`` (or ``dataset``) and its examples / rows file (:func:`load_source`).
+        noise: source model -> its matched-noise control, an (N, T) ``.npy`` (every source but ``clean``).
+        targets: ``(model, checkpoint)`` per target model.
+    """
+    check_noise_sources([model for model, _, _ in sources], noise, attack=attack, condition=condition)
+    loaded_sources = []
+    for model, audio, examples in sources:
+        loaded = load_source(dataset_dir, examples, audio, max_examples, noise.get(model))
+        loaded_sources.append((model, loaded.audio, loaded.examples, loaded.noise))
+    models = {name: load_model(ckpt, device) for name, ckpt in targets}
+    return predictions_table(
+        loaded_sources,
+        models,
+        dataset=Path(dataset_dir).name,
+        attack=attack,
+        condition=condition,
+        batch_size=batch_size,
+        device=device,
+    )

@@ -15,12 +15,14 @@ and ``excess_over_noise = success_rate - noise_success_rate`` what the attack ad
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from advmir.artifacts import read_csv
 from advmir.attacks.scoring import fooled, success_rule
 from advmir.errors import InputError
 
@@ -104,6 +106,22 @@ def _check_noise(adv: pd.DataFrame) -> None:
         )
 
 
+def summarize_predictions(
+    predictions: Sequence[str | os.PathLike],
+    bitrates: Sequence[str | os.PathLike],
+    models: Mapping[str, Mapping[str, Any]],
+    conditions: Mapping[str, Mapping[str, Any]],
+    attacks: Mapping[str, Mapping[str, Any]],
+) -> dict[str, pd.DataFrame]:
+    """:func:`build_tables` of the prediction tables ``predictions`` (``results/transfer/...csv``)
+    and the codec jobs' ``bitrates.csv`` files (none: no bitrate columns), read in the order given."""
+    frame = pd.concat([read_csv(p, dtype={"id": str}) for p in predictions], ignore_index=True)
+    kbps = (
+        pd.concat([read_csv(p, dtype={"id": str}) for p in bitrates], ignore_index=True) if bitrates else None
+    )
+    return build_tables(frame, models, conditions, kbps, attacks)
+
+
 def build_tables(
     predictions: pd.DataFrame,
     models: Mapping[str, Mapping[str, Any]],
@@ -148,15 +166,48 @@ def build_tables(
             "no clean predictions (attack `clean`): the evaluate jobs of the clean source are missing"
         )
     _check_noise(adv)
+    kbps = _kbps_columns(bitrates)
+    table = join_clean(adv, clean)
+    table = score_and_relate(table, models, attacks or {})
+    table = table.merge(cond, on="condition", how="left")
+    table = _join_kbps(table, kbps)
+    columns = [
+        "dataset", "attack", "condition", "kind", "codec", "label", "bitrate_kbps", "quality",
+        "codec_sample_rate", "threat", "source_model", "crafted_on", "source_frontend", "source_role",
+        "target_model", "target_frontend", "relation", "index", "id", "row", "label_idx", "attack_target",
+        "pred", "conf", "noise_pred", "noise_conf", "clean_pred", "clean_conf", "clean_correct", "success",
+        "noise_success", "counted", "achieved_kbps", "payload_kbps", "noise_achieved_kbps",
+        "noise_payload_kbps", "clean_achieved_kbps",
+    ]  # fmt: skip
+    table = table[columns].rename(columns={"label": "condition_label"})
 
-    kbps = None
-    if bitrates is not None and not bitrates.empty:
-        kbps = bitrates.assign(payload_kbps=bitrates.get("payload_kbps", bitrates["achieved_kbps"]))
-        for column in NOISE_KBPS:
-            if column not in kbps:
-                kbps[column] = np.nan
-        kbps = kbps[["dataset", "source", "condition", "row", "achieved_kbps", "payload_kbps", *NOISE_KBPS]]
+    return {
+        "transfer": table,
+        "clean": _clean_accuracy(clean, adv, cond, models, kbps),
+        **_rates(table, models),
+    }
 
+
+def _kbps_columns(bitrates: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The codec jobs' per-clip bitrates with ``payload_kbps`` (else ``achieved_kbps``) and the control's
+    columns always there (NaN without a control); None without bitrates."""
+    if bitrates is None or bitrates.empty:
+        return None
+    kbps = bitrates.assign(payload_kbps=bitrates.get("payload_kbps", bitrates["achieved_kbps"]))
+    for column in NOISE_KBPS:
+        if column not in kbps:
+            kbps[column] = np.nan
+    return kbps[["dataset", "source", "condition", "row", "achieved_kbps", "payload_kbps", *NOISE_KBPS]]
+
+
+def join_clean(adv: pd.DataFrame, clean: pd.DataFrame) -> pd.DataFrame:
+    """The attack predictions ``adv`` with the clean prediction of the same (dataset, condition, row,
+    target) as ``clean_pred, clean_conf`` and ``clean_correct``.
+
+    Raises:
+        TransferTableError: a repeated clean key, an attack row without its clean prediction, or
+            labels that disagree.
+    """
     clean_keyed = clean[[*KEY, "pred", "conf", "label_idx"]].rename(
         columns={"pred": "clean_pred", "conf": "clean_conf", "label_idx": "clean_label"}
     )
@@ -177,13 +228,20 @@ def build_tables(
     table["clean_pred"] = table["clean_pred"].astype(np.int64)
     table["noise_pred"] = table["noise_pred"].astype(np.int64)
     table["clean_correct"] = table["clean_pred"] == table["label_idx"]
+    return table
+
+
+def score_and_relate(
+    table: pd.DataFrame, models: Mapping[str, Mapping[str, Any]], attacks: Mapping[str, Mapping[str, Any]]
+) -> pd.DataFrame:
+    """Add ``success, noise_success, counted`` (the attack stage's rule) and who crafted each example
+    against whom: ``threat, crafted_on, source_frontend, target_frontend, source_role, relation``."""
     label, target = table["label_idx"].to_numpy(), table["attack_target"].to_numpy()
     # `success` / `noise_success`: the prediction fools the target; a rate counts them only on the
     # clean-correct clips (`counted`), which is the attack stage's success rule (see _rates).
     table["success"] = fooled(table["pred"].to_numpy(), label, target)
     table["noise_success"] = fooled(table["noise_pred"].to_numpy(), label, target)
     table["counted"] = table["clean_correct"]
-    attacks = attacks or {}
     threat = {a: (attacks.get(a) or {}).get("threat", "white_box") for a in table["attack"].unique()}
     table["threat"] = table["attack"].map(threat)
     surrogate = table["attack"].map(lambda a: (attacks.get(a) or {}).get("surrogate"))
@@ -195,43 +253,33 @@ def build_tables(
     table["relation"] = [
         relation(s, t, models) for s, t in zip(table["crafted_on"], table["target_model"], strict=True)
     ]
-    table = table.merge(cond, on="condition", how="left")
-    if kbps is not None:
-        adv_kbps = kbps.assign(
-            source_model=kbps["source"].str.split("/").str[0], attack=kbps["source"].str.split("/").str[1]
-        )
-        run_key = ["dataset", "attack", "source_model", "condition", "row"]
-        table = table.merge(
-            adv_kbps[[*run_key, "achieved_kbps", "payload_kbps", *NOISE_KBPS]],
-            on=run_key,
-            how="left",
-            validate="many_to_one",
-        )
-        clean_kbps = kbps[kbps["source"] == CLEAN][["dataset", "condition", "row", "achieved_kbps"]]
-        table = table.merge(
-            clean_kbps.rename(columns={"achieved_kbps": "clean_achieved_kbps"}),
-            on=["dataset", "condition", "row"],
-            how="left",
-            validate="many_to_one",
-        )
-    else:
+    return table
+
+
+def _join_kbps(table: pd.DataFrame, kbps: pd.DataFrame | None) -> pd.DataFrame:
+    """Each example's (and its control's) bitrates and its clean clip's ``clean_achieved_kbps``
+    (NaN without bitrates)."""
+    if kbps is None:
         for column in ("achieved_kbps", "payload_kbps", *NOISE_KBPS, "clean_achieved_kbps"):
             table[column] = np.nan
-    columns = [
-        "dataset", "attack", "condition", "kind", "codec", "label", "bitrate_kbps", "quality",
-        "codec_sample_rate", "threat", "source_model", "crafted_on", "source_frontend", "source_role",
-        "target_model", "target_frontend", "relation", "index", "id", "row", "label_idx", "attack_target",
-        "pred", "conf", "noise_pred", "noise_conf", "clean_pred", "clean_conf", "clean_correct", "success",
-        "noise_success", "counted", "achieved_kbps", "payload_kbps", "noise_achieved_kbps",
-        "noise_payload_kbps", "clean_achieved_kbps",
-    ]  # fmt: skip
-    table = table[columns].rename(columns={"label": "condition_label"})
-
-    return {
-        "transfer": table,
-        "clean": _clean_accuracy(clean, adv, cond, models, kbps),
-        **_rates(table, models),
-    }
+        return table
+    adv_kbps = kbps.assign(
+        source_model=kbps["source"].str.split("/").str[0], attack=kbps["source"].str.split("/").str[1]
+    )
+    run_key = ["dataset", "attack", "source_model", "condition", "row"]
+    table = table.merge(
+        adv_kbps[[*run_key, "achieved_kbps", "payload_kbps", *NOISE_KBPS]],
+        on=run_key,
+        how="left",
+        validate="many_to_one",
+    )
+    clean_kbps = kbps[kbps["source"] == CLEAN][["dataset", "condition", "row", "achieved_kbps"]]
+    return table.merge(
+        clean_kbps.rename(columns={"achieved_kbps": "clean_achieved_kbps"}),
+        on=["dataset", "condition", "row"],
+        how="left",
+        validate="many_to_one",
+    )
 
 
 def _clean_accuracy(
@@ -243,6 +291,37 @@ def _clean_accuracy(
 ) -> pd.DataFrame:
     """Accuracy of every target on the clean subset per condition, and how many predictions changed
     against no transformation (clean and adversarial inputs alike)."""
+    out = clean_changes(clean)
+    out = out.merge(adversarial_changes(adv), on=["dataset", "condition", "target_model"], how="left")
+    for column in ("n_adversarial", "n_adversarial_changed_vs_none"):
+        out[column] = out[column].fillna(0).astype(np.int64)
+    out = out.merge(cond, on="condition", how="left")
+    if kbps is not None:
+        clean_kbps = (
+            kbps[kbps["source"] == CLEAN]
+            .groupby(["dataset", "condition"])[["achieved_kbps", "payload_kbps"]]
+            .median()
+            .add_suffix("_median")
+            .reset_index()
+        )
+        out = out.merge(clean_kbps, on=["dataset", "condition"], how="left")
+    else:
+        out["achieved_kbps_median"] = np.nan
+        out["payload_kbps_median"] = np.nan
+    out["target_frontend"] = out["target_model"].map(lambda m: models.get(m, {}).get("frontend", "unknown"))
+    columns = [
+        "dataset", "condition", "kind", "codec", "label", "bitrate_kbps", "quality", "codec_sample_rate",
+        "lossless", "achieved_kbps_median", "payload_kbps_median", "target_model", "target_frontend", "n",
+        "correct", "accuracy", "accuracy_none", "accuracy_change", "n_changed_vs_none",
+        "max_conf_change_vs_none", "n_adversarial", "n_adversarial_changed_vs_none",
+    ]  # fmt: skip
+    return out[columns].rename(columns={"label": "condition_label"})
+
+
+def clean_changes(clean: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, condition, target_model): ``n, correct, accuracy`` on the clean predictions, the
+    accuracy under no transformation and its change, how many predictions changed against it and the
+    largest confidence change."""
     frame = clean.assign(correct=clean["pred"] == clean["label_idx"])
     none = frame[frame["condition"] == NONE][["dataset", "row", "target_model", "pred", "conf"]]
     frame = frame.merge(
@@ -269,7 +348,12 @@ def _clean_accuracy(
         acc_none.rename(columns={"accuracy": "accuracy_none"}), on=["dataset", "target_model"], how="left"
     )
     out["accuracy_change"] = out["accuracy"] - out["accuracy_none"]
+    return out
 
+
+def adversarial_changes(adv: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, condition, target_model): ``n_adversarial`` attack predictions and
+    ``n_adversarial_changed_vs_none``, how many differ from the same example's under no transformation."""
     adv_none = adv[adv["condition"] == NONE][
         ["dataset", "attack", "source_model", "row", "target_model", "pred"]
     ]
@@ -278,36 +362,12 @@ def _clean_accuracy(
         on=["dataset", "attack", "source_model", "row", "target_model"],
         how="left",
     )
-    flips = (
+    return (
         flips.assign(changed=flips["pred"] != flips["pred_none"])
         .groupby(["dataset", "condition", "target_model"], sort=False)
         .agg(n_adversarial=("changed", "size"), n_adversarial_changed_vs_none=("changed", "sum"))
         .reset_index()
     )
-    out = out.merge(flips, on=["dataset", "condition", "target_model"], how="left")
-    for column in ("n_adversarial", "n_adversarial_changed_vs_none"):
-        out[column] = out[column].fillna(0).astype(np.int64)
-    out = out.merge(cond, on="condition", how="left")
-    if kbps is not None:
-        clean_kbps = (
-            kbps[kbps["source"] == CLEAN]
-            .groupby(["dataset", "condition"])[["achieved_kbps", "payload_kbps"]]
-            .median()
-            .add_suffix("_median")
-            .reset_index()
-        )
-        out = out.merge(clean_kbps, on=["dataset", "condition"], how="left")
-    else:
-        out["achieved_kbps_median"] = np.nan
-        out["payload_kbps_median"] = np.nan
-    out["target_frontend"] = out["target_model"].map(lambda m: models.get(m, {}).get("frontend", "unknown"))
-    columns = [
-        "dataset", "condition", "kind", "codec", "label", "bitrate_kbps", "quality", "codec_sample_rate",
-        "lossless", "achieved_kbps_median", "payload_kbps_median", "target_model", "target_frontend", "n",
-        "correct", "accuracy", "accuracy_none", "accuracy_change", "n_changed_vs_none",
-        "max_conf_change_vs_none", "n_adversarial", "n_adversarial_changed_vs_none",
-    ]  # fmt: skip
-    return out[columns].rename(columns={"label": "condition_label"})
 
 
 def _rates(table: pd.DataFrame, models: Mapping[str, Mapping[str, Any]]) -> dict[str, pd.DataFrame]:
@@ -339,7 +399,12 @@ def _rates(table: pd.DataFrame, models: Mapping[str, Mapping[str, Any]]) -> dict
     rates["success_rate"] = rates["n_success"] / counted
     rates["noise_success_rate"] = rates["n_noise_success"] / counted
     rates["excess_over_noise"] = rates["success_rate"] - rates["noise_success_rate"]
+    return {"rates": rates, "matrix": rate_matrix(rates, models), "representation": _representation(rates)}
 
+
+def rate_matrix(rates: pd.DataFrame, models: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """The pair rates as source x target matrices: one row per (dataset, attack, condition, source,
+    ``quantity`` in RATES), one column per target model in :func:`model_order`."""
     order = model_order(models, sorted(set(rates["target_model"]) | set(rates["crafted_on"])))
     keys = ["dataset", "attack", "condition", "source_model", "crafted_on"]
     long = rates.melt([*keys, "target_model"], list(RATES), var_name="quantity")
@@ -353,8 +418,11 @@ def _rates(table: pd.DataFrame, models: Mapping[str, Mapping[str, Any]]) -> dict
     ]
     wide["quantity_rank"] = wide["quantity"].map(RATES.index)
     wide = wide.sort_values(["dataset", "attack", "condition", "quantity_rank", "source_rank"], kind="stable")
-    wide = wide.drop(columns=["source_rank", "quantity_rank"]).reset_index(drop=True)
+    return wide.drop(columns=["source_rank", "quantity_rank"]).reset_index(drop=True)
 
+
+def _representation(rates: pd.DataFrame) -> pd.DataFrame:
+    """The pair rates pooled by relation (self / same / cross representation) and source role."""
     groups = ["dataset", "attack", "condition", "kind", "codec", "condition_label", "relation", "source_role"]
     representation = (
         rates.groupby(groups, sort=False, dropna=False)
@@ -375,10 +443,23 @@ def _rates(table: pd.DataFrame, models: Mapping[str, Mapping[str, Any]]) -> dict
     representation["pooled_excess_over_noise"] = (
         representation["pooled_success_rate"] - representation["pooled_noise_success_rate"]
     )
-    return {"rates": rates, "matrix": wide, "representation": representation}
+    return representation
 
 
 def lossless_changes(clean_table: pd.DataFrame) -> pd.DataFrame:
     """Rows of the clean-accuracy table where a lossless codec changed any prediction (should be none)."""
     lossless = clean_table[clean_table["lossless"].astype(bool)]
     return lossless[(lossless["n_changed_vs_none"] > 0) | (lossless["n_adversarial_changed_vs_none"] > 0)]
+
+
+def lossless_problem(clean_table: pd.DataFrame) -> str | None:
+    """What :func:`lossless_changes` finds, as the message that fails the summary (None: nothing)."""
+    bad = lossless_changes(clean_table)
+    if not len(bad):
+        return None
+    return (
+        "the lossless control changed predictions (it must change none): "
+        + "; ".join(f"{r.condition} on {r.target_model}" for r in bad.itertuples())
+        + ". The codec path is broken; run summarize-transfer with --allow-lossless-changes to inspect "
+        "the tables"
+    )
