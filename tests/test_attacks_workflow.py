@@ -84,6 +84,12 @@ import json
 
 configfile: "config.yaml"
 
+from advmir.config import schema_defaults
+
+# the real Snakefile's validation fills the schema's defaults; this stand-in fills the attack ones
+config["attack_settings"] = {
+    **schema_defaults("attacks.schema.yaml", "attack_settings"), **config.get("attack_settings", {})
+}
 RESULTS = config["results"]
 DATASETS = list(config["datasets"])
 MODELS = dict(config["models"])

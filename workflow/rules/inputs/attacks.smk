@@ -52,8 +52,12 @@ def _check_attack_config():
             problems.append(
                 f"attacks.{name}: `surrogate` is set but threat is {threat!r}; set threat: surrogate"
             )
+        params = dict(spec.get("params") or {})
+        if isinstance(params.get("target_map"), dict):
+            # class names are resolved by the job, from the dataset's classes: check the rest now
+            params["target_map"] = {0: 1}
         try:  # every attack is built now, without a model: a bad parameter stops `snakemake -n`
-            build_attack(spec.get("name"), dict(spec.get("params") or {}))
+            build_attack(spec.get("name"), params)
         except (InputError, ValueError, TypeError) as exc:
             problems.append(f"attacks.{name}: {exc}")
         unknown = [m for m in spec.get("models") or [] if m not in MODELS]
