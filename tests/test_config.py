@@ -287,3 +287,15 @@ def test_an_overlay_given_as_the_full_config_is_named_with_its_option(capsys):
     assert check_yaml(["--full", overlay]) == 1
     assert f"make run OVERLAY={overlay}" in capsys.readouterr().err
     assert check_yaml(["--full", str(REPO / "config.yaml"), overlay]) == 0
+
+
+def test_the_lowpass_bound_follows_the_sample_rate(config):
+    """A 10 kHz low-pass fault is valid on 44.1 kHz audio (the schema's bound is not fixed for
+    16 kHz); on 16 kHz audio it is refused with the rate's own bound."""
+    from advmir.anomaly.corruptions import CorruptionConfigError, normalize_severities
+
+    ok = with_value(config, ("anomaly", "faults"), {"lowpass": 10000})
+    validate_config(ok, SCHEMA)
+    assert normalize_severities({"lowpass": 10000}, 44100) == {"lowpass": [10000.0]}
+    with pytest.raises(CorruptionConfigError, match=r"\[50, 7840\]"):
+        normalize_severities({"lowpass": 10000}, 16000)
