@@ -299,3 +299,16 @@ def test_the_lowpass_bound_follows_the_sample_rate(config):
     assert normalize_severities({"lowpass": 10000}, 44100) == {"lowpass": [10000.0]}
     with pytest.raises(CorruptionConfigError, match=r"\[50, 7840\]"):
         normalize_severities({"lowpass": 10000}, 16000)
+
+
+def test_dry_run_refuses_a_clip_shorter_than_a_models_window(tmp_path):
+    """A clip shorter than the log-mel's 1024-sample window failed in the training job, after the
+    data stage had run; now `snakemake -n` names the model, the dataset and the key to change."""
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["results"] = str(tmp_path / "results")
+    config["synth_notes"].update(clip_seconds=0.02, note_seconds=0.01)
+    proc = run_snakemake(tmp_path, config, "-n", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "models.logmel_cnn: cannot take a 0.02 s clip of synth_notes (320 samples" in out, out[-2000:]
+    assert "synth_notes.clip_seconds" in out and not (tmp_path / "results").exists()

@@ -206,8 +206,38 @@ def check_config(config: dict[str, Any]) -> None:
                 "use waveform with cnn1d, and filterbank/stft/logmel/cqt with cnn2d or crnn"
             )
     problems += _training_codec_problems(config)
+    if not problems:
+        problems += _clip_length_problems(config)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+def _clip_length_problems(config: dict[str, Any]) -> list[str]:
+    """Each model must take each dataset's clips: one forward pass of an untrained model on a silent
+    clip of the dataset's length, so a clip shorter than a front-end's window or too short for the
+    architecture's pooling is refused at `snakemake -n`, not in the training job."""
+    import torch
+
+    from advmir.models.zoo import build_model
+
+    problems = []
+    for dataset in config["datasets"]:
+        section = config.get(dataset) or {}
+        rate, seconds = int(section.get("sample_rate", 16000)), float(section.get("clip_seconds", 1.0))
+        samples = max(1, round(rate * seconds))
+        for name in config["models"]:
+            try:
+                model = build_model(model_spec(config, name), n_classes=2, sample_rate=rate).eval()
+                with torch.no_grad():
+                    model(torch.zeros(1, samples))
+            except (RuntimeError, ValueError) as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                problems.append(
+                    f"models.{name}: cannot take a {seconds:g} s clip of {dataset} ({samples} samples at "
+                    f"{rate} Hz): {first}; raise {dataset}.clip_seconds or shorten the model's window "
+                    "(frontend_args n_fft, kernel_size or hop_length)"
+                )
+    return problems
 
 
 def _results_problems(results: str) -> list[str]:
