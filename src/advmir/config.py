@@ -56,13 +56,11 @@ def schema_defaults(schema_file: str, definition: str, *keys: str) -> dict[str, 
 
 
 def merge_config(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
-    """Merge ``overlay`` onto ``base`` in place, as Snakemake merges a ``--configfile`` onto the
-    config before it: mappings key by key, anything else (lists included) replaced."""
-    for key, value in overlay.items():
-        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
-            merge_config(base[key], value)
-        else:
-            base[key] = value
+    """Merge ``overlay`` onto ``base`` in place with Snakemake's own ``update_config`` (how it merges a
+    ``--configfile`` onto the config before it: mappings key by key, anything else replaced)."""
+    from snakemake.utils import update_config
+
+    update_config(base, overlay)
     return base
 
 
@@ -206,16 +204,24 @@ def check_config(config: dict[str, Any]) -> None:
                 "use waveform with cnn1d, and filterbank/stft/logmel/cqt with cnn2d or crnn"
             )
     problems += _training_codec_problems(config)
-    if not problems:
-        problems += _clip_length_problems(config)
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+def check_clip_lengths(config: dict[str, Any]) -> None:
+    """Raise ConfigError when a model cannot take a dataset's clips (after :func:`check_config`).
+
+    One forward pass of each untrained model on a silent clip of each dataset's length, so a clip
+    shorter than a front-end's window or too short for the architecture's pooling is refused at
+    `snakemake -n`, not in the training job. About a second for the default zoo: the Snakefile runs
+    it where the workflow starts, not again in each cluster job."""
+    problems = _clip_length_problems(config)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
 
 
 def _clip_length_problems(config: dict[str, Any]) -> list[str]:
-    """Each model must take each dataset's clips: one forward pass of an untrained model on a silent
-    clip of the dataset's length, so a clip shorter than a front-end's window or too short for the
-    architecture's pooling is refused at `snakemake -n`, not in the training job."""
+    """One line per (model, dataset) whose forward pass on a silent clip fails."""
     import torch
 
     from advmir.models.zoo import build_model

@@ -4,6 +4,7 @@ import shlex
 import sys
 
 from advmir.config import (
+    check_clip_lengths,
     check_config,
     check_device,
     model_spec,
@@ -22,6 +23,10 @@ os.environ.update(
 # in every default of the schema: the rules read config[...] and hold no default of their own.
 validate_config(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
 check_config(config)
+# Checks that build models run where the workflow starts, not again in each cluster job (which
+# parses this file again; the config it gets was checked by the run that submitted it).
+if not workflow.remote_exec:
+    check_clip_lengths(config)
 # A cluster run submits from a node that may have no GPU (its jobs run on GPU nodes) and its jobs
 # parse this file again on nodes of every kind: only a local run checks the device here.
 if not workflow.remote_exec and not submits_elsewhere(sys.argv, os.environ):
