@@ -57,7 +57,9 @@ def _check_attack_config():
             # class names are resolved by the job, from the dataset's classes: check the rest now
             params["target_map"] = {0: 1}
         try:  # every attack is built now, without a model: a bad parameter stops `snakemake -n`
-            if not workflow.remote_exec:  # (a cluster job's config was checked at submission)
+            if (
+                not workflow.remote_exec
+            ):  # (a cluster job's config was checked at submission)
                 build_attack(spec.get("name"), params)
         except (InputError, ValueError, TypeError) as exc:
             problems.append(f"attacks.{name}: {exc}")
