@@ -20,7 +20,6 @@ from advmir.attacks import AttackParamError
 from advmir.attacks.cli import craft, summarize
 from advmir.attacks.craft import (
     AttackSpecError,
-    evaluation_rows,
     parse_attack_spec,
     plan_craft,
     resolve_target_map,
@@ -30,7 +29,7 @@ from advmir.attacks.craft import (
 )
 from advmir.attacks.scoring import EXAMPLE_COLUMNS, success_rates
 from advmir.cli import main
-from advmir.datasets.contract import load_dataset, write_dataset
+from advmir.datasets.contract import evaluation_rows, load_dataset, write_dataset
 
 SR, T = 8000, 2000
 CLASSES = ["low", "mid", "high"]

@@ -72,7 +72,7 @@ def test_adding_a_setting_adds_only_its_own_jobs():
 def test_inputs_of_evaluation_jobs():
     p = plan()
     none = p.transfer_inputs("toy", "clean", "none")
-    assert "audio" not in none and none["examples"] == ["results/attacks/toy/wave/pgd/examples.csv"]
+    assert "audio" not in none and none["examples"] == ["results/codecs/toy/clean/examples.csv"]
     assert p.source_options("clean", None, none["examples"]).startswith("--source clean dataset ")
     mp3 = p.transfer_inputs("toy", "pgd", "mp3_32k")
     assert mp3["audio"][1] == "results/codecs/toy/mel/pgd/mp3_32k/decoded.npy"
@@ -104,8 +104,10 @@ def test_attack_stage_models_sources_and_targets_are_honoured():
     config["transfer"].update(sources=["wave", "sur"], targets=["mel"], max_examples=50)
     p = plan(config, attacked=lambda attack: ["mel", "sur"])
     assert p.sources() == ["clean", "sur/pgd", "sur/eot"]
-    assert p.target_models == ["mel"] and p.max_examples_option() == "--max-examples 50"
-    assert p.clean_rows_file("toy") == "results/attacks/toy/sur/pgd/examples.csv"
+    assert p.target_models == ["mel"] and p.max_examples_option("pgd") == "--max-examples 50"
+    # the clean source is sized by transfer.clean_examples, not cut to the attacks' first 50
+    assert p.max_examples_option("clean") == ""
+    assert p.clean_rows_file("toy") == "results/codecs/toy/clean/examples.csv"
 
 
 def test_eot_pair_and_attack_specs():

@@ -38,6 +38,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "summarize-attacks": ("advmir.attacks.cli:summarize", "tidy table of attack success"),
     "plot-attacks": ("advmir.plotting.attacks:main", "figures of attack success and SNR"),
     "listening-page": ("advmir.plotting.listen:main", "page of listenable adversarial examples"),
+    "select-clean-clips": (
+        "advmir.codecs.cli:select_clean_clips",
+        "the clean source's test clips (a seeded subset)",
+    ),
     "encode-with-codec": (
         "advmir.codecs.cli:encode_with_codec",
         "round-trip one source through one codec setting",

@@ -1,5 +1,5 @@
 # Compression and over-the-air simulation: one job per (dataset, source, setting).
-# {source} is `clean` (the evaluation subset) or `{model}/{attack}` (one attack's output);
+# {source} is `clean` (test clips: rule select_clean_clips) or `{model}/{attack}` (one attack's output);
 # {codec} is the name of a codec setting (codecs.settings) or of a room setting (codecs.rooms).
 # The job of an attack source also sends the run's matched-noise control (matched_noise.npy)
 # through the same setting (decoded_noise.npy); the clean source's rules (encode_clean_with_codec,
@@ -9,6 +9,29 @@
 
 
 include: "inputs/codecs.smk"
+
+
+rule select_clean_clips:
+    input:
+        unpack(dataset_files),
+    output:
+        f"{RESULTS}/codecs/{{dataset}}/clean/examples.csv",
+    log:
+        f"{RESULTS}/logs/codecs/{{dataset}}/clean/examples.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/codecs/{{dataset}}/clean/examples.tsv"
+    conda:
+        "../../envs/codecs.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        size=CODEC_PLAN.clean_size_option(),
+        seed=config["seed"],
+    shell:
+        'python -m advmir select-clean-clips --dataset-dir "$(dirname {input.waveforms:q})"'
+        " {params.size} --seed {params.seed} --out {output:q} > {log:q} 2>&1"
 
 
 rule encode_with_codec:
@@ -42,7 +65,7 @@ rule encode_with_codec:
         setting=lambda w: CODEC_PLAN.codec_setting_json(w.codec),
         audio=lambda w, input: CODEC_PLAN.audio_option(w.source, input.get("audio")),
         noise=lambda w, input: CODEC_PLAN.noise_option(w.source, input.get("noise")),
-        subset=CODEC_PLAN.max_examples_option(),
+        subset=lambda w: CODEC_PLAN.max_examples_option(w.source),
     shell:
         'python -m advmir encode-with-codec --dataset-dir "$(dirname {input.waveforms:q})" --examples {input.examples:q}'
         " {params.audio} {params.noise} {params.subset} --source {wildcards.source} --name {wildcards.codec}"
@@ -81,7 +104,7 @@ rule simulate_room:
         setting=lambda w: CODEC_PLAN.room_setting_json(w.codec),
         audio=lambda w, input: CODEC_PLAN.audio_option(w.source, input.get("audio")),
         noise=lambda w, input: CODEC_PLAN.noise_option(w.source, input.get("noise")),
-        subset=CODEC_PLAN.max_examples_option(),
+        subset=lambda w: CODEC_PLAN.max_examples_option(w.source),
     shell:
         'python -m advmir simulate-room --dataset-dir "$(dirname {input.waveforms:q})" --examples {input.examples:q}'
         " {params.audio} {params.noise} {params.subset} --source {wildcards.source} --name {wildcards.codec}"

@@ -37,7 +37,7 @@ rule evaluate_transfer:
             w.attack, input.get("audio"), input.examples, input.get("noise")
         ),
         targets=lambda w, input: TRANSFER_PLAN.target_options(input.ckpts),
-        subset=TRANSFER_PLAN.max_examples_option(),
+        subset=lambda w: TRANSFER_PLAN.max_examples_option(w.attack),
         device=config["device"],
     shell:
         'python -m advmir evaluate-transfer --dataset-dir "$(dirname {input.waveforms:q})"'

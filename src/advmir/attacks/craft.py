@@ -94,20 +94,6 @@ def resolve_target_map(params: dict[str, Any], classes: list[str]) -> dict[str, 
     return {**params, "target_map": mapped}
 
 
-def evaluation_rows(test_rows: np.ndarray, size: int, seed: int) -> np.ndarray:
-    """A fixed, seeded subset of ``test_rows`` (shape (N,)) of ``size`` rows, sorted: shape (size,).
-
-    Subsets are nested: the first ``size`` rows of one seeded permutation, so a larger evaluation set
-    contains the smaller one, and every model and attack sees the same clips for the same seed.
-    """
-    if size < 1:
-        raise AttackSpecError(f"--eval-size must be >= 1, got {size}")
-    if size > len(test_rows):
-        log.warning("eval size %d exceeds the %d test clips; using all of them", size, len(test_rows))
-    order = np.random.default_rng(seed).permutation(len(test_rows))
-    return np.sort(np.asarray(test_rows)[order[:size]])
-
-
 def load_loader(path: str) -> Callable[..., torch.nn.Module]:
     """Import ``module:function``, the function that loads a checkpoint (default: the model zoo's)."""
     module, _, func = path.partition(":")
@@ -252,12 +238,15 @@ def plan_craft(
     parameters fail here, before any model is loaded; ``batch_size`` applies unless the spec sets it.
     """
     from advmir.attacks import build_attack
-    from advmir.datasets.contract import load_dataset
+    from advmir.datasets.contract import evaluation_rows, load_dataset
     from advmir.runtime import resolve_device
 
     if eval_size < 1:
         raise AttackSpecError(f"--eval-size must be >= 1, got {eval_size}")
     dataset = load_dataset(dataset_dir)
+    test_rows = dataset.split_indices("test")
+    if eval_size > len(test_rows):
+        log.warning("eval size %d exceeds the %d test clips; using all of them", eval_size, len(test_rows))
     params = resolve_target_map(dict(spec["params"]), dataset.classes)
     if batch_size is not None:
         params.setdefault("batch_size", batch_size)
@@ -280,7 +269,7 @@ def plan_craft(
         attack=attack,
         dataset=dataset,
         target_model=target_model,
-        rows=evaluation_rows(dataset.split_indices("test"), eval_size, seed),
+        rows=evaluation_rows(test_rows, eval_size, seed),
         threat="surrogate" if surrogate_checkpoint else "white_box",
         checkpoint=checkpoint,
         surrogate_checkpoint=surrogate_checkpoint,

@@ -1,4 +1,5 @@
-"""Command line of the codec stage: ``python -m advmir encode-with-codec | simulate-room``.
+"""Command line of the codec stage: ``python -m advmir select-clean-clips | encode-with-codec |
+simulate-room``.
 
 One (source, setting) job each -> ``results/codecs/{dataset}/{source}/{setting}/``
 (:mod:`advmir.codecs.jobs`); an attack source's matched-noise control (``--noise-audio``) goes
@@ -7,6 +8,8 @@ through the same setting.
 - ``encode_with_codec``: a codec setting (``--codec-setting``) through ffmpeg (rules
   encode_with_codec, encode_clean_with_codec).
 - ``simulate_room``: a room setting (``--room-setting``) (rules simulate_room, simulate_clean_room).
+- ``select_clean_clips``: the clean source's test clips (rule select_clean_clips), a seeded subset
+  nested with the attack stage's evaluation subset.
 
 Light imports only (no torch): the codec stage's rules run in the codecs environment.
 """
@@ -129,4 +132,32 @@ def simulate_room(argv: list[str]) -> int:
         simulate_source(
             source, setting, args.out_dir, dataset=Path(args.dataset_dir).name, source_name=args.source
         )
+    return 0
+
+
+def select_clean_clips(argv: list[str]) -> int:
+    """Write the clean source's clips: a seeded subset of the test split (examples.csv: row, id,
+    label_idx), nested with the attack stage's evaluation subset of the same seed."""
+    parser = argparse.ArgumentParser(prog="advmir select-clean-clips", description=select_clean_clips.__doc__)
+    parser.add_argument("--dataset-dir", required=True, help="prepared dataset (data contract)")
+    parser.add_argument("--size", type=int, default=None, help="clips (default: every test clip)")
+    parser.add_argument("--seed", type=int, required=True, help="the workflow's seed (the attack stage's)")
+    parser.add_argument("--out", required=True, help="results/codecs/{dataset}/clean/examples.csv")
+    args = parser.parse_args(argv)
+    setup_logging()
+
+    from advmir.datasets.contract import evaluation_rows, load_dataset
+    from advmir.io import write_csv
+
+    if args.size is not None and args.size < 1:
+        raise UsageError(f"--size must be >= 1 (or omitted for every test clip), got {args.size}")
+    dataset = load_dataset(args.dataset_dir)
+    rows = evaluation_rows(dataset.split_indices("test"), args.size, args.seed)
+    if len(rows) == 0:
+        raise InputError(f"{args.dataset_dir} has no test clips: the clean source needs a test split")
+    table = dataset.manifest.iloc[rows][["id", "label_idx"]].assign(row=rows)
+    write_csv(args.out, table[["row", "id", "label_idx"]])
+    log.info(
+        "clean source: %d of %d test clips -> %s", len(rows), len(dataset.split_indices("test")), args.out
+    )
     return 0

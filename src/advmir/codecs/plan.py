@@ -8,8 +8,10 @@ sends the attack run's matched-noise control (``matched_noise.npy``) through the
 (``decoded_noise.npy``).
 
 The sources are chosen by keys of the ``transfer`` section (``attacks``, ``sources``, ``rows_file``,
-``max_examples``): the codec stage transforms what the transfer stage scores. The transfer stage's
-plan (:class:`advmir.transfer.plan.TransferPlan`) builds on this one.
+``max_examples``, ``clean_examples``): the codec stage transforms what the transfer stage scores.
+The clean source is a seeded subset of the test split (``clean_examples``; every test clip by
+default) nested with the attack stage's evaluation subset, so it holds every attacked clip. The
+transfer stage's plan (:class:`advmir.transfer.plan.TransferPlan`) builds on this one.
 
 A job's parameters are its own setting's spec only, so adding or changing a setting runs that
 setting's jobs, nothing else.
@@ -74,6 +76,8 @@ class CodecPlan:
         self.codec_threads = int(codecs.get("threads", 1))
         self.keep_decoded = bool(codecs.get("keep_decoded", True))
         self.max_examples = transfer.get("max_examples")
+        self.clean_examples = transfer.get("clean_examples")
+        self.eval_size = int((config.get("attack_settings") or {}).get("eval_size", 200))
         self._attacked_models = attacked_models
         self.setting_specs = self._check()
 
@@ -120,6 +124,11 @@ class CodecPlan:
             problems.append(
                 f"attack {self.codec_attacks[0]!r} has no source model left after transfer.sources"
             )
+        if self.clean_examples is not None and self.clean_examples < self.eval_size:
+            problems.append(
+                f"transfer.clean_examples ({self.clean_examples}) must be at least attack_settings.eval_size "
+                f"({self.eval_size}), so the clean source holds every attacked clip (null: every test clip)"
+            )
         if problems:
             raise CodecConfigError("invalid codecs/transfer configuration:\n  - " + "\n  - ".join(problems))
         specs: dict[str, dict[str, Any]] = {}
@@ -141,13 +150,16 @@ class CodecPlan:
     # -- codec jobs ----------------------------------------------------------------------------
 
     def clean_rows_file(self, dataset: str) -> str:
-        """The clean source's evaluation subset: transfer.rows_file, else the first attack's
-        examples.csv (the attack stage evaluates the same seeded subset for every model and attack)."""
+        """The clean source's clips: transfer.rows_file, else the seeded test subset written by the
+        rule select_clean_clips."""
         custom = self.transfer.get("rows_file")
         if custom:
             return custom.format(results=self.results, dataset=dataset)
-        attack = self.codec_attacks[0]
-        return f"{self.results}/attacks/{dataset}/{self.source_models(attack)[0]}/{attack}/examples.csv"
+        return f"{self.results}/codecs/{dataset}/{CLEAN}/examples.csv"
+
+    def clean_size_option(self) -> str:
+        """``--size`` of select_clean_clips (none: every test clip)."""
+        return f"--size {int(self.clean_examples)}" if self.clean_examples else ""
 
     def codec_inputs(self, dataset: str, source: str) -> dict[str, str]:
         """The source's examples (rows) and, for an attack, its adversarial audio and the
@@ -170,8 +182,9 @@ class CodecPlan:
         """``--noise-audio`` of an attack source's codec job (the clean source has no control)."""
         return f"--noise-audio {quote(noise)}" if source != CLEAN else ""
 
-    def max_examples_option(self) -> str:
-        return f"--max-examples {int(self.max_examples)}" if self.max_examples else ""
+    def max_examples_option(self, source: str) -> str:
+        """``--max-examples`` of an attack source's jobs (the clean source is sized by its own file)."""
+        return f"--max-examples {int(self.max_examples)}" if self.max_examples and source != CLEAN else ""
 
     def codec_setting_json(self, name: str) -> str:
         return json.dumps(self.codec_settings[name], sort_keys=True)

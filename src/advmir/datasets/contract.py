@@ -149,3 +149,18 @@ def load_dataset(root: str | os.PathLike, mmap: bool = True) -> Dataset:
         sample_rate=int(info["sample_rate"]),
         info=info,
     )
+
+
+def evaluation_rows(test_rows: np.ndarray, size: int | None, seed: int) -> np.ndarray:
+    """A fixed, seeded subset of ``test_rows`` (shape (N,)) of ``size`` rows, sorted: shape (size,).
+
+    Subsets are nested: the first ``size`` rows of one seeded permutation, so a larger subset
+    contains the smaller one. The attack stage evaluates ``attack_settings.eval_size`` of them (the
+    same clips for every model and attack); the codec stage's clean source
+    (``transfer.clean_examples``) takes at least as many, so it holds every attacked clip.
+    ``size`` None, or larger than N: every test row.
+    """
+    if size is not None and size < 1:
+        raise ValueError(f"an evaluation subset needs size >= 1, got {size}")
+    order = np.random.default_rng(seed).permutation(len(test_rows))
+    return np.sort(np.asarray(test_rows)[order[:size]])
