@@ -25,4 +25,4 @@ include: "workflow/rules/generalisation.smk"
 rule all:
     default_target: True
     input:
-        all_targets,
+        get_final_output,

@@ -106,7 +106,7 @@ include: "%(rules)s"
 
 rule all:
     input:
-        attack_targets(),
+        ATTACK_PLAN.targets(),
 """
 
 

@@ -24,7 +24,7 @@ rule craft_adversarial:
     benchmark:
         f"{RESULTS}/benchmarks/attacks/{{dataset}}/{{model}}/{{attack}}.tsv"
     wildcard_constraints:
-        attack="|".join(map(re.escape, ATTACK_SPECS)) or "no-attack-configured",
+        attack=ATTACK_PLAN.attack_constraint(),
     conda:
         "../../envs/torch.yaml"
     threads: ATTACK_SETTINGS["threads"]
@@ -51,8 +51,8 @@ rule craft_adversarial:
 
 rule summarize_attacks:
     input:
-        examples=attack_examples(),
-        meta=attack_examples("attack.json"),
+        examples=ATTACK_PLAN.run_files(),
+        meta=ATTACK_PLAN.run_files("attack.json"),
     output:
         f"{RESULTS}/tables/attacks.csv",
     log:
@@ -72,8 +72,8 @@ rule summarize_attacks:
 rule plot_attacks:
     input:
         table=f"{RESULTS}/tables/attacks.csv",
-        examples=attack_examples(),
-        panel=f"{attack_panel_run()}/attack.json" if ATTACK_SPECS else [],
+        examples=ATTACK_PLAN.run_files(),
+        panel=f"{ATTACK_PLAN.panel_run()}/attack.json" if ATTACK_PLAN.enabled else [],
     output:
         success_png=report(
             f"{RESULTS}/figures/attack_success_vs_snr.png",
@@ -117,7 +117,7 @@ rule plot_attacks:
 
 rule listening_page:
     input:
-        attack_examples(),
+        ATTACK_PLAN.run_files(),
     output:
         report(
             f"{RESULTS}/figures/listen_examples.html",
@@ -136,6 +136,6 @@ rule listening_page:
         mem_mb=1000,
         runtime=5,
     params:
-        runs=lambda w, input: " ".join(shlex.quote(os.path.dirname(f)) for f in input),
+        runs=run_dirs,
     shell:
         "python -m advmir listening-page --runs {params.runs} --out {output:q} > {log:q} 2>&1"

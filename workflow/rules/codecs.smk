@@ -5,7 +5,7 @@
 # through the same setting (decoded_noise.npy); the clean source's rules (encode_clean_with_codec,
 # simulate_clean_room) are the same rules without that control.
 # A job depends on its own setting's spec only, so adding a setting runs just that setting's jobs.
-# The job grid lives in advmir.codecs.plan (tested); include attacks.smk first (attacked_models).
+# The job grid lives in advmir.codecs.plan (tested); built after the attack plan (ATTACK_PLAN.attacked_models).
 
 
 include: "inputs/codecs.smk"

@@ -94,16 +94,16 @@ def model_targets():
     ]
 
 
-def all_targets(wildcards):
-    """Final files of every stage; a stage adds itself by defining a `*_targets` function."""
-    targets = model_targets()
-    for name in (
-        "attack_targets",
-        "codec_targets",
-        "transfer_targets",
-        "anomaly_targets",
-        "generalisation_targets",
-    ):
-        if name in globals():
-            targets += globals()[name]()
-    return targets
+def get_final_output(wildcards):
+    """Final files of every stage (rule all); an optional stage lists none when it is disabled.
+
+    Called when the DAG is built, after every rule file is included (order does not matter).
+    """
+    return [
+        *model_targets(),
+        *ATTACK_PLAN.targets(),
+        *CODEC_PLAN.codec_targets(),
+        *TRANSFER_PLAN.transfer_targets(),
+        *anomaly_targets(),
+        *generalisation_targets(),
+    ]

@@ -2,7 +2,7 @@
 # then the tidy tables and figures. {attack} is an attack name or `clean` (the clean subset);
 # {condition} is `none` or a codec / room setting name. An attack's examples are scored beside their
 # matched-noise controls under the same condition. The job grid lives in advmir.transfer.plan
-# (tested; built on the codec stage's advmir.codecs.plan); include attacks.smk first (attacked_models).
+# (tested; built on the codec stage's advmir.codecs.plan); built after the attack plan (ATTACK_PLAN.attacked_models).
 
 
 include: "inputs/transfer.smk"

@@ -2,10 +2,7 @@
 # wants rules and functions in different files).
 from advmir.codecs.plan import CLEAN, DECODED_NOISE, CodecPlan, alternatives
 
-CODEC_PLAN = CodecPlan(
-    config, RESULTS, DATASETS, MODELS, globals().get("attacked_models")
-)
-codec_targets = CODEC_PLAN.codec_targets
+CODEC_PLAN = CodecPlan(config, RESULTS, DATASETS, MODELS, ATTACK_PLAN.attacked_models)
 CODEC_DIR = f"{RESULTS}/codecs/{{dataset}}/{{source}}/{{codec}}"
 DECODED = f"{CODEC_DIR}/decoded.npy"
 # an attack source's matched-noise control through the same setting (the clean source has none)

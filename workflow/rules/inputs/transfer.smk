@@ -4,7 +4,6 @@ from advmir.codecs.plan import alternatives
 from advmir.transfer.plan import TransferPlan
 
 TRANSFER_PLAN = TransferPlan(
-    config, RESULTS, DATASETS, MODELS, globals().get("attacked_models")
+    config, RESULTS, DATASETS, MODELS, ATTACK_PLAN.attacked_models
 )
-transfer_targets = TRANSFER_PLAN.transfer_targets
 TRANSFER_TABLES = TRANSFER_PLAN.tables()
