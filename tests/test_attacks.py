@@ -25,7 +25,7 @@ from advmir.attacks import (
     build_attack,
     perturbation_metrics,
 )
-from advmir.attacks.base import unit_l2
+from advmir.attacks.base import ZeroOne, unit_l2
 from advmir.attacks.budgets import ENVELOPE_FRAME, project, radius_for_snr
 
 SR, T = 8000, 2000
@@ -90,19 +90,6 @@ def clips(model: TinyLogMelCNN) -> tuple[torch.Tensor, torch.Tensor]:
         keep = model(x).argmax(1) == y
     assert keep.float().mean() > 0.9, "the tiny model did not learn the toy task"
     return x[keep][:24], y[keep][:24]
-
-
-class ZeroOne(nn.Module):
-    """The model in torchattacks' [0, 1] range: x01 (B, ...) -> model(2 * x01 - 1) on (B, T)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        # torchattacks restores the wrapper's mode afterwards: it must be the model's own (eval)
-        self.train(model.training)
-
-    def forward(self, x01: torch.Tensor) -> torch.Tensor:
-        return self.model(2 * x01.flatten(1) - 1)
 
 
 # ------------------------------------------------------------------------------------------ budgets

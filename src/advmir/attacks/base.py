@@ -85,6 +85,22 @@ def attack_mode(model: nn.Module) -> Iterator[nn.Module]:
             p.requires_grad_(flag)
 
 
+class ZeroOne(nn.Module):
+    """A model on [-1, 1] waveforms seen in the [0, 1] input range of torchattacks (and the image
+    literature), to compare attacks with theirs: x01 (B, T) (or (B, ...), flattened) ->
+    ``model(2 * x01 - 1)``, logits (B, C). Budgets and steps halve in that range (eps / 2, alpha / 2).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        # torchattacks restores the wrapper's mode afterwards: it must be the model's own (eval)
+        self.train(model.training)
+
+    def forward(self, x01: torch.Tensor) -> torch.Tensor:
+        return self.model(2 * x01.flatten(1) - 1)
+
+
 class Attack:
     """Base of every attack.
 
