@@ -45,19 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from advmir.attacks import PGD  # noqa: E402
-
-
-class ZeroOne(nn.Module):
-    """The model in torchattacks' [0, 1] range."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        # torchattacks restores the wrapper's mode afterwards: it must be the model's own (eval)
-        self.train(model.training)
-
-    def forward(self, x01: torch.Tensor) -> torch.Tensor:
-        return self.model(2 * x01 - 1)
+from advmir.attacks.base import ZeroOne  # noqa: E402
 
 
 def synthetic(

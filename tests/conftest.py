@@ -42,6 +42,14 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+def best_lag(decoded: np.ndarray, original: np.ndarray) -> int:
+    """Lag (samples) maximising the cross-correlation of two 1-D signals; positive: decoded is late."""
+    n = len(decoded) + len(original)
+    corr = np.fft.irfft(np.fft.rfft(decoded, n) * np.conj(np.fft.rfft(original, n)), n)
+    k = int(np.argmax(corr))
+    return k if k < n // 2 else k - n
+
+
 def tiny_config(results: Path) -> dict:
     """A whole-workflow config that runs in about a minute on 2 cores."""
     config = yaml.safe_load((REPO / "config.yaml").read_text())

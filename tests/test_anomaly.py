@@ -283,3 +283,17 @@ def test_metrics_match_definitions():
     manifest = pd.DataFrame({"is_fault": y, "fault": np.where(y == 1, "hum", "none")})
     table = metrics.evaluate(manifest, {"d": s})
     assert list(table["fault"]) == ["all", "hum"] and table["n_faulty"].tolist() == [3, 3]
+
+
+def test_heuristics_and_features_share_dsp_without_importing_each_other_in_a_circle():
+    """heuristics needs only dsp; features builds on dsp and heuristics (one direction)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, advmir.anomaly.heuristics as h, advmir.anomaly.dsp as d; "
+        "assert 'advmir.anomaly.features' not in sys.modules; "
+        "import advmir.anomaly.features as f; "
+        "assert f.power_spectrogram is d.power_spectrogram is h.power_spectrogram"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

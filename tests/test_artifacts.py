@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from advmir import cli, verify
-from advmir.artifacts import ArtifactError, open_npy, read_csv, sidecar
+from advmir.artifacts import ArtifactError, load_torch, open_npy, read_csv, read_json, sidecar
 from advmir.datasets.contract import load_dataset, write_dataset
 from advmir.io import atomic_path, write_csv, write_json
 from advmir.models.zoo import load_checkpoint, save_checkpoint
@@ -288,6 +288,21 @@ def test_artifacts_without_a_digest_are_checked_by_structure(
     with pytest.raises(ArtifactError, match="is truncated"):
         load_dataset(files["data"])
     assert verify.main([str(root)]) == 1
+
+
+def test_each_reader_names_what_its_artifact_lacks(tmp_path: Path) -> None:
+    (tmp_path / "table.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "info.json").write_text('{"a": 1}')
+    torch.save({"epoch": 1}, tmp_path / "model.ckpt")
+    with pytest.raises(ArtifactError, match=r"table.csv: lacks the column\(s\) \['c', 'd'\]"):
+        read_csv(tmp_path / "table.csv", columns=("a", "c", "d"))
+    with pytest.raises(ArtifactError, match=r"info.json: lacks the key\(s\) \['b'\]"):
+        read_json(tmp_path / "info.json", keys=("a", "b"))
+    with pytest.raises(
+        ArtifactError, match=r"model.ckpt: is not a checkpoint of this kind: it lacks \['state_dict'\]"
+    ):
+        load_torch(tmp_path / "model.ckpt")
+    assert read_json(tmp_path / "info.json", keys=("a",)) == {"a": 1}
 
 
 def test_a_killed_jobs_temporary_files_are_noted_not_failed(

@@ -20,10 +20,12 @@ from advmir.attacks import (
     AttackParamError,
     Budget,
     RandomNoise,
+    accepted_params,
     attack_mode,
     build_attack,
     perturbation_metrics,
 )
+from advmir.attacks.base import ZeroOne, unit_l2
 from advmir.attacks.budgets import ENVELOPE_FRAME, project, radius_for_snr
 
 SR, T = 8000, 2000
@@ -88,19 +90,6 @@ def clips(model: TinyLogMelCNN) -> tuple[torch.Tensor, torch.Tensor]:
         keep = model(x).argmax(1) == y
     assert keep.float().mean() > 0.9, "the tiny model did not learn the toy task"
     return x[keep][:24], y[keep][:24]
-
-
-class ZeroOne(nn.Module):
-    """The model in torchattacks' [0, 1] range: x01 (B, ...) -> model(2 * x01 - 1) on (B, T)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        # torchattacks restores the wrapper's mode afterwards: it must be the model's own (eval)
-        self.train(model.training)
-
-    def forward(self, x01: torch.Tensor) -> torch.Tensor:
-        return self.model(2 * x01.flatten(1) - 1)
 
 
 # ------------------------------------------------------------------------------------------ budgets
@@ -399,6 +388,45 @@ def test_bad_parameters_are_rejected_by_name(name: str, params: dict, words: lis
         build_attack(name, params)
     for word in words:
         assert word in str(info.value), str(info.value)
+
+
+# the budget parameters each attack takes (its ``budget_params``; the base takes them for all)
+BUDGETS = {
+    **{
+        name: {"eps", "snr_db", "envelope"}
+        for name in ("fgsm", "bim", "pgd", "eot_pgd", "mifgsm", "square", "noise")
+    },
+    "deepfool": {"eps", "snr_db"},
+    "cw": {"eps", "snr_db"},
+    "universal": {"snr_db"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(BUDGETS))
+def test_each_attack_takes_its_budget_parameters_and_no_other(name: str) -> None:
+    assert set(BUDGETS) == set(ATTACKS)
+    assert set(accepted_params(name)) & {"eps", "snr_db", "envelope"} == BUDGETS[name]
+    for param in sorted({"eps", "snr_db", "envelope"} - BUDGETS[name]):
+        with pytest.raises(AttackParamError, match=f"{name}: unknown parameter.*{param}"):
+            build_attack(name, {"snr_db": 20, param: 0.5})
+    # built directly, an attack refuses a budget parameter it does not take, too
+    if "envelope" not in BUDGETS[name]:
+        with pytest.raises(AttackParamError, match="envelope"):
+            ATTACKS[name](snr_db=20, envelope=0.5)
+
+
+def test_within_budget_projects_then_clips_and_unit_l2_keeps_zero_rows() -> None:
+    x, _ = noisy_tones(3, 4)
+    delta = torch.randn_like(x)
+    for attack in (PGD(norm="l2", snr_db=20), PGD(snr_db=20)):
+        radius = attack.budget.radius(x)
+        want = (x + project(delta, radius, attack.norm)).clamp(-1.0, 1.0)
+        assert torch.equal(attack.within_budget(x, delta, radius), want)
+    unbounded = build_attack("deepfool")
+    assert unbounded.budget is None
+    assert torch.equal(unbounded.within_budget(x, 5 * delta, None), (x + 5 * delta).clamp(-1.0, 1.0))
+    v = torch.cat([delta[:2], torch.zeros(1, T)])
+    assert torch.allclose(unit_l2(v)[:2].norm(dim=1), torch.ones(2)) and (unit_l2(v)[2] == 0).all()
 
 
 def test_inputs_outside_the_audio_range_are_rejected(model: TinyLogMelCNN) -> None:

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from advmir.codecs import (
+    CODECS,
     ClipError,
     CodecEngine,
     CodecSettingError,
@@ -23,6 +24,7 @@ from advmir.codecs import (
     roundtrip_pydub,
 )
 from advmir.codecs.engine import RoundTrip, mp3_frame_bitrates
+from conftest import best_lag
 
 REPO = Path(__file__).resolve().parents[1]
 SR = 16000
@@ -89,14 +91,6 @@ def broadband_clips(n: int = 3, length: int = 8000, seed: int = 0) -> np.ndarray
     return np.asarray(clips, dtype=np.float32)
 
 
-def best_lag(decoded: np.ndarray, original: np.ndarray) -> int:
-    """Lag (samples) maximising the cross-correlation; positive: decoded is late."""
-    n = len(decoded) + len(original)
-    corr = np.fft.irfft(np.fft.rfft(decoded, n) * np.conj(np.fft.rfft(original, n)), n)
-    k = int(np.argmax(corr))
-    return k if k < n // 2 else k - n
-
-
 @pytest.fixture(scope="module")
 def engine() -> CodecEngine:
     return CodecEngine(workers=2, batch_size=2)
@@ -115,46 +109,21 @@ def test_every_grid_setting_is_valid_at_16khz():
     assert set(settings) == set(SETTINGS)
 
 
+def assert_refused(name: str, spec: dict, fix: str) -> None:
+    """parse_setting refuses the setting: the message starts with its name (and its codec, when
+    known), then says what to fix (``fix``, a regular expression)."""
+    with pytest.raises((CodecSettingError, UnknownCodecError), match=fix) as info:
+        parse_setting(name, spec, SR)
+    codec = f" ({spec['codec']}): " if spec["codec"] in CODECS else ": "
+    assert str(info.value).startswith(f"codec setting '{name}'{codec}"), str(info.value)
+
+
 @pytest.mark.parametrize(
-    ("name", "spec", "match"),
+    ("name", "spec", "fix"),
     [
-        (
-            "wav_1",
-            {"codec": "wav"},
-            r"codec setting 'wav_1': unknown codec 'wav'; known codecs: \['aac', 'flac'",
-        ),
-        (
-            "opus_1k",
-            {"codec": "opus", "bitrate_kbps": 1},
-            r"'opus_1k' \(opus\): Opus cannot take 1 kbps; 10 to 256",
-        ),
-        (
-            "mp3_500k",
-            {"codec": "mp3", "bitrate_kbps": 500},
-            r"'mp3_500k' \(mp3\): MP3 cannot take 500 kbps: the format stops at 320",
-        ),
-        (
-            "mp3_192k",
-            {"codec": "mp3", "bitrate_kbps": 192},
-            r"silently write 160 kbps. Add `sample_rate: 44100`",
-        ),
-        (
-            "mp3_100k",
-            {"codec": "mp3", "bitrate_kbps": 100},
-            r"MP3 at 16000 Hz cannot take 100 kbps; valid CBR bitrates there",
-        ),
-        (
-            "aac_96k",
-            {"codec": "aac", "bitrate_kbps": 96},
-            r"'aac_96k' \(aac\): ffmpeg's AAC encoder cannot deliver 96 kbps at 16000 Hz",
-        ),
+        ("wav_1", {"codec": "wav"}, r"unknown codec 'wav'; known codecs: \['aac', 'flac'"),
         ("vorbis_q11", {"codec": "vorbis", "quality": 11}, r"Vorbis quality must be in \[-1, 10\], got 11"),
-        (
-            "vorbis_128k",
-            {"codec": "vorbis", "bitrate_kbps": 128},
-            r"Vorbis takes no bitrate_kbps \(use quality\)",
-        ),
-        ("mp3", {"codec": "mp3"}, r"'mp3' \(mp3\): MP3 \(LAME\) needs bitrate_kbps"),
+        ("mp3", {"codec": "mp3"}, r"MP3 \(LAME\) needs bitrate_kbps"),
         ("flac_x", {"codec": "flac", "level": 5}, r"unknown keys \['level'\]"),
         (
             "opus_8khz",
@@ -163,9 +132,24 @@ def test_every_grid_setting_is_valid_at_16khz():
         ),
     ],
 )
-def test_bad_settings_name_codec_setting_and_fix(name, spec, match):
-    with pytest.raises((CodecSettingError, UnknownCodecError), match=match):
-        parse_setting(name, spec, SR)
+def test_bad_settings_name_codec_setting_and_fix(name, spec, fix):
+    assert_refused(name, spec, fix)
+
+
+@pytest.mark.parametrize(
+    ("codec", "kbps", "fix"),
+    [
+        ("opus", 1, r"Opus cannot take 1 kbps; 10 to 256"),
+        ("mp3", 500, r"MP3 cannot take 500 kbps: the format stops at 320"),
+        ("mp3", 192, r"silently write 160 kbps. Add `sample_rate: 44100`"),
+        ("mp3", 100, r"MP3 at 16000 Hz cannot take 100 kbps; valid CBR bitrates there"),
+        ("aac", 96, r"ffmpeg's AAC encoder cannot deliver 96 kbps at 16000 Hz"),
+        ("vorbis", 128, r"Vorbis takes no bitrate_kbps \(use quality\)"),
+    ],
+)
+def test_bad_bitrates_name_codec_setting_and_fix(codec, kbps, fix):
+    """The setting ``{codec}_{kbps}k`` (``bitrate_kbps: kbps``) for audio at SR (16 kHz)."""
+    assert_refused(f"{codec}_{kbps}k", {"codec": codec, "bitrate_kbps": kbps}, fix)
 
 
 def test_parse_settings_lists_every_problem():

@@ -21,6 +21,7 @@ from advmir.codecs.differentiable import (
     straight_through,
 )
 from advmir.codecs.room import apply_channel, band_response, fft_size, make_rooms, parse_room, simulate
+from conftest import best_lag
 
 SR = 16000
 SMALL_ROOM = {
@@ -33,13 +34,6 @@ SMALL_ROOM = {
 
 def noise_clips(n: int = 4, length: int = 8000, seed: int = 0) -> np.ndarray:
     return (0.2 * np.random.default_rng(seed).standard_normal((n, length))).astype(np.float32)
-
-
-def best_lag(a: np.ndarray, b: np.ndarray) -> int:
-    n = len(a) + len(b)
-    corr = np.fft.irfft(np.fft.rfft(a, n) * np.conj(np.fft.rfft(b, n)), n)
-    k = int(np.argmax(corr))
-    return k if k < n // 2 else k - n
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import pytest
 import soundfile as sf
 import yaml
 
-from advmir.datasets import esc50
+from advmir.datasets import REAL_DATASETS, dataset_module, esc50
 from advmir.datasets.cli import download
 from advmir.datasets.contract import load_dataset
 from advmir.datasets.download import (
@@ -693,6 +693,29 @@ def test_manifest_records_conversion(server, tmp_path):
     info = json.loads((tmp_path / "data/esc50/classes.json").read_text())
     assert info["resampler"].startswith(("torchaudio", "soxr")) and info["clip_samples"] == 4000
     assert "Piczak" in info["citation"]
+    assert list(info)[list(info).index("source") :][:5] == [
+        "source",
+        "title",
+        "homepage",
+        "license",
+        "citation",
+    ]
+
+
+@pytest.mark.parametrize("name", REAL_DATASETS)
+def test_each_dataset_declares_its_source_once(name):
+    """classes.json's source keys come from the module's SOURCE, in one order for every dataset."""
+    module = dataset_module(name)
+    source = module.SOURCE
+    assert source.name == module.NAME == name
+    assert source.info() == {
+        "source": name,
+        "title": module.TITLE,
+        "homepage": module.HOMEPAGE,
+        "license": module.LICENSE,
+        "citation": module.CITATION,
+    }
+    assert all(source.info().values()) and source.size == module.SIZE
 
 
 # ------------------------------------------------------------------------------ convert's pieces

@@ -19,7 +19,7 @@ import json
 import os
 import re
 import shlex
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +129,13 @@ def require(path: str | os.PathLike) -> Path:
     if not path.exists():
         raise ArtifactError(path, "is missing")
     return path
+
+
+def _require_all(path: Path, wanted: Sequence[str], present: Collection[str], fault: str) -> None:
+    """ArtifactError ``"<path> <fault> [missing, ...]"`` unless every one of ``wanted`` is in ``present``."""
+    missing = [k for k in wanted if k not in present]
+    if missing:
+        raise ArtifactError(path, f"{fault} {missing}")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -245,9 +252,7 @@ def load_torch(path: str | os.PathLike, *, keys: Sequence[str] = ("state_dict",)
         raise ArtifactError(path, f"is not a readable checkpoint ({_first_line(exc)})") from None
     if not isinstance(payload, dict):
         raise ArtifactError(path, f"holds a {type(payload).__name__}, not a checkpoint dict")
-    missing = [k for k in keys if k not in payload]
-    if missing:
-        raise ArtifactError(path, f"is not a checkpoint of this kind: it lacks {missing}")
+    _require_all(path, keys, payload, "is not a checkpoint of this kind: it lacks")
     for name, value in (payload.get("state_dict") or {}).items():
         if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all():
             raise ArtifactError(path, f"holds NaN or infinite weights ({name})")
@@ -262,9 +267,7 @@ def read_csv(path: str | os.PathLike, columns: Sequence[str] = (), **kwargs: Any
         frame = pd.read_csv(path, **kwargs)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
         raise ArtifactError(path, f"is not a readable CSV table ({_first_line(exc)})") from None
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ArtifactError(path, f"lacks the column(s) {missing}")
+    _require_all(path, columns, frame.columns, "lacks the column(s)")
     check_digest(path)
     return frame
 
@@ -278,8 +281,6 @@ def read_json(path: str | os.PathLike, keys: Sequence[str] = ()) -> dict[str, An
         raise ArtifactError(path, f"is not readable JSON ({_first_line(exc)})") from None
     if not isinstance(obj, dict):
         raise ArtifactError(path, f"holds a JSON {type(obj).__name__}, expected an object")
-    missing = [k for k in keys if k not in obj]
-    if missing:
-        raise ArtifactError(path, f"lacks the key(s) {missing}")
+    _require_all(path, keys, obj, "lacks the key(s)")
     check_digest(path)
     return obj

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from advmir.anomaly.features import log_mel
+from advmir.anomaly.dsp import log_mel
 from advmir.artifacts import load_torch
 
 log = logging.getLogger(__name__)

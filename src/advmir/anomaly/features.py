@@ -1,4 +1,5 @@
-"""Audio features shared by the detectors: log-mel, summary features, duplicate embeddings, pitch.
+"""Audio features shared by the detectors: summary features, duplicate embeddings, pitch (over the
+spectrograms of :mod:`advmir.anomaly.dsp`).
 
 All functions take waveforms (N, T) float32 and work in NumPy, in batches, on CPU.
 """
@@ -7,59 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-EPS = 1e-10
-
-
-def mel_filterbank(
-    sample_rate: int, n_fft: int, n_mels: int, fmin: float = 20.0, fmax: float | None = None
-) -> np.ndarray:
-    """Triangular HTK mel filters, shape (n_mels, n_fft // 2 + 1)."""
-    fmax = fmax or sample_rate / 2
-
-    def hz_to_mel(f: float | np.ndarray) -> np.ndarray:
-        return 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)
-
-    def mel_to_hz(m: float | np.ndarray) -> np.ndarray:
-        return 700.0 * (10 ** (np.asarray(m) / 2595.0) - 1.0)
-
-    edges = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
-    freqs = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
-    lower = (freqs[None, :] - edges[:-2, None]) / (edges[1:-1, None] - edges[:-2, None])
-    upper = (edges[2:, None] - freqs[None, :]) / (edges[2:, None] - edges[1:-1, None])
-    return np.maximum(0.0, np.minimum(lower, upper))
-
-
-def power_spectrogram(x: np.ndarray, n_fft: int = 1024, hop: int = 256) -> np.ndarray:
-    """Hann-window power spectrogram: (N, T) -> (N, frames, n_fft // 2 + 1), centred with zero padding."""
-    pad = n_fft // 2
-    x = np.pad(np.asarray(x, dtype=np.float32), ((0, 0), (pad, pad)))
-    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft, axis=1)[:, ::hop]
-    spec = np.fft.rfft(frames * np.hanning(n_fft).astype(np.float32), axis=-1)
-    return (spec.real**2 + spec.imag**2).astype(np.float32)
-
-
-def mel_power(
-    x: np.ndarray, sample_rate: int, n_mels: int = 64, n_fft: int = 1024, hop: int = 256, batch: int = 256
-) -> np.ndarray:
-    """Mel power spectrogram, (N, T) -> (N, n_mels, frames), in batches to bound memory."""
-    fb = mel_filterbank(sample_rate, n_fft, n_mels).astype(np.float32)
-    out = [
-        np.einsum("nfk,mk->nmf", power_spectrogram(x[i : i + batch], n_fft, hop), fb)
-        for i in range(0, len(x), batch)
-    ]
-    return np.concatenate(out) if out else np.zeros((0, n_mels, 0), np.float32)
-
-
-def power_db(power: np.ndarray) -> np.ndarray:
-    """A power spectrogram of any shape in dB, floor -120 dB: ``10 log10(power + 1e-12)``, same shape."""
-    return 10 * np.log10(power + 1e-12)
-
-
-def log_mel(
-    x: np.ndarray, sample_rate: int, n_mels: int = 64, n_fft: int = 1024, hop: int = 256
-) -> np.ndarray:
-    """Log-mel in dB (floor -120 dB): (N, T) -> (N, n_mels, frames)."""
-    return power_db(mel_power(x, sample_rate, n_mels, n_fft, hop))
+from advmir.anomaly import heuristics
+from advmir.anomaly.dsp import EPS, db, frame_rms, mel_filterbank, mel_power, power_db, power_spectrogram
 
 
 def summary_features(x: np.ndarray, sample_rate: int, batch: int = 256) -> tuple[np.ndarray, list[str]]:
@@ -76,8 +26,6 @@ def summary_features(x: np.ndarray, sample_rate: int, batch: int = 256) -> tuple
 
 
 def _summary_features(x: np.ndarray, sample_rate: int) -> tuple[np.ndarray, list[str]]:
-    from advmir.anomaly import heuristics
-
     spec = power_spectrogram(x)  # (N, F, K)
     mel64 = power_db(np.einsum("nfk,mk->nmf", spec, mel_filterbank(sample_rate, 1024, 64)))
     mel = power_db(np.einsum("nfk,mk->nmf", spec, mel_filterbank(sample_rate, 1024, 32)))
@@ -90,7 +38,7 @@ def _summary_features(x: np.ndarray, sample_rate: int) -> tuple[np.ndarray, list
     flatness = np.exp(np.mean(np.log(spec + EPS), axis=-1)) / (spec.mean(axis=-1) + EPS)
     cum = np.cumsum(spec, axis=-1) / total[..., None]
     rolloff = freqs[np.argmax(cum >= 0.95, axis=-1)]
-    env = heuristics.db(heuristics.frame_rms(x, sample_rate // 100))
+    env = db(frame_rms(x, sample_rate // 100))
     env = env - env.max(axis=1, keepdims=True)
 
     def wmean(v: np.ndarray) -> np.ndarray:
@@ -110,7 +58,7 @@ def _summary_features(x: np.ndarray, sample_rate: int) -> tuple[np.ndarray, list
         "env_std": env.std(axis=1),
         "env_peak_pos": np.argmax(env, axis=1) / env.shape[1],
         "env_end": env[:, -5:].mean(axis=1),
-        "level": heuristics.db(np.sqrt(np.mean(x.astype(np.float64) ** 2, axis=1))),
+        "level": db(np.sqrt(np.mean(x.astype(np.float64) ** 2, axis=1))),
     }
     for name in ("clipping", "silence", "gaps", "truncation", "dc_offset", "envelope", "hum"):
         cols[f"h_{name}"] = heuristics.CHECKS[name](x, sample_rate)[0]

@@ -12,19 +12,9 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-EPS = 1e-10
+from advmir.anomaly.dsp import EPS, db, frame_rms, log_mel, power_spectrogram
+
 Check = Callable[..., tuple[np.ndarray, list[str]]]
-
-
-def frame_rms(x: np.ndarray, hop: int) -> np.ndarray:
-    """RMS of non-overlapping frames: (N, T) -> (N, T // hop)."""
-    n = x.shape[-1] // hop
-    frames = x[..., : n * hop].reshape(*x.shape[:-1], n, hop).astype(np.float64)
-    return np.sqrt(np.mean(frames**2, axis=-1))
-
-
-def db(x: np.ndarray | float) -> np.ndarray:
-    return 20 * np.log10(np.maximum(x, EPS))
 
 
 def clipping(x: np.ndarray, sample_rate: int) -> tuple[np.ndarray, list[str]]:
@@ -156,8 +146,6 @@ def noise_floor(
     A decaying note leaves the high bands and its tail near-empty; broadband noise fills them.
     ``mel_db``: the clips' 64-band log-mel (N, 64, frames) when already computed.
     """
-    from advmir.anomaly.features import log_mel
-
     mel = log_mel(x, sample_rate, n_mels=64, n_fft=1024, hop=256) if mel_db is None else mel_db
     rel = np.percentile(mel, 10, axis=2).mean(axis=1) - mel.max(axis=(1, 2))
     return rel, [f"noise floor {v:.0f} dB re the loudest mel bin" for v in rel]
@@ -193,8 +181,6 @@ def hum(x: np.ndarray, sample_rate: int) -> tuple[np.ndarray, list[str]]:
 
 def bandwidth_hz(x: np.ndarray, sample_rate: int, drop_db: float = 50.0, batch: int = 256) -> np.ndarray:
     """Highest frequency where the long-term spectrum is within ``drop_db`` of its maximum: (N,) Hz."""
-    from advmir.anomaly.features import power_spectrogram
-
     n_fft = 1024
     out = np.zeros(len(x))
     kernel = np.ones(5) / 5  # smooth over 5 bins (78 Hz) so one harmonic gap does not end the band

@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from advmir.attacks.base import Attack, AttackResult, IterativeAttack, attack_mode
+from advmir.attacks.base import BUDGET_PARAMS, Attack, AttackResult, IterativeAttack, attack_mode
 from advmir.attacks.bim import BIM
 from advmir.attacks.budgets import Budget, perturbation_metrics, snr_db
 from advmir.attacks.cw import CarliniWagnerL2
@@ -33,10 +33,12 @@ COMMON_PARAMS = ("targeted", "target_map", "batch_size", "seed")
 
 
 def accepted_params(name: str) -> list[str]:
-    """Parameter names the attack ``name`` accepts (its own and the common ones)."""
-    skip = {"self", "model", *getattr(ATTACKS[name], "fixed_params", {})}
+    """Parameter names the attack ``name`` accepts (its own, its budget's and the common ones)."""
+    attack = ATTACKS[name]
+    unused_budget = set(BUDGET_PARAMS) - set(attack.budget_params)
+    skip = {"self", "model", *getattr(attack, "fixed_params", {}), *unused_budget}
     own: list[str] = []
-    for klass in ATTACKS[name].__mro__:  # follow **kwargs up to the classes that take them
+    for klass in attack.__mro__:  # follow **kwargs up to the classes that take them
         params = inspect.signature(klass.__init__).parameters.values()
         own += [
             p.name

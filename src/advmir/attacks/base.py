@@ -31,6 +31,9 @@ from advmir.attacks.scoring import fooled
 log = logging.getLogger(__name__)
 
 TARGET_MODES = ("random", "least_likely", "map")
+#: Every budget parameter (see :class:`advmir.attacks.budgets.Budget`); an attack takes those of its
+#: ``budget_params``.
+BUDGET_PARAMS = ("eps", "snr_db", "envelope")
 
 
 @dataclass
@@ -82,8 +85,32 @@ def attack_mode(model: nn.Module) -> Iterator[nn.Module]:
             p.requires_grad_(flag)
 
 
+class ZeroOne(nn.Module):
+    """A model on [-1, 1] waveforms seen in the [0, 1] input range of torchattacks (and the image
+    literature), to compare attacks with theirs: x01 (B, T) (or (B, ...), flattened) ->
+    ``model(2 * x01 - 1)``, logits (B, C). Budgets and steps halve in that range (eps / 2, alpha / 2).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        # torchattacks restores the wrapper's mode afterwards: it must be the model's own (eval)
+        self.train(model.training)
+
+    def forward(self, x01: torch.Tensor) -> torch.Tensor:
+        return self.model(2 * x01.flatten(1) - 1)
+
+
 class Attack:
     """Base of every attack.
+
+    Budget args (keywords; an attack takes those of its ``budget_params``, in its ``norm``):
+        eps (float | None): absolute budget, the same radius for every clip (full scale 1.0). Default None.
+        snr_db (float | None): per-clip budget in dB: the L2 ball of radius ||x_i|| 10^(-snr_db/20), or
+            the L-inf box of half-width eps_i = rms(x_i) 10^(-snr_db/20). Default None. Exactly one of
+            eps / snr_db, or neither (no budget) where ``budget_required`` is False.
+        envelope (float): shape of the L-inf box with snr_db, from 0 (flat, eps_i = rms(x_i)
+            10^(-snr_db/20)) to 1 (follows the clip's local loudness); see budgets.py. Default 0.0.
 
     Common args (every attack takes them as keywords):
         targeted (str | None): None for untargeted, or how to pick targets: ``"random"`` (uniform over the
@@ -100,11 +127,17 @@ class Attack:
     name: ClassVar[str] = "attack"
     norm: ClassVar[str] = "linf"
     supports_targeted: ClassVar[bool] = True
+    #: the budget parameters the attack takes (of BUDGET_PARAMS), and whether a budget must be given
+    budget_params: ClassVar[tuple[str, ...]] = BUDGET_PARAMS
+    budget_required: ClassVar[bool] = True
 
     def __init__(
         self,
         model: nn.Module | None = None,
         *,
+        eps: float | None = None,
+        snr_db: float | None = None,
+        envelope: float = 0.0,
         targeted: str | None = None,
         target_map: dict[int, int] | None = None,
         batch_size: int = 64,
@@ -124,7 +157,7 @@ class Attack:
         self.target_map = self._check_target_map(target_map)
         self.batch_size = int(check_number(self.name, "batch_size", batch_size, minimum=1, integer=True))
         self.seed = int(check_number(self.name, "seed", seed, minimum=0, integer=True))
-        self.budget: Budget | None = None
+        self.budget: Budget | None = self.make_budget(eps, snr_db, envelope)
         # Called with the number of clips just finished (a progress bar's update), or None.
         self.on_clips_done: Callable[[int], None] | None = None
 
@@ -158,6 +191,14 @@ class Attack:
                 )
             clean[k] = v
         return clean
+
+    def make_budget(self, eps: Any, snr_db: Any, envelope: Any) -> Budget | None:
+        """The checked budget in the attack's ``norm`` (an attack that takes ``norm`` as a parameter sets
+        it before calling the base's ``__init__``); None when none is given and ``budget_required`` is
+        False. Called by the base's ``__init__``."""
+        return Budget.create(
+            self.name, self.norm, eps=eps, snr_db=snr_db, required=self.budget_required, envelope=envelope
+        )
 
     def _number(self, param: str, value: Any, **kwargs: Any) -> Any:
         return check_number(self.name, param, value, **kwargs)
@@ -239,6 +280,21 @@ class Attack:
 
     def _generator(self, device: torch.device) -> torch.Generator:
         return torch.Generator(device=device).manual_seed(self.seed)
+
+    def random_signs(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """Independent +-1 of ``shape`` (e.g. (B, T) or (B, 1)), of the dtype and device of ``like``,
+        from the attack's generator."""
+        bits = torch.randint(0, 2, shape, generator=self._gen, device=like.device)
+        return bits.to(like.dtype) * 2 - 1
+
+    def within_budget(
+        self, x: torch.Tensor, delta: torch.Tensor, radius: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Clips x (B, T) plus perturbations delta (B, T) projected onto the budget's ball of ``radius``
+        ((B, 1) or (B, T)) when there is a budget, clipped to [-1, 1]: (B, T)."""
+        if self.budget is not None:
+            delta = self.budget.project(delta, radius)
+        return (x + delta).clamp(-1.0, 1.0)
 
     # ------------------------------------------------------------------------------------- calling
     def __call__(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None) -> AttackResult:
@@ -349,6 +405,16 @@ class IterativeAttack(Attack):
         """The adversarial clips (d, T) of the slots leaving the pool."""
         return state["x_adv"][done]
 
+    @staticmethod
+    def count_step(state: dict[str, torch.Tensor], fooled: torch.Tensor, max_iters: int) -> torch.Tensor:
+        """Book a gradient step taken by every slot: an iteration for the slots not yet ``fooled`` (b,)
+        bool (they moved), a query for all, ``fooled`` as known. Returns done (b,): fooled, or out of
+        iterations."""
+        state["iters"] += ~fooled
+        state["queries"] += 1
+        state["known"] = fooled
+        return fooled | (state["iters"] >= max_iters)
+
     def _craft(
         self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, radius: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -402,6 +468,11 @@ class IterativeAttack(Attack):
                 keep = ~done
                 state = {k: v[keep] for k, v in state.items()}
         return x_adv, iterations, queries, seconds, known
+
+
+def unit_l2(v: torch.Tensor) -> torch.Tensor:
+    """Each row of v (B, T) divided by its L2 norm (floored at 1e-20, so a zero row stays zero): (B, T)."""
+    return v / v.norm(dim=1, keepdim=True).clamp_min(1e-20)
 
 
 def as_float_tensor(audio: np.ndarray | torch.Tensor) -> torch.Tensor:

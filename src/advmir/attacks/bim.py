@@ -18,16 +18,11 @@ class BIM(PGD):
 
     Args:
         model (nn.Module): maps (B, T) waveforms in [-1, 1] to logits (B, C).
-        eps (float | None): absolute L-inf budget. Default None.
-        snr_db (float | None): per-clip budget, eps_i = rms(x_i) 10^(-snr_db/20). Default None.
-            Exactly one of eps / snr_db.
-        envelope (float): shape of the L-inf box with snr_db, from 0 (flat, eps_i = rms(x_i)
-            10^(-snr_db/20)) to 1 (follows the clip's local loudness); see budgets.py. Default 0.0.
-        steps (int): maximum steps. Default 10.
+        eps, snr_db, envelope: the L-inf budget (exactly one of eps / snr_db); see
+            :class:`advmir.attacks.base.Attack`.
         rel_step (float | None): step as a fraction of eps_i. Default 1.25 / steps (Kurakin et al.'s
             steps = 1.25 eps / alpha).
-        alpha (float | None): absolute step instead. Default None.
-        early_stop (bool): stop stepping a clip once it fools the model. Default True.
+        steps, alpha, early_stop, loss: as :class:`advmir.attacks.pgd.PGD`'s.
         targeted, target_map, batch_size, seed: see :class:`advmir.attacks.base.Attack`.
 
     Shape:
@@ -44,28 +39,5 @@ class BIM(PGD):
     # PGD parameters this attack fixes: not accepted from a config.
     fixed_params: ClassVar[dict[str, Any]] = {"norm": "linf", "random_start": False}
 
-    def __init__(
-        self,
-        model: nn.Module | None = None,
-        *,
-        eps: float | None = None,
-        snr_db: float | None = None,
-        envelope: float = 0.0,
-        steps: int = 10,
-        rel_step: float | None = None,
-        alpha: float | None = None,
-        early_stop: bool = True,
-        **common: Any,
-    ) -> None:
-        super().__init__(
-            model,
-            eps=eps,
-            snr_db=snr_db,
-            envelope=envelope,
-            steps=steps,
-            rel_step=rel_step,
-            alpha=alpha,
-            early_stop=early_stop,
-            **self.fixed_params,
-            **common,
-        )
+    def __init__(self, model: nn.Module | None = None, **pgd: Any) -> None:
+        super().__init__(model, **self.fixed_params, **pgd)

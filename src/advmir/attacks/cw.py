@@ -8,8 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from advmir.attacks.base import IterativeAttack
-from advmir.attacks.budgets import Budget
+from advmir.attacks.base import IterativeAttack, unit_l2
 from advmir.snr import amplitude_ratio
 
 _BIG = 1e10
@@ -59,9 +58,8 @@ class CarliniWagnerL2(IterativeAttack):
         abort_early (bool): end an inner loop when the loss stalls. Default True.
         max_snr_db (float): floor of the distortion term (keeps its gradient finite at x' = x).
             Default 100.0.
-        eps (float | None): optional absolute L2 budget. Default None.
-        snr_db (float | None): optional per-clip budget (L2 ball of radius ||x|| 10^(-snr_db/20)).
-            Default None.
+        eps, snr_db: an optional L2 budget (the ball of radius eps, or ||x|| 10^(-snr_db/20)); see
+            :class:`advmir.attacks.base.Attack`. Default None (unbounded).
         targeted, target_map, batch_size, seed: see :class:`advmir.attacks.base.Attack`.
 
     Shape:
@@ -74,6 +72,8 @@ class CarliniWagnerL2(IterativeAttack):
 
     name = "cw"
     norm = "l2"
+    budget_params = ("eps", "snr_db")
+    budget_required = False
 
     def __init__(
         self,
@@ -90,8 +90,6 @@ class CarliniWagnerL2(IterativeAttack):
         relative_step: bool = True,
         optimizer: str = "normalized",
         init_snr_db: float = 50.0,
-        eps: float | None = None,
-        snr_db: float | None = None,
         **common: Any,
     ) -> None:
         super().__init__(model, **common)
@@ -107,7 +105,6 @@ class CarliniWagnerL2(IterativeAttack):
         self.optimizer = self._choice("optimizer", optimizer, ("normalized", "adam"))
         self.init_snr_db = self._number("init_snr_db", init_snr_db)
         self.abort_early = self._bool("abort_early", abort_early)
-        self.budget = Budget.create(self.name, "l2", eps=eps, snr_db=snr_db, required=False)
 
     @staticmethod
     def _to_w(x: torch.Tensor) -> torch.Tensor:
@@ -172,8 +169,8 @@ class CarliniWagnerL2(IterativeAttack):
                 update = (s["m"] / (1 - b1**tt)) / ((s["v"] / (1 - b2**tt)).sqrt() + 1e-8)
                 update = update / math.sqrt(update.shape[1])  # unit RMS -> unit L2 per clip, as below
             else:  # L2-normalised gradient with momentum: keeps the L2 geometry of the problem
-                s["m"] = 0.9 * s["m"] + grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-20)
-                update = s["m"] / s["m"].norm(dim=1, keepdim=True).clamp_min(1e-20)
+                s["m"] = 0.9 * s["m"] + unit_l2(grad)
+                update = unit_l2(s["m"])
             s["w"] = s["w"] - (self.lr * scale * decay)[:, None] * update
             s["iters"] += 1
             s["queries"] += 1
@@ -217,5 +214,5 @@ class CarliniWagnerL2(IterativeAttack):
         x = state["x"][done]
         last = state["x_adv"][done]
         if self.budget is not None:
-            last = (x + self.budget.project(last - x, state["radius"][done])).clamp(-1.0, 1.0)
+            last = self.within_budget(x, last - x, state["radius"][done])
         return torch.where(found[:, None], state["best_adv"][done], last)

@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from advmir.attacks.base import IterativeAttack
-from advmir.attacks.budgets import Budget
 
 
 class DeepFool(IterativeAttack):
@@ -25,9 +24,8 @@ class DeepFool(IterativeAttack):
         steps (int): maximum iterations. Default 50.
         overshoot (float): relative overshoot past the boundary. Default 0.02.
         n_candidates (int): other classes considered per step (most likely first). Default 10.
-        eps (float | None): optional absolute L2 budget. Default None.
-        snr_db (float | None): optional per-clip budget (L2 ball of radius ||x|| 10^(-snr_db/20)).
-            Default None.
+        eps, snr_db: an optional L2 budget (the ball of radius eps, or ||x|| 10^(-snr_db/20)); see
+            :class:`advmir.attacks.base.Attack`. Default None (unbounded).
         batch_size, seed: see :class:`advmir.attacks.base.Attack`. Not targeted.
 
     Shape:
@@ -41,6 +39,8 @@ class DeepFool(IterativeAttack):
     name = "deepfool"
     norm = "l2"
     supports_targeted = False
+    budget_params = ("eps", "snr_db")
+    budget_required = False
 
     def __init__(
         self,
@@ -49,15 +49,12 @@ class DeepFool(IterativeAttack):
         steps: int = 50,
         overshoot: float = 0.02,
         n_candidates: int = 10,
-        eps: float | None = None,
-        snr_db: float | None = None,
         **common: Any,
     ) -> None:
         super().__init__(model, **common)
         self.steps = self._number("steps", steps, minimum=1, integer=True)
         self.overshoot = self._number("overshoot", overshoot, minimum=0.0)
         self.n_candidates = self._number("n_candidates", n_candidates, minimum=1, integer=True)
-        self.budget = Budget.create(self.name, "l2", eps=eps, snr_db=snr_db, required=False)
 
     def init_state(
         self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, radius: torch.Tensor
@@ -90,13 +87,7 @@ class DeepFool(IterativeAttack):
         with torch.no_grad():
             move = ~fooled
             r_total = torch.where(move[:, None], s["r_total"] + best_step, s["r_total"])
-            delta = (1 + self.overshoot) * r_total
-            if self.budget is not None:
-                delta = self.budget.project(delta, s["radius"])
-            new = (s["x"] + delta).clamp(-1.0, 1.0)
+            new = self.within_budget(s["x"], (1 + self.overshoot) * r_total, s["radius"])
             s["r_total"] = r_total
             s["x_adv"] = torch.where(move[:, None], new, s["x_adv"])
-            s["iters"] += move
-            s["queries"] += 1
-            s["known"] = fooled
-            return fooled | (s["iters"] >= self.steps)
+            return self.count_step(s, fooled, self.steps)

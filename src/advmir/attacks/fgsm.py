@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-from torch import nn
 
 from advmir.attacks.base import Attack
-from advmir.attacks.budgets import Budget
 
 
 class FGSM(Attack):
@@ -19,11 +15,8 @@ class FGSM(Attack):
 
     Args:
         model (nn.Module): maps (B, T) waveforms in [-1, 1] to logits (B, C).
-        eps (float | None): absolute L-inf budget (full scale 1.0). Default None.
-        snr_db (float | None): per-clip budget, eps_i = rms(x_i) 10^(-snr_db/20). Default None.
-            Exactly one of eps / snr_db.
-        envelope (float): shape of the L-inf box with snr_db, from 0 (flat, eps_i = rms(x_i)
-            10^(-snr_db/20)) to 1 (follows the clip's local loudness); see budgets.py. Default 0.0.
+        eps, snr_db, envelope: the L-inf budget (exactly one of eps / snr_db); see
+            :class:`advmir.attacks.base.Attack`.
         targeted, target_map, batch_size, seed: see :class:`advmir.attacks.base.Attack`.
 
     Shape:
@@ -36,18 +29,6 @@ class FGSM(Attack):
 
     name = "fgsm"
     norm = "linf"
-
-    def __init__(
-        self,
-        model: nn.Module | None = None,
-        *,
-        eps: float | None = None,
-        snr_db: float | None = None,
-        envelope: float = 0.0,
-        **common: Any,
-    ) -> None:
-        super().__init__(model, **common)
-        self.budget = Budget.create(self.name, "linf", eps=eps, snr_db=snr_db, envelope=envelope)
 
     def _craft_batch(
         self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, radius: torch.Tensor | None

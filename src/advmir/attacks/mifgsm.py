@@ -19,18 +19,12 @@ class MIFGSM(BIM):
 
     Args:
         model (nn.Module): maps (B, T) waveforms in [-1, 1] to logits (B, C).
-        eps (float | None): absolute L-inf budget. Default None.
-        snr_db (float | None): per-clip budget, eps_i = rms(x_i) 10^(-snr_db/20). Default None.
-            Exactly one of eps / snr_db.
-        envelope (float): shape of the L-inf box with snr_db, from 0 (flat, eps_i = rms(x_i)
-            10^(-snr_db/20)) to 1 (follows the clip's local loudness); see budgets.py. Default 0.0.
-        steps (int): maximum steps. Default 10.
         decay (float): momentum factor mu. Default 1.0.
         rel_step (float | None): step as a fraction of eps_i. Default 1 / steps (the paper's eps / T).
-        alpha (float | None): absolute step instead. Default None.
         early_stop (bool): stop stepping a clip once it fools the model. Default True. (For transfer
             attacks set it False: a clip that barely fools the source transfers worse.)
-        targeted, target_map, batch_size, seed: see :class:`advmir.attacks.base.Attack`.
+        eps, snr_db, envelope, steps, alpha, loss, targeted, target_map, batch_size, seed: see
+            :class:`advmir.attacks.bim.BIM`.
 
     Shape:
         x: (B, T) float in [-1, 1]; y: (B,) int64; result.x_adv: (B, T).

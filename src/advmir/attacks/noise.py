@@ -7,8 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from advmir.attacks.base import Attack
-from advmir.attacks.budgets import Budget
+from advmir.attacks.base import Attack, unit_l2
 
 
 class RandomNoise(Attack):
@@ -20,10 +19,8 @@ class RandomNoise(Attack):
     Args:
         model (nn.Module): maps (B, T) waveforms in [-1, 1] to logits (B, C).
         norm (str): ``"linf"`` or ``"l2"``. Default ``"linf"``.
-        eps (float | None): absolute budget. Default None.
-        snr_db (float | None): per-clip budget in dB. Default None. Exactly one of eps / snr_db.
-        envelope (float): shape of the L-inf box with snr_db, from 0 (flat, eps_i = rms(x_i)
-            10^(-snr_db/20)) to 1 (follows the clip's local loudness); see budgets.py. Default 0.0.
+        eps, snr_db, envelope: the budget in ``norm`` (exactly one of eps / snr_db); see
+            :class:`advmir.attacks.base.Attack`.
         batch_size, seed: see :class:`advmir.attacks.base.Attack`.
 
     Shape:
@@ -42,22 +39,17 @@ class RandomNoise(Attack):
         model: nn.Module | None = None,
         *,
         norm: str = "linf",
-        eps: float | None = None,
-        snr_db: float | None = None,
-        envelope: float = 0.0,
         **common: Any,
     ) -> None:
+        self.norm = norm  # the budget's norm: the base checks it and builds the budget
         super().__init__(model, **common)
-        self.budget = Budget.create(self.name, norm, eps=eps, snr_db=snr_db, envelope=envelope)
-        self.norm = norm
 
     def _craft_batch(
         self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, radius: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor | int, torch.Tensor | int]:
         if self.norm == "linf":
-            bits = torch.randint(0, 2, x.shape, generator=self._gen, device=x.device)
-            delta = (bits.to(x.dtype) * 2 - 1) * radius
+            delta = self.random_signs(x.shape, x) * radius
         else:
             noise = torch.randn(x.shape, generator=self._gen, device=x.device, dtype=x.dtype)
-            delta = noise / noise.norm(dim=1, keepdim=True).clamp_min(1e-20) * radius
+            delta = unit_l2(noise) * radius
         return (x + delta).clamp(-1.0, 1.0), 0, 1

@@ -7,8 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from advmir.attacks.base import IterativeAttack
-from advmir.attacks.budgets import Budget
+from advmir.attacks.base import IterativeAttack, unit_l2
 
 
 class PGD(IterativeAttack):
@@ -23,11 +22,8 @@ class PGD(IterativeAttack):
     Args:
         model (nn.Module): maps (B, T) waveforms in [-1, 1] to logits (B, C).
         norm (str): ``"linf"`` or ``"l2"``. Default ``"linf"``.
-        eps (float | None): absolute budget (full scale 1.0). Default None.
-        snr_db (float | None): per-clip budget in dB (see budgets.py). Default None. Exactly one of
-            eps / snr_db.
-        envelope (float): shape of the L-inf box with snr_db, from 0 (flat, eps_i = rms(x_i)
-            10^(-snr_db/20)) to 1 (follows the clip's local loudness); see budgets.py. Default 0.0.
+        eps, snr_db, envelope: the budget in ``norm`` (exactly one of eps / snr_db); see
+            :class:`advmir.attacks.base.Attack`.
         steps (int): maximum steps per clip. Default 10.
         rel_step (float | None): step size as a fraction of the clip's radius. Default 2.5 / steps
             (Madry et al.'s rule).
@@ -57,9 +53,6 @@ class PGD(IterativeAttack):
         model: nn.Module | None = None,
         *,
         norm: str = "linf",
-        eps: float | None = None,
-        snr_db: float | None = None,
-        envelope: float = 0.0,
         steps: int = 10,
         rel_step: float | None = None,
         alpha: float | None = None,
@@ -68,10 +61,9 @@ class PGD(IterativeAttack):
         loss: str = "ce",
         **common: Any,
     ) -> None:
+        self.norm = norm  # the budget's norm: the base checks it and builds the budget
         super().__init__(model, **common)
         self.objective = self._choice("loss", loss, ("ce", "margin"))
-        self.budget = Budget.create(self.name, norm, eps=eps, snr_db=snr_db, envelope=envelope)
-        self.norm = norm
         self.steps = self._number("steps", steps, minimum=1, integer=True)
         self.rel_step = self._number("rel_step", rel_step, minimum=0, exclusive_minimum=True, optional=True)
         self.alpha = self._number("alpha", alpha, minimum=0, exclusive_minimum=True, optional=True)
@@ -116,7 +108,7 @@ class PGD(IterativeAttack):
             else:
                 noise = torch.randn(x.shape, generator=self._gen, device=x.device, dtype=x.dtype)
                 u = torch.rand((x.shape[0], 1), generator=self._gen, device=x.device, dtype=x.dtype)
-                delta = noise / noise.norm(dim=1, keepdim=True).clamp_min(1e-20) * u * radius
+                delta = unit_l2(noise) * u * radius
             x_adv = (x + delta).clamp(-1.0, 1.0)
         state = {"x_adv": x_adv}
         if self.norm == "linf":
@@ -129,7 +121,7 @@ class PGD(IterativeAttack):
         """The step direction from the loss gradient (b, T): sign (L-inf) or unit L2 (L2)."""
         if self.norm == "linf":
             return grad.sign()
-        return grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-20)
+        return unit_l2(grad)
 
     def step(self, s: dict[str, torch.Tensor]) -> torch.Tensor:
         logits, grad = self.input_gradient(s["x_adv"], s["y"], s["t"])
@@ -138,14 +130,11 @@ class PGD(IterativeAttack):
             new = torch.addcmul(s["x_adv"], size, self.direction(grad, s)).clamp_(min=s["lo"], max=s["hi"])
         else:
             stepped = s["x_adv"] + size * self.direction(grad, s)
-            new = (s["x"] + self.budget.project(stepped - s["x"], s["radius"])).clamp_(-1.0, 1.0)
+            new = self.within_budget(s["x"], stepped - s["x"], s["radius"])
         if self.early_stop:
             fooled = self.is_success(logits, s["y"], s["t"])
             s["x_adv"] = torch.where(fooled[:, None], s["x_adv"], new) if fooled.any() else new
         else:
             fooled = torch.zeros_like(s["known"])
             s["x_adv"] = new
-        s["iters"] += ~fooled
-        s["queries"] += 1
-        s["known"] = fooled
-        return fooled | (s["iters"] >= self.steps)
+        return self.count_step(s, fooled, self.steps)

@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from advmir.attacks.base import IterativeAttack
-from advmir.attacks.budgets import Budget
 
 # iterations (out of 10,000) at which the window fraction halves, from the paper's code
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -29,11 +28,8 @@ class Square(IterativeAttack):
 
     Args:
         model (nn.Module): maps (B, T) waveforms in [-1, 1] to logits (B, C); only forward is used.
-        eps (float | None): absolute L-inf budget. Default None.
-        snr_db (float | None): per-clip budget, eps_i = rms(x_i) 10^(-snr_db/20). Default None.
-            Exactly one of eps / snr_db.
-        envelope (float): shape of the L-inf box with snr_db, from 0 (flat, eps_i = rms(x_i)
-            10^(-snr_db/20)) to 1 (follows the clip's local loudness); see budgets.py. Default 0.0.
+        eps, snr_db, envelope: the L-inf budget (exactly one of eps / snr_db); see
+            :class:`advmir.attacks.base.Attack`.
         n_queries (int): maximum queries per clip (the initial point counts as one). Default 500.
         p_init (float): initial window length as a fraction of the clip. Default 0.1.
         window (str): ``"constant"`` or ``"noise"`` (see above). Default ``"constant"``.
@@ -54,23 +50,15 @@ class Square(IterativeAttack):
         self,
         model: nn.Module | None = None,
         *,
-        eps: float | None = None,
-        snr_db: float | None = None,
-        envelope: float = 0.0,
         n_queries: int = 500,
         p_init: float = 0.1,
         window: str = "constant",
         **common: Any,
     ) -> None:
         super().__init__(model, **common)
-        self.budget = Budget.create(self.name, "linf", eps=eps, snr_db=snr_db, envelope=envelope)
         self.n_queries = self._number("n_queries", n_queries, minimum=1, integer=True)
         self.window = self._choice("window", window, ("noise", "constant"))
         self.p_init = self._number("p_init", p_init, minimum=0.0, maximum=1.0, exclusive_minimum=True)
-
-    def _signs(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-        bits = torch.randint(0, 2, shape, generator=self._gen, device=like.device)
-        return bits.to(like.dtype) * 2 - 1
 
     @torch.no_grad()
     def _margin_at(self, x_adv: torch.Tensor, s: dict) -> torch.Tensor:
@@ -85,7 +73,7 @@ class Square(IterativeAttack):
     def init_state(
         self, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, radius: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        delta = self._signs(x.shape, x) * radius
+        delta = self.random_signs(x.shape, x) * radius
         x_adv = (x + delta).clamp(-1.0, 1.0)
         margin = self.margin(self.model(x_adv), y, t)
         ones = torch.ones(x.shape[0], dtype=torch.long, device=x.device)
@@ -102,9 +90,9 @@ class Square(IterativeAttack):
         window = (pos >= start[:, None]) & (pos < (start + length)[:, None])
         delta = s["x_adv"] - s["x"]
         if self.window == "noise":
-            fresh = self._signs((b, n), s["x"]) * s["radius"]
+            fresh = self.random_signs((b, n), s["x"]) * s["radius"]
         else:
-            fresh = self._signs((b, 1), s["x"]) * s["radius"]
+            fresh = self.random_signs((b, 1), s["x"]) * s["radius"]
         trial = (s["x"] + torch.where(window, fresh, delta)).clamp(-1.0, 1.0)
         loss = self._margin_at(trial, s)
         better = (loss < s["loss"]) & ~fooled

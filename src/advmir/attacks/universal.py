@@ -56,12 +56,12 @@ class Universal(Attack):
     name = "universal"
     norm = "l2"
     supports_targeted = False
+    budget_params = ("snr_db",)
 
     def __init__(
         self,
         model: nn.Module | None = None,
         *,
-        snr_db: float | None = None,
         scaling: str = "per_clip",
         epochs: int = 5,
         lr: float = 0.01,
@@ -70,9 +70,6 @@ class Universal(Attack):
         **common: Any,
     ) -> None:
         super().__init__(model, **common)
-        if snr_db is None:
-            raise AttackParamError(f"{self.name}: parameter 'snr_db' is required (the budget in dB)")
-        self.budget = Budget.create(self.name, "l2", snr_db=snr_db)
         self.scaling = self._choice("scaling", scaling, SCALINGS)
         self.epochs = self._number("epochs", epochs, minimum=1, integer=True)
         self.lr = self._number("lr", lr, minimum=0.0, exclusive_minimum=True)
@@ -90,6 +87,12 @@ class Universal(Attack):
         radius = self.fixed_norm * scale
         v = v * torch.clamp(radius / v.norm().clamp_min(1e-20), max=1.0)
         return (x + v[None, :]).clamp(-1.0, 1.0)
+
+    def make_budget(self, eps: Any, snr_db: Any, envelope: Any) -> Budget | None:
+        """The L2 budget set by ``snr_db``, which is required."""
+        if snr_db is None:
+            raise AttackParamError(f"{self.name}: parameter 'snr_db' is required (the budget in dB)")
+        return super().make_budget(eps, snr_db, envelope)
 
     def fit(self, x_train: np.ndarray | torch.Tensor, y_train: np.ndarray | torch.Tensor) -> Universal:
         """Learn the perturbation on training clips x_train (N, T) with labels y_train (N,); returns self."""

@@ -63,6 +63,36 @@ def to_float32(audio: np.ndarray) -> np.ndarray:
     return audio.astype(np.float32, copy=False)
 
 
+@dataclass(frozen=True)
+class Source:
+    """What a real dataset's module declares once about its source: its ``SOURCE``, built from the
+    module's constants (as mirdata's loaders declare theirs), which
+    :func:`advmir.datasets.prepare.write_prepared` writes into classes.json.
+
+    Args:
+        name: the dataset's name (its module and config section), classes.json's ``source``.
+        title, homepage, license, citation: written into classes.json as they are.
+        size: clips and download size, for readers (not written).
+    """
+
+    name: str
+    title: str
+    homepage: str
+    license: str
+    citation: str
+    size: str = ""
+
+    def info(self) -> dict[str, str]:
+        """The keys of classes.json that describe the source, in their order there."""
+        return {
+            "source": self.name,
+            "title": self.title,
+            "homepage": self.homepage,
+            "license": self.license,
+            "citation": self.citation,
+        }
+
+
 def validate_arrays(waveforms: np.ndarray, manifest: pd.DataFrame, classes: list[str]) -> None:
     """Check the contract on in-memory data; raise DataContractError naming the fault."""
     if waveforms.ndim != 2:

@@ -24,6 +24,7 @@ from typing import Any
 
 import pandas as pd
 
+from advmir.datasets.contract import Source
 from advmir.datasets.download import RemoteFile
 from advmir.datasets.prepare import Job, Settings, check_options, own_defaults, write_prepared
 
@@ -43,6 +44,8 @@ CITATION = """@inproceedings{piczak2015dataset,
   publisher = {ACM Press},
   doi = {10.1145/2733373.2806390},
 }"""
+#: What classes.json says of the source (written by write_prepared).
+SOURCE = Source(NAME, TITLE, HOMEPAGE, LICENSE, CITATION, SIZE)
 
 #: The commit of karolpiczak/ESC-50 whose archive is fetched (the master head through 2025).
 COMMIT = "33c8ce9eb2cf0b1c2f8bcf322eb349b6be34dbb6"
@@ -116,18 +119,5 @@ def convert(files: dict[str, Path], settings: Settings, out_dir: Path, scratch_d
     if missing:
         raise ValueError(f"{len(missing)} files listed in esc50.csv are missing, e.g. {missing[0]}")
     jobs = [Job(path=p, rows=(i,)) for i, p in enumerate(paths)]
-    return write_prepared(
-        out_dir,
-        jobs,
-        manifest,
-        classes,
-        settings,
-        scratch_dir,
-        source=NAME,
-        title=TITLE,
-        homepage=HOMEPAGE,
-        license=LICENSE,
-        citation=CITATION,
-        task="category",
-        split_mode=f"folds {opts['folds']}",
-    )
+    info = {"task": "category", "split_mode": f"folds {opts['folds']}"}
+    return write_prepared(SOURCE, out_dir, jobs, manifest, classes, settings, scratch_dir, **info)

@@ -26,6 +26,7 @@ from typing import Any
 
 import pandas as pd
 
+from advmir.datasets.contract import Source
 from advmir.datasets.download import RemoteFile
 from advmir.datasets.prepare import Job, Settings, check_options, group_split, own_defaults, write_prepared
 
@@ -43,6 +44,8 @@ CITATION = """@inproceedings{romani2015real,
   booktitle = {Audio Engineering Society Convention 138},
   year = {2015},
 }"""
+#: What classes.json says of the source (written by write_prepared).
+SOURCE = Source(NAME, TITLE, HOMEPAGE, LICENSE, CITATION, SIZE)
 
 # Zenodo publishes an md5 for every file; these are the values mirdata's good_sounds loader pins.
 _META = "https://zenodo.org/records/4588740/files"
@@ -126,26 +129,16 @@ def convert(files: dict[str, Path], settings: Settings, out_dir: Path, scratch_d
         raise ValueError(f"no usable good-sounds notes found (left out: {skipped})")
     table, manifest, classes, column = take_manifest(rows, opts, settings.seed)
     jobs = [Job(path=p, rows=(i,)) for i, p in enumerate(table["path"])]
-    return write_prepared(
-        out_dir,
-        jobs,
-        manifest,
-        classes,
-        settings,
-        scratch_dir,
-        source=NAME,
-        title=TITLE,
-        homepage=HOMEPAGE,
-        license=LICENSE,
-        citation=CITATION,
-        task=opts["task"],
-        takes=opts["takes"],
-        split_mode=(
+    info = {
+        "task": opts["task"],
+        "takes": opts["takes"],
+        "split_mode": (
             f"seeded by note (sound_id), stratified by {column} (valid {opts['valid_fraction']}, "
             f"test {opts['test_fraction']})"
         ),
-        left_out=skipped,
-    )
+        "left_out": skipped,
+    }
+    return write_prepared(SOURCE, out_dir, jobs, manifest, classes, settings, scratch_dir, **info)
 
 
 def take_rows(

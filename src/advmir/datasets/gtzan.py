@@ -29,6 +29,7 @@ import pandas as pd
 import soundfile as sf
 
 from advmir.datasets._gtzan_splits import FAULT_FILTERED, excerpt_numbers
+from advmir.datasets.contract import Source
 from advmir.datasets.download import RemoteFile
 from advmir.datasets.prepare import Job, Settings, check_options, group_split, own_defaults, write_prepared
 
@@ -54,6 +55,8 @@ CITATION = """@article{tzanetakis2002musical,
   journal = {IEEE Transactions on Multimedia},
   volume = {17}, number = {11}, pages = {2059--2071}, year = {2015},
 }"""
+#: What classes.json says of the source (written by write_prepared).
+SOURCE = Source(NAME, TITLE, HOMEPAGE, LICENSE, CITATION, SIZE)
 
 GENRES = ("blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock")
 KNOWN_DAMAGED = frozenset({"jazz.00054"})
@@ -116,23 +119,13 @@ def convert(files: dict[str, Path], settings: Settings, out_dir: Path, scratch_d
     splits, left_out, description = excerpt_splits(ids, opts, settings.seed)
     rows, jobs, skipped = segment_rows(excerpts, ids, splits, settings.clip_seconds)
     manifest = pd.DataFrame(rows)
-    return write_prepared(
-        out_dir,
-        jobs,
-        manifest,
-        list(GENRES),
-        settings,
-        scratch_dir,
-        source=NAME,
-        title=TITLE,
-        homepage=HOMEPAGE,
-        license=LICENSE,
-        citation=CITATION,
-        task="genre",
-        split_mode=description,
-        excerpts_left_out=left_out,
-        excerpts_unreadable=skipped,
-    )
+    info = {
+        "task": "genre",
+        "split_mode": description,
+        "excerpts_left_out": left_out,
+        "excerpts_unreadable": skipped,
+    }
+    return write_prepared(SOURCE, out_dir, jobs, manifest, list(GENRES), settings, scratch_dir, **info)
 
 
 def excerpt_splits(

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from advmir.datasets.contract import Source
 from advmir.datasets.download import RemoteFile
 from advmir.datasets.prepare import Job, Settings, check_options, group_split, own_defaults, write_prepared
 
@@ -51,6 +52,8 @@ CITATION = """@InProceedings{pmlr-v70-engel17a,
   series = {Proceedings of Machine Learning Research},
   publisher = {PMLR},
 }"""
+#: What classes.json says of the source (written by write_prepared).
+SOURCE = Source(NAME, TITLE, HOMEPAGE, LICENSE, CITATION, SIZE)
 
 _BASE = "http://download.magenta.tensorflow.org/datasets/nsynth"
 # md5 as used by the HEAR 2021 benchmark (hearbenchmark/hear-preprocess, nsynth_pitch.py); Magenta
@@ -133,23 +136,13 @@ def convert(files: dict[str, Path], settings: Settings, out_dir: Path, scratch_d
     jobs = [Job(path=p, rows=(i,)) for i, p in enumerate(notes["path"])]
     overlap = _overlap(manifest)
     log.info("instruments shared by train and test: %d", overlap)
-    return write_prepared(
-        out_dir,
-        jobs,
-        manifest,
-        classes,
-        settings,
-        scratch_dir,
-        source=NAME,
-        title=TITLE,
-        homepage=HOMEPAGE,
-        license=LICENSE,
-        citation=CITATION,
-        task=opts["task"],
-        split_mode=mode,
-        instruments_shared_by_train_and_test=overlap,
-        archives=opts["archives"],
-    )
+    info = {
+        "task": opts["task"],
+        "split_mode": mode,
+        "instruments_shared_by_train_and_test": overlap,
+        "archives": opts["archives"],
+    }
+    return write_prepared(SOURCE, out_dir, jobs, manifest, classes, settings, scratch_dir, **info)
 
 
 def read_notes(files: dict[str, Path], archives: list[str]) -> pd.DataFrame:

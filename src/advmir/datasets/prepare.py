@@ -3,7 +3,9 @@
 A dataset adapter lists :class:`Job` s (one source file, one or more clips cut from it) and a
 manifest with one row per clip; :func:`render_clips` decodes, mixes to mono, resamples, cuts or
 pads every clip into a scratch memory map, and :func:`write_prepared` adds what was done to each
-clip to the manifest and writes the dataset atomically through ``advmir.datasets.contract``.
+clip to the manifest and writes the dataset atomically through ``advmir.datasets.contract``, with
+the dataset's :class:`~advmir.datasets.contract.Source` (declared once in its module) in
+classes.json.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from advmir.datasets.contract import write_dataset
+from advmir.datasets.contract import Source, write_dataset
 from advmir.datasets.resample import (
     fit_length,
     limit_peak,
@@ -158,6 +160,7 @@ def render_clips(
 
 
 def write_prepared(
+    source: Source,
     out_dir: str | os.PathLike,
     jobs: Sequence[Job],
     manifest: pd.DataFrame,
@@ -170,7 +173,10 @@ def write_prepared(
 
     ``manifest`` has one row per clip (row i <-> the clip whose Job lists i) with at least
     ``id, split, label, label_idx``; the per-clip conversion record (STAT_COLUMNS) is appended.
+    classes.json holds, after the conversion settings, ``source.info()`` and then ``info`` (the
+    run's own keys: task, split mode, ...).
     """
+    info = {**source.info(), **info}
     manifest = manifest.reset_index(drop=True)
     waves, stats, ok, scratch = render_clips(jobs, len(manifest), settings, scratch_dir)
     try:

@@ -185,7 +185,7 @@ def mel_spectrogram(
     """The mel power spectrogram of every torch log-mel here, (B, T) -> (B, n_mels, frames): this
     front-end's and the anomaly multi-task net's (:class:`advmir.anomaly.multitask.LogMel`), which
     differ only in ``f_min``, ``f_max`` (None: torchaudio's ``sample_rate // 2``) and the log that
-    follows. (The anomaly detectors' NumPy log-mel, :func:`advmir.anomaly.features.log_mel`, is a
+    follows. (The anomaly detectors' NumPy log-mel, :func:`advmir.anomaly.dsp.log_mel`, is a
     separate computation: other window, padding and precision, so other numbers.)"""
     options = {"n_fft": n_fft, "hop_length": hop_length, "n_mels": n_mels, "f_min": f_min, "f_max": f_max}
     return torchaudio.transforms.MelSpectrogram(sample_rate=sample_rate, power=2.0, **options)

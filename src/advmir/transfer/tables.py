@@ -395,10 +395,7 @@ def _rates(table: pd.DataFrame, models: Mapping[str, Mapping[str, Any]]) -> dict
         )
         .reset_index()
     )
-    counted = rates["n_counted"].where(rates["n_counted"] > 0)
-    rates["success_rate"] = rates["n_success"] / counted
-    rates["noise_success_rate"] = rates["n_noise_success"] / counted
-    rates["excess_over_noise"] = rates["success_rate"] - rates["noise_success_rate"]
+    _add_rates(rates)
     return {"rates": rates, "matrix": rate_matrix(rates, models), "representation": _representation(rates)}
 
 
@@ -437,13 +434,19 @@ def _representation(rates: pd.DataFrame) -> pd.DataFrame:
         )
         .reset_index()
     )
-    counted = representation["n_counted"].where(representation["n_counted"] > 0)
-    representation["pooled_success_rate"] = representation["n_success"] / counted
-    representation["pooled_noise_success_rate"] = representation["n_noise_success"] / counted
-    representation["pooled_excess_over_noise"] = (
-        representation["pooled_success_rate"] - representation["pooled_noise_success_rate"]
-    )
+    _add_rates(representation, prefix="pooled_")
     return representation
+
+
+def _add_rates(frame: pd.DataFrame, prefix: str = "") -> None:
+    """Add the RATES columns (named ``prefix + rate``) to a table of counts, in place: the shares of
+    the counted clips (``n_counted``; none counted: NaN) fooled (``n_success``) and fooled by the
+    matched noise (``n_noise_success``), and the first minus the second."""
+    success, noise, excess = (prefix + rate for rate in RATES)
+    counted = frame["n_counted"].where(frame["n_counted"] > 0)
+    frame[success] = frame["n_success"] / counted
+    frame[noise] = frame["n_noise_success"] / counted
+    frame[excess] = frame[success] - frame[noise]
 
 
 def lossless_changes(clean_table: pd.DataFrame) -> pd.DataFrame:
