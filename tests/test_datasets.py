@@ -18,8 +18,8 @@ import pytest
 import soundfile as sf
 import yaml
 
+from advmir.cli import main
 from advmir.datasets import REAL_DATASETS, dataset_module, esc50
-from advmir.datasets.cli import download
 from advmir.datasets.contract import load_dataset
 from advmir.datasets.download import (
     ChecksumError,
@@ -259,8 +259,10 @@ def esc50_files(readme: bytes = b"# ESC-50\n") -> dict[str, bytes]:
 
 
 def run_download(server: Server, tmp: Path, dataset: str, settings: dict, *extra: str) -> int:
-    return download(
+    """The command's exit status: 0, or 2 for a known bad input (one line, no traceback)."""
+    return main(
         [
+            "download-dataset",
             "--dataset", dataset,
             "--raw-dir", str(tmp / "raw" / dataset),
             "--out-dir", str(tmp / "data" / dataset),
@@ -336,7 +338,7 @@ def test_gtzan_known_damaged_excerpt_is_skipped_others_fail(server, tmp_path, ca
     ]
     server.files = gtzan_files({"genres/jazz/jazz.00055.wav": b"not audio"})
     settings = {"clip_seconds": 0.5, "checksums": pins(server.files)}
-    assert run_download(server, tmp_path / "2", "gtzan", settings) == 1
+    assert run_download(server, tmp_path / "2", "gtzan", settings) == 2
     err = capsys.readouterr().err
     assert "cannot read" in err and "jazz.00055.wav" in err
 
@@ -401,7 +403,7 @@ def test_interrupted_download_resumes_from_part(server, tmp_path, capsys):
     size = len(server.files[ESC_ZIP])
     server.drop_once[ESC_ZIP] = size // 2
     settings = {"clip_seconds": 0.5, "checksums": pins(server.files)}
-    assert run_download(server, tmp_path, "esc50", settings) == 1
+    assert run_download(server, tmp_path, "esc50", settings) == 2
     err = capsys.readouterr().err
     assert "run the same command again to resume" in err
     part = tmp_path / f"raw/esc50/{ESC_ZIP}.part"
@@ -416,7 +418,7 @@ def test_interrupted_download_resumes_from_part(server, tmp_path, capsys):
 def test_checksum_mismatch_stops_and_keeps_the_download(server, tmp_path, capsys):
     server.files = esc50_files()
     settings = {"clip_seconds": 0.5, "checksums": {ESC_ZIP: "sha256:" + "0" * 64}}
-    assert run_download(server, tmp_path, "esc50", settings) == 1
+    assert run_download(server, tmp_path, "esc50", settings) == 2
     err = capsys.readouterr().err
     assert f"checksum mismatch for {ESC_ZIP}.part" in err and "resumes" in err
     assert "not the one you pinned" in err and f"replace your pin by `esc50: {{checksums: {{{ESC_ZIP}:" in err
@@ -444,7 +446,7 @@ def test_esc50_archive_rebuilt_upstream_says_what_changed_and_how_to_accept_it(s
     server.files = esc50_files()  # served in place of the real archive: its digest is not the pinned one
     got = sha256(server.files[ESC_ZIP])
     settings = {"clip_seconds": 0.5}
-    assert run_download(server, tmp_path, "esc50", settings) == 1
+    assert run_download(server, tmp_path, "esc50", settings) == 2
     err = " ".join(capsys.readouterr().err.split())  # log lines may wrap
     assert f"checksum mismatch for {ESC_ZIP}.part" in err
     assert f"expected {esc50.REMOTE.checksums[0]} (published checksum)" in err
@@ -477,7 +479,7 @@ def test_rebuilt_copy_of_a_recorded_archive_says_which_entry_to_delete(server, t
     server.files = gtzan_files({"genres/README": b"repacked"})
     second = sha256(server.files["genres.tar.gz"])
     (raw / "genres.tar.gz").unlink()
-    assert run_download(server, tmp_path, "gtzan", settings) == 1
+    assert run_download(server, tmp_path, "gtzan", settings) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "checksum mismatch for genres.tar.gz.part" in err
     assert f"expected {first} (checksum recorded on first download" in err and f"got {second}" in err
@@ -523,7 +525,7 @@ def test_truncated_archive(server, tmp_path, capsys, kind):
         dataset, folder = "esc50", ESC_ZIP.removesuffix(".zip")
     # the digest pinned is that of the truncated bytes: verification passes, extraction must not
     settings = {"clip_seconds": 0.25, "checksums": pins(server.files)}
-    assert run_download(server, tmp_path, dataset, settings) == 1
+    assert run_download(server, tmp_path, dataset, settings) == 2
     err = capsys.readouterr().err
     assert "truncated or corrupt" in err
     raw = tmp_path / "raw" / dataset
@@ -569,7 +571,7 @@ def test_unsafe_tar_entries_are_refused(server, tmp_path, capsys, member, messag
     files = nsynth_files()
     files["nsynth-test.jsonwav.tar.gz"] = _evil_tar(member, b"x" if member.isfile() else b"")
     server.files = files
-    assert run_download(server, tmp_path, "nsynth", {"clip_seconds": 0.25, "checksums": pins(files)}) == 1
+    assert run_download(server, tmp_path, "nsynth", {"clip_seconds": 0.25, "checksums": pins(files)}) == 2
     err = capsys.readouterr().err
     assert message in err and "refusing to extract" in err
     raw = tmp_path / "raw/nsynth"
@@ -611,14 +613,14 @@ def test_moved_source_says_where_to_get_it_then_uses_manual_dir(server, tmp_path
     server.files = {}  # the host answers 404, as a moved source does
     settings = {"clip_seconds": 0.5}
     manual = tmp_path / "manual"
-    assert run_download(server, tmp_path, "gtzan", settings, "--manual-dir", str(manual)) == 1
+    assert run_download(server, tmp_path, "gtzan", settings, "--manual-dir", str(manual)) == 2
     err = capsys.readouterr().err
     assert "HTTP 404" in err and "huggingface.co/datasets/marsyas/gtzan" in err
     assert f"{tmp_path / 'raw/gtzan'}/ or {manual}/" in err
     manual.mkdir()
     (manual / "genres.tar.gz").write_bytes(files["genres.tar.gz"])
     # this copy matches no published digest: refused unless pinned or explicitly trusted
-    assert run_download(server, tmp_path, "gtzan", settings, "--manual-dir", str(manual)) == 1
+    assert run_download(server, tmp_path, "gtzan", settings, "--manual-dir", str(manual)) == 2
     err = capsys.readouterr().err
     assert "matches no published checksum" in err and "allow_unpublished_checksums" in err
     trusted = {**settings, "allow_unpublished_checksums": True}
@@ -642,10 +644,10 @@ def test_recorded_checksum_guards_later_copies(tmp_path):
 
 
 def test_bad_settings_are_named(server, tmp_path, capsys):
-    assert run_download(server, tmp_path, "esc50", {"folds": {"train": [1], "test": [1]}}) == 1
+    assert run_download(server, tmp_path, "esc50", {"folds": {"train": [1], "test": [1]}}) == 2
     err = capsys.readouterr().err
     assert "esc50.folds" in err
-    assert run_download(server, tmp_path, "nsynth", {"archive": ["test"]}) == 1
+    assert run_download(server, tmp_path, "nsynth", {"archive": ["test"]}) == 2
     err = capsys.readouterr().err
     assert "unknown nsynth setting(s) ['archive']" in err
     assert server.requests == []

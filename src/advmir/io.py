@@ -27,9 +27,10 @@ from advmir.artifacts import (
     write_folder_digests,
     write_sidecar,
 )
+from advmir.errors import InputError
 
 
-class OutputError(RuntimeError):
+class OutputError(InputError, RuntimeError):
     """An output location cannot be written."""
 
 

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from advmir.datasets import REAL_DATASETS, dataset_module
-from advmir.io import OutputError, ensure_writable_dir
+from advmir.errors import UsageError
+from advmir.io import ensure_writable_dir
 from advmir.runtime import setup_logging
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> Path:
     module = dataset_module(args.dataset)
     given: dict[str, Any] = json.loads(args.settings) if args.settings else {}
     if not isinstance(given, dict):
-        raise ValueError(f"--settings must be a JSON object, got {args.settings!r}")
+        raise UsageError(f"--settings must be a JSON object, got {args.settings!r}")
     # The workflow passes its whole (validated, defaults-filled) section; run by hand, a missing key
     # takes the same default, from the schema (e.g. NSynth's dtype int16).
     section = {**section_defaults(args.dataset), **given}
@@ -116,23 +117,17 @@ def run(args: argparse.Namespace) -> Path:
 
 
 def download(argv: list[str]) -> int:
-    """Entry point of ``python -m advmir download-dataset``; returns the exit code."""
-    from advmir.datasets.contract import DataContractError
-    from advmir.datasets.download import DownloadError
-
+    """Entry point of ``python -m advmir download-dataset``. A known bad input (a download,
+    checksum, archive, setting or unwritable output) raises an InputError: one line, exit 2."""
     args = parser().parse_args(argv)
     setup_logging()
-    try:
-        run(args)
-    except (DownloadError, ValueError, OutputError, DataContractError) as exc:
-        log.error("%s: %s", args.dataset, exc)
-        return 1
+    run(args)
     return 0
 
 
 def render_synth_notes(argv: list[str]) -> int:
     """Entry point of ``python -m advmir render-synth-notes``; returns the exit code."""
-    from advmir.datasets.synth_notes import SoundFontError, SynthNotesConfig, render_to
+    from advmir.datasets.synth_notes import SynthNotesConfig, render_to
 
     parser = argparse.ArgumentParser(prog="advmir render-synth-notes", description=RENDER_HELP)
     parser.add_argument(
@@ -145,17 +140,16 @@ def render_synth_notes(argv: list[str]) -> int:
     settings = json.loads(args.settings)
     try:
         cfg = SynthNotesConfig(seed=args.seed, **settings)
-        ensure_writable_dir(Path(args.out_dir).parent)
-        render_to(args.out_dir, cfg)
-    except (ValueError, SoundFontError, OutputError) as exc:
-        log.error("%s", exc)
-        return 1
+    except TypeError as exc:  # a key SynthNotesConfig does not take
+        raise UsageError(f"synth_notes settings: {exc}") from None
+    ensure_writable_dir(Path(args.out_dir).parent)
+    render_to(args.out_dir, cfg)
     return 0
 
 
 def install_soundfonts(argv: list[str]) -> int:
     """Entry point of ``python -m advmir install-soundfonts``; returns the exit code."""
-    from advmir.datasets.soundfonts import SoundFontError, install_fonts
+    from advmir.datasets.soundfonts import install_fonts
 
     parser = argparse.ArgumentParser(
         prog="advmir install-soundfonts",
@@ -166,9 +160,5 @@ def install_soundfonts(argv: list[str]) -> int:
     )
     args = parser.parse_args(argv)
     setup_logging()
-    try:
-        install_fonts(wheel_dir=args.wheel_dir)
-    except SoundFontError as exc:
-        log.error("%s", exc)
-        return 2
+    install_fonts(wheel_dir=args.wheel_dir)
     return 0

@@ -32,6 +32,10 @@ class DataContractError(InputError, ValueError):
     """A prepared dataset does not follow the data contract."""
 
 
+class DatasetError(InputError, ValueError):
+    """A dataset's settings, archive or source files do not fit; names the setting or file and the fix."""
+
+
 @dataclass
 class Dataset:
     """A prepared dataset: waveforms (N, T) memory-mapped, its manifest and class list."""

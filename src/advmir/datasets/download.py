@@ -39,6 +39,9 @@ from typing import Any, Literal
 
 from tqdm import tqdm
 
+from advmir.datasets.contract import DatasetError
+from advmir.errors import InputError
+
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
@@ -49,7 +52,7 @@ RECORDED_CHECKSUMS = "checksums-recorded.json"
 ALGORITHMS = ("md5", "sha256")
 
 
-class DownloadError(RuntimeError):
+class DownloadError(InputError, RuntimeError):
     """A remote file could not be fetched, verified or extracted; the message says what to do."""
 
 
@@ -98,12 +101,12 @@ class RemoteFile:
 
 
 def parse_checksum(entry: str) -> tuple[str, str]:
-    """``"md5:abc..."`` -> ``("md5", "abc...")``; raise ValueError on a bad entry."""
+    """``"md5:abc..."`` -> ``("md5", "abc...")``; raise DatasetError (a ValueError) on a bad entry."""
     algorithm, _, digest = entry.partition(":")
     lengths = {"md5": 32, "sha256": 64}
     digest = digest.strip().lower()
     if algorithm not in lengths or len(digest) != lengths[algorithm] or not _is_hex(digest):
-        raise ValueError(
+        raise DatasetError(
             f"checksum {entry!r} is not of the form md5:<32 hex digits> or sha256:<64 hex digits>"
         )
     return algorithm, digest

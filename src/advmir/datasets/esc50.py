@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from advmir.datasets.contract import Source
+from advmir.datasets.contract import DatasetError, Source
 from advmir.datasets.download import RemoteFile
 from advmir.datasets.prepare import Job, Settings, check_options, own_defaults, write_prepared
 
@@ -72,10 +72,10 @@ def options(raw: dict[str, Any]) -> dict[str, Any]:
     opts = check_options(NAME, raw, DEFAULTS)
     folds = opts["folds"]
     if set(folds) != {"train", "valid", "test"}:
-        raise ValueError(f"esc50.folds needs exactly train, valid and test, got {sorted(folds)}")
+        raise DatasetError(f"esc50.folds needs exactly train, valid and test, got {sorted(folds)}")
     flat = [int(f) for split in ("train", "valid", "test") for f in folds[split]]
     if sorted(flat) != sorted(set(flat)) or not set(flat) <= {1, 2, 3, 4, 5} or not folds["test"]:
-        raise ValueError(f"esc50.folds must use folds 1-5 at most once each, with a test fold; got {folds}")
+        raise DatasetError(f"esc50.folds must use folds 1-5 at most once each, with a test fold; got {folds}")
     return opts
 
 
@@ -88,7 +88,7 @@ def convert(files: dict[str, Path], settings: Settings, out_dir: Path, scratch_d
     folder = files[REMOTE.filename]
     metas = sorted(folder.glob("*/meta/esc50.csv")) or sorted(folder.glob("meta/esc50.csv"))
     if not metas:
-        raise ValueError(f"no meta/esc50.csv under {folder}: not the ESC-50 repository archive")
+        raise DatasetError(f"no meta/esc50.csv under {folder}: not the ESC-50 repository archive")
     root = metas[0].parent.parent
     meta = pd.read_csv(metas[0])
     fold_split = {int(f): split for split, fs in opts["folds"].items() for f in fs}
@@ -117,7 +117,7 @@ def convert(files: dict[str, Path], settings: Settings, out_dir: Path, scratch_d
     paths = [root / "audio" / name for name in meta["filename"]]
     missing = [p for p in paths if not p.exists()]
     if missing:
-        raise ValueError(f"{len(missing)} files listed in esc50.csv are missing, e.g. {missing[0]}")
+        raise DatasetError(f"{len(missing)} files listed in esc50.csv are missing, e.g. {missing[0]}")
     jobs = [Job(path=p, rows=(i,)) for i, p in enumerate(paths)]
     info = {"task": "category", "split_mode": f"folds {opts['folds']}"}
     return write_prepared(SOURCE, out_dir, jobs, manifest, classes, settings, scratch_dir, **info)

@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from advmir.datasets.contract import Source
+from advmir.datasets.contract import DatasetError, Source
 from advmir.datasets.download import RemoteFile
 from advmir.datasets.prepare import Job, Settings, check_options, group_split, own_defaults, write_prepared
 
@@ -82,9 +82,9 @@ DEFAULTS: dict[str, Any] = own_defaults(NAME)
 def options(raw: dict[str, Any]) -> dict[str, Any]:
     opts = check_options(NAME, raw, DEFAULTS)
     if opts["task"] not in ("instrument", "quality"):
-        raise ValueError(f"good_sounds.task must be instrument or quality, got {opts['task']!r}")
+        raise DatasetError(f"good_sounds.task must be instrument or quality, got {opts['task']!r}")
     if opts["takes"] not in ("first", "all"):
-        raise ValueError(f"good_sounds.takes must be first or all, got {opts['takes']!r}")
+        raise DatasetError(f"good_sounds.takes must be first or all, got {opts['takes']!r}")
     return opts
 
 
@@ -112,7 +112,7 @@ def _audio_root(folder: Path) -> Path:
             return candidate
     found = sorted(folder.rglob("sound_files"))
     if not found:
-        raise ValueError(f"no sound_files/ folder under {folder}: not the good-sounds audio archive")
+        raise DatasetError(f"no sound_files/ folder under {folder}: not the good-sounds audio archive")
     return found[0].parent
 
 
@@ -126,7 +126,7 @@ def convert(files: dict[str, Path], settings: Settings, out_dir: Path, scratch_d
     if any(skipped.values()):
         log.info("left out: %s", skipped)
     if not rows:
-        raise ValueError(f"no usable good-sounds notes found (left out: {skipped})")
+        raise DatasetError(f"no usable good-sounds notes found (left out: {skipped})")
     table, manifest, classes, column = take_manifest(rows, opts, settings.seed)
     jobs = [Job(path=p, rows=(i,)) for i, p in enumerate(table["path"])]
     info = {

@@ -29,7 +29,7 @@ import pandas as pd
 import soundfile as sf
 
 from advmir.datasets._gtzan_splits import FAULT_FILTERED, excerpt_numbers
-from advmir.datasets.contract import Source
+from advmir.datasets.contract import DatasetError, Source
 from advmir.datasets.download import RemoteFile
 from advmir.datasets.prepare import Job, Settings, check_options, group_split, own_defaults, write_prepared
 
@@ -90,7 +90,7 @@ _FILE = re.compile(r"^(" + "|".join(GENRES) + r")\.(\d{5})\.(au|wav)$")
 def options(raw: dict[str, Any]) -> dict[str, Any]:
     opts = check_options(NAME, raw, DEFAULTS)
     if opts["split"] not in ("fault_filtered", "random"):
-        raise ValueError(f"gtzan.split must be fault_filtered or random, got {opts['split']!r}")
+        raise DatasetError(f"gtzan.split must be fault_filtered or random, got {opts['split']!r}")
     return opts
 
 
@@ -106,7 +106,7 @@ def find_excerpts(folder: Path) -> dict[str, Path]:
         if match and path.is_file():
             found.setdefault(f"{match[1]}.{match[2]}", path)
     if not found:
-        raise ValueError(
+        raise DatasetError(
             f"no GTZAN excerpts under {folder} (expected genres/<genre>/<genre>.000NN.wav, or .au)"
         )
     return found
@@ -178,7 +178,9 @@ def segment_rows(
             seconds = 0.0
         if seconds <= 0:
             if excerpt not in KNOWN_DAMAGED:
-                raise ValueError(f"cannot read {path}; the archive verified, so it is damaged at the source")
+                raise DatasetError(
+                    f"cannot read {path}; the archive verified, so it is damaged at the source"
+                )
             log.warning("skipping %s: cannot be read (known to be damaged in some copies)", excerpt)
             skipped.append(excerpt)
             continue

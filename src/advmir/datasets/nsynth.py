@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from advmir.datasets.contract import Source
+from advmir.datasets.contract import DatasetError, Source
 from advmir.datasets.download import RemoteFile
 from advmir.datasets.prepare import Job, Settings, check_options, group_split, own_defaults, write_prepared
 
@@ -95,13 +95,13 @@ def options(raw: dict[str, Any]) -> dict[str, Any]:
     opts = check_options(NAME, raw, DEFAULTS)
     archives = sorted(set(opts["archives"]))
     if archives not in (["test", "valid"], ["test", "train", "valid"]):
-        raise ValueError(
+        raise DatasetError(
             f"nsynth.archives must be [test, valid] or [train, valid, test], got {opts['archives']}"
         )
     if opts["task"] not in ("family", "source", "pitch", "velocity"):
-        raise ValueError(f"nsynth.task must be family, source, pitch or velocity, got {opts['task']!r}")
+        raise DatasetError(f"nsynth.task must be family, source, pitch or velocity, got {opts['task']!r}")
     if not 0 < opts["valid_fraction"] < 1:
-        raise ValueError(f"nsynth.valid_fraction must be within (0, 1), got {opts['valid_fraction']}")
+        raise DatasetError(f"nsynth.valid_fraction must be within (0, 1), got {opts['valid_fraction']}")
     opts["archives"] = archives
     return opts
 
@@ -113,7 +113,7 @@ def remotes(opts: dict[str, Any]) -> list[RemoteFile]:
 def _examples(folder: Path) -> tuple[Path, dict[str, dict]]:
     found = sorted(folder.glob("*/examples.json")) or sorted(folder.glob("examples.json"))
     if not found:
-        raise ValueError(
+        raise DatasetError(
             f"no examples.json under {folder}: not an NSynth jsonwav archive "
             "(expected nsynth-<split>/examples.json and nsynth-<split>/audio/*.wav)"
         )
@@ -129,7 +129,7 @@ def convert(files: dict[str, Path], settings: Settings, out_dir: Path, scratch_d
         notes = _subsample(notes, int(opts["max_per_split"]), settings.seed)
     missing = [p for p in notes["path"] if not p.exists()]
     if missing:
-        raise ValueError(
+        raise DatasetError(
             f"{len(missing)} NSynth audio files listed in examples.json are missing, e.g. {missing[0]}"
         )
     manifest, classes = note_manifest(notes, opts["task"])

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from advmir.datasets.contract import Source, write_dataset
+from advmir.datasets.contract import DatasetError, Source, write_dataset
 from advmir.datasets.resample import (
     fit_length,
     limit_peak,
@@ -68,13 +68,13 @@ class Settings:
 
     def __post_init__(self) -> None:
         if not 1000 <= self.sample_rate <= 192000:
-            raise ValueError(f"sample_rate must be within [1000, 192000] Hz, got {self.sample_rate}")
+            raise DatasetError(f"sample_rate must be within [1000, 192000] Hz, got {self.sample_rate}")
         if not 0 < self.clip_seconds <= 60:
-            raise ValueError(f"clip_seconds must be within (0, 60], got {self.clip_seconds}")
+            raise DatasetError(f"clip_seconds must be within (0, 60], got {self.clip_seconds}")
         if self.dtype not in ("float32", "int16"):
-            raise ValueError(f"dtype must be float32 or int16, got {self.dtype!r}")
+            raise DatasetError(f"dtype must be float32 or int16, got {self.dtype!r}")
         if self.threads < 1:
-            raise ValueError(f"threads must be >= 1, got {self.threads}")
+            raise DatasetError(f"threads must be >= 1, got {self.threads}")
 
     @property
     def clip_samples(self) -> int:
@@ -125,7 +125,7 @@ def render_clips(
                 log.warning("skipping %s (known to be damaged in some copies): %s", job.path.name, exc)
                 ok[list(job.rows)] = False
                 return
-            raise ValueError(f"{exc}. The archive verified, so the file is damaged at the source.") from exc
+            raise DatasetError(f"{exc}. The archive verified, so the file is damaged at the source.") from exc
         channels, n_source = audio.shape
         mono = resample(to_mono(audio), rate, settings.sample_rate)
         for row, start in zip(job.rows, job.starts, strict=True):
@@ -232,7 +232,7 @@ def group_split(
         array of "train"/"valid"/"test", one per row.
     """
     if valid_fraction < 0 or test_fraction < 0 or valid_fraction + test_fraction >= 1:
-        raise ValueError(
+        raise DatasetError(
             f"valid_fraction ({valid_fraction}) and test_fraction ({test_fraction}) must be >= 0 "
             "and sum to less than 1"
         )
@@ -287,5 +287,5 @@ def check_options(name: str, options: dict[str, Any], defaults: dict[str, Any]) 
     """The dataset's options with defaults filled in; ValueError naming any unknown key."""
     unknown = sorted(set(options) - set(defaults))
     if unknown:
-        raise ValueError(f"unknown {name} setting(s) {unknown}; allowed: {sorted(defaults)}")
+        raise DatasetError(f"unknown {name} setting(s) {unknown}; allowed: {sorted(defaults)}")
     return {**defaults, **options}

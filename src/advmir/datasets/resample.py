@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import soundfile as sf
 
+from advmir.datasets.contract import DatasetError
+
 if TYPE_CHECKING:
     from torchaudio.transforms import Resample
 
@@ -55,9 +57,9 @@ def load_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
             raise RuntimeError("not a recognised audio format")
         audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as exc:
-        raise ValueError(f"cannot decode {path}: {exc}") from exc
+        raise DatasetError(f"cannot decode {path}: {exc}") from exc
     if audio.shape[0] == 0:
-        raise ValueError(f"cannot decode {path}: it holds no audio samples")
+        raise DatasetError(f"cannot decode {path}: it holds no audio samples")
     return np.ascontiguousarray(audio.T), int(rate)
 
 

@@ -25,12 +25,13 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from advmir.errors import InputError
 from advmir.io import atomic_path
 
 log = logging.getLogger(__name__)
 
 
-class SoundFontError(RuntimeError):
+class SoundFontError(InputError, RuntimeError):
     """A SoundFont is missing, unreadable, not a SoundFont, or lacks what the config asks for."""
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from advmir.datasets.contract import DatasetError
 from advmir.datasets.soundfonts import KNOWN_FONTS, SoundFontError, font_name, resolve_font
 
 __all__ = ["FAMILIES", "SoundFontError", "SynthNotesConfig", "plan_notes", "render", "render_to"]
@@ -141,7 +142,7 @@ class SynthNotesConfig:
                     f"{short} have fewer"
                 )
         if problems:
-            raise ValueError("synth_notes config: " + "; ".join(problems))
+            raise DatasetError("synth_notes config: " + "; ".join(problems))
 
     def family_programs(self, family: str) -> list[int]:
         """The GM programs rendered for ``family``."""
