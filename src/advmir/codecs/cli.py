@@ -152,12 +152,11 @@ def select_clean_clips(argv: list[str]) -> int:
     if args.size is not None and args.size < 1:
         raise UsageError(f"--size must be >= 1 (or omitted for every test clip), got {args.size}")
     dataset = load_dataset(args.dataset_dir)
-    rows = evaluation_rows(dataset.split_indices("test"), args.size, args.seed)
-    if len(rows) == 0:
+    test_rows = dataset.split_indices("test")
+    if len(test_rows) == 0:
         raise InputError(f"{args.dataset_dir} has no test clips: the clean source needs a test split")
+    rows = evaluation_rows(test_rows, args.size, args.seed)
     table = dataset.manifest.iloc[rows][["id", "label_idx"]].assign(row=rows)
     write_csv(args.out, table[["row", "id", "label_idx"]])
-    log.info(
-        "clean source: %d of %d test clips -> %s", len(rows), len(dataset.split_indices("test")), args.out
-    )
+    log.info("clean source: %d of %d test clips -> %s", len(rows), len(test_rows), args.out)
     return 0

@@ -77,7 +77,8 @@ class CodecPlan:
         self.keep_decoded = bool(codecs.get("keep_decoded", True))
         self.max_examples = transfer.get("max_examples")
         self.clean_examples = transfer.get("clean_examples")
-        self.eval_size = int((config.get("attack_settings") or {}).get("eval_size", 200))
+        # the attack stage's subset size (validation fills in its default; None: nothing to check)
+        self.eval_size = (config.get("attack_settings") or {}).get("eval_size")
         self._attacked_models = attacked_models
         self.setting_specs = self._check()
 
@@ -124,7 +125,7 @@ class CodecPlan:
             problems.append(
                 f"attack {self.codec_attacks[0]!r} has no source model left after transfer.sources"
             )
-        if self.clean_examples is not None and self.clean_examples < self.eval_size:
+        if None not in (self.clean_examples, self.eval_size) and self.clean_examples < self.eval_size:
             problems.append(
                 f"transfer.clean_examples ({self.clean_examples}) must be at least attack_settings.eval_size "
                 f"({self.eval_size}), so the clean source holds every attacked clip (null: every test clip)"

@@ -1,7 +1,7 @@
 """Classifier architectures that sit on a front-end's output.
 
 The 2-D ones keep their weights and activations channels-last (NHWC): the same numbers up to float
-rounding, 1.5-1.8x faster per training step on CPU (oneDNN's convolutions prefer that layout;
+rounding, 1.5-2x faster per training step on CPU (oneDNN's convolutions prefer that layout;
 measured by benchmarks/train_speed.py), and the layout tensor cores want on a GPU.
 
 - ``cnn2d``: a small VGG-style 2-D CNN over (B, 1, F, frames), global mean+max pooling.
@@ -73,7 +73,7 @@ class CRNN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = x.contiguous(memory_format=torch.channels_last)
-        seq = self.freq_pool(self.features(x)).squeeze(2).transpose(1, 2).contiguous()  # (B, frames', C)
+        seq = self.freq_pool(self.features(x)).squeeze(2).transpose(1, 2)  # (B, frames', C)
         out, _ = self.gru(seq)
         pooled = torch.cat([out.mean(1), out.amax(1)], dim=1)
         return self.head(pooled)
