@@ -13,6 +13,7 @@ from advmir.config import (
     check_device,
     check_yaml,
     submits_elsewhere,
+    training_for,
     validate_config,
 )
 from conftest import run_snakemake, skip_loudly
@@ -124,6 +125,19 @@ def test_dry_run_refuses_an_inverted_noise_range_before_any_job(tmp_path):
     assert proc.returncode != 0
     assert "noise_snr_db is inverted" in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_a_model_overrides_one_augmentation_key_and_keeps_the_others(config):
+    config["models"]["logmel_cnn"]["training"] = {"max_epochs": 3, "augment": {"room_prob": 0.9}}
+    own, other = training_for(config, "logmel_cnn"), training_for(config, "wave_cnn")
+    assert own["max_epochs"] == 3 and own["augment"]["room_prob"] == 0.9
+    assert {k: v for k, v in own["augment"].items() if k != "room_prob"} == {
+        k: v for k, v in config["training"]["augment"].items() if k != "room_prob"
+    }
+    assert other["augment"] == config["training"]["augment"]
+    config["models"]["logmel_cnn"]["training"]["augment"]["noise_snr_db"] = [60, 20]
+    with pytest.raises(ConfigError, match="models.logmel_cnn: .*noise_snr_db is inverted"):
+        check_config(config)
 
 
 FGSM_STEPS = {"name": "fgsm", "params": {"snr_db": 30, "steps": 5}}

@@ -185,7 +185,7 @@ def check_config(config: dict[str, Any]) -> None:
                 f"generalisation.models {unknown} are not models of the zoo {list(config['models'])}"
             )
     for name, spec in config["models"].items():
-        training = {**config["training"], **spec.get("training", {})}
+        training = merged_training(config, name)
         if training.get("min_epochs", 0) > training.get("max_epochs", 1):
             problems.append(
                 f"models.{name}: training.min_epochs ({training['min_epochs']}) exceeds "
@@ -274,10 +274,20 @@ def _training_codec_problems(config: dict[str, Any]) -> list[str]:
     return []
 
 
+def merged_training(config: dict[str, Any], model: str) -> dict[str, Any]:
+    """The ``training`` defaults with model ``model``'s overrides; ``augment`` merges key by key, so
+    ``training: {augment: {room_prob: 0.45}}`` changes one probability and keeps the rest."""
+    own = config["models"][model].get("training", {})
+    settings = {**config["training"], **own}
+    if "augment" in own:
+        settings["augment"] = {**(config["training"].get("augment") or {}), **own["augment"]}
+    return settings
+
+
 def training_for(config: dict[str, Any], model: str) -> dict[str, Any]:
     """Training settings of one model: the defaults, its overrides, its seed and training subset."""
     spec = config["models"][model]
-    settings = {**config["training"], **spec.get("training", {})}
+    settings = merged_training(config, model)
     settings["seed"] = int(spec.get("seed", 0)) + int(config["seed"])
     settings["train_subset"] = spec.get("train_subset", "all")
     return settings
