@@ -187,6 +187,9 @@ CONTRACT = {
     "cw": {"snr_db": SNR},
     "universal": {"snr_db": 5.0, "epochs": 10},
     "square": {"snr_db": 5.0, "n_queries": 200},  # query-only: the toy needs a looser budget
+    "apgd_ce": {"snr_db": SNR, "steps": 10},
+    "apgd_dlr": {"snr_db": SNR, "steps": 10},
+    "apgd_t": {"snr_db": SNR, "steps": 10},
     # the default codec stand-in and room band need 16 kHz audio: a room band-limited for 8 kHz only
     "eot_pgd": {
         "snr_db": SNR,
@@ -265,6 +268,8 @@ def test_attack_contract(case: str, model: TinyLogMelCNN, clips) -> None:
         ("pgd", {"snr_db": SNR, "steps": 20}),
         ("pgd_l2", {"snr_db": SNR, "norm": "l2", "steps": 20}),
         ("mifgsm", {"snr_db": SNR, "steps": 20}),
+        ("apgd_ce", {"snr_db": SNR, "steps": 20}),
+        ("apgd_dlr", {"snr_db": SNR, "steps": 20}),
         ("cw", {"snr_db": SNR}),
     ],
 )
@@ -394,7 +399,18 @@ def test_bad_parameters_are_rejected_by_name(name: str, params: dict, words: lis
 BUDGETS = {
     **{
         name: {"eps", "snr_db", "envelope"}
-        for name in ("fgsm", "bim", "pgd", "eot_pgd", "mifgsm", "square", "noise")
+        for name in (
+            "fgsm",
+            "bim",
+            "pgd",
+            "eot_pgd",
+            "mifgsm",
+            "apgd_ce",
+            "apgd_dlr",
+            "apgd_t",
+            "square",
+            "noise",
+        )
     },
     "deepfool": {"eps", "snr_db"},
     "cw": {"eps", "snr_db"},

@@ -11,6 +11,7 @@ from typing import Any
 
 from torch import nn
 
+from advmir.attacks.apgd import APGD, APGDDLR, APGDT
 from advmir.attacks.base import BUDGET_PARAMS, Attack, AttackResult, IterativeAttack, attack_mode
 from advmir.attacks.bim import BIM
 from advmir.attacks.budgets import Budget, perturbation_metrics, snr_db
@@ -27,7 +28,21 @@ from advmir.attacks.universal import Universal
 
 ATTACKS: dict[str, type[Attack]] = {
     cls.name: cls
-    for cls in (FGSM, BIM, PGD, EOTPGD, MIFGSM, DeepFool, CarliniWagnerL2, Universal, Square, RandomNoise)
+    for cls in (
+        FGSM,
+        BIM,
+        PGD,
+        EOTPGD,
+        MIFGSM,
+        APGD,
+        APGDDLR,
+        APGDT,
+        DeepFool,
+        CarliniWagnerL2,
+        Universal,
+        Square,
+        RandomNoise,
+    )
 }
 COMMON_PARAMS = ("targeted", "target_map", "batch_size", "seed")
 
@@ -63,6 +78,9 @@ def build_attack(name: str, params: dict[str, Any] | None = None, model: nn.Modu
 
 
 __all__ = [
+    "APGD",
+    "APGDDLR",
+    "APGDT",
     "ATTACKS",
     "BIM",
     "EOTPGD",

@@ -21,6 +21,7 @@ def check_number(
     minimum: float | None = None,
     maximum: float | None = None,
     exclusive_minimum: bool = False,
+    exclusive_maximum: bool = False,
     integer: bool = False,
     optional: bool = False,
 ) -> float | int | None:
@@ -45,8 +46,11 @@ def check_number(
         if too_small:
             op = ">" if exclusive_minimum else ">="
             raise AttackParamError(f"{attack}: parameter {param!r} must be {op} {minimum}, got {value!r}")
-    if maximum is not None and value > maximum:
-        raise AttackParamError(f"{attack}: parameter {param!r} must be <= {maximum}, got {value!r}")
+    if maximum is not None:
+        too_large = value >= maximum if exclusive_maximum else value > maximum
+        if too_large:
+            op = "<" if exclusive_maximum else "<="
+            raise AttackParamError(f"{attack}: parameter {param!r} must be {op} {maximum}, got {value!r}")
     return int(value) if integer else float(value)
 
 
