@@ -136,7 +136,7 @@ def test_a_model_overrides_one_augmentation_key_and_keeps_the_others(config):
     }
     assert other["augment"] == config["training"]["augment"]
     config["models"]["logmel_cnn"]["training"]["augment"]["noise_snr_db"] = [60, 20]
-    with pytest.raises(ConfigError, match="models.logmel_cnn: .*noise_snr_db is inverted"):
+    with pytest.raises(ConfigError, match=r"models\.logmel_cnn: .*noise_snr_db is inverted"):
         check_config(config)
 
 
