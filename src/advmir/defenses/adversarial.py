@@ -148,24 +148,24 @@ class AdversarialConfig:
                 f"(per clip, in (0, 100] dB), got {budget or 'neither'}"
             )
         if budget == ["eps"]:
-            out["eps"] = _number("eps", values["eps"], 0.0, 1.0, "(0, 1]")
+            out["eps"] = _number("eps", values["eps"], 0.0, 1.0, "in (0, 1]")
         else:
-            out["snr_db"] = _number("snr_db", values["snr_db"], 0.0, 100.0, "(0, 100]")
+            out["snr_db"] = _number("snr_db", values["snr_db"], 0.0, 100.0, "in (0, 100]")
         if "steps" in values:
             out["steps"] = _integer("steps", values["steps"], minimum=1)
         if values.get("rel_step") is not None and values.get("alpha") is not None:
             raise DefenseConfigError(f"{SECTION}: give either key 'rel_step' or 'alpha', not both")
         if values.get("rel_step") is not None:
-            out["rel_step"] = _number("rel_step", values["rel_step"], 0.0, math.inf, "(0, inf)")
+            out["rel_step"] = _number("rel_step", values["rel_step"], 0.0, math.inf, "> 0")
         if values.get("alpha") is not None:
-            out["alpha"] = _number("alpha", values["alpha"], 0.0, 2.0, "(0, 2]")
+            out["alpha"] = _number("alpha", values["alpha"], 0.0, 2.0, "in (0, 2]")
         if "mix" in values:
-            out["mix"] = _number("mix", values["mix"], 0.0, 1.0, "(0, 1]")
+            out["mix"] = _number("mix", values["mix"], 0.0, 1.0, "in (0, 1]")
         if "beta" in values:
             out["beta"] = _number("beta", values["beta"], 0.0, math.inf, "> 0")
         if "guard_drop" in values:
             out["guard_drop"] = _number(
-                "guard_drop", values["guard_drop"], 0.0, 1.0, "(0, 1)", high_open=True
+                "guard_drop", values["guard_drop"], 0.0, 1.0, "in (0, 1)", high_open=True
             )
         for key in ("guard_steps", "guard_clips"):
             if key in values:
@@ -212,7 +212,7 @@ def _number(key: str, value: Any, low: float, high: float, allowed: str, high_op
     if ok:
         ok = low < value < high if high_open else low < value <= high
     if not ok:
-        raise DefenseConfigError(f"{SECTION}: key {key!r} must be a number in {allowed}, got {value!r}")
+        raise DefenseConfigError(f"{SECTION}: key {key!r} must be a number {allowed}, got {value!r}")
     return float(value)
 
 
