@@ -160,6 +160,10 @@ class Attack:
         self.budget: Budget | None = self.make_budget(eps, snr_db, envelope)
         # Called with the number of clips just finished (a progress bar's update), or None.
         self.on_clips_done: Callable[[int], None] | None = None
+        # Code-only hook (not a config parameter): a per-clip objective ``(logits (b, C), y (b,),
+        # t (b,)) -> (b,)`` ascended instead of :meth:`loss`, e.g. TRADES' KL to the clean prediction
+        # (advmir.defenses). ``y`` is whatever the caller passed as labels.
+        self.loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
     # ----------------------------------------------------------------------------------------- checks
     def _check_target_map(self, target_map: Any) -> dict[int, int] | None:
@@ -213,7 +217,7 @@ class Attack:
         """The attack's resolved parameters (for attack.json)."""
         out: dict[str, Any] = {"name": self.name, "norm": self.norm}
         for key, value in vars(self).items():
-            if key in {"model", "budget"} or key.startswith("_"):
+            if key in {"model", "budget", "loss_fn"} or key.startswith("_"):
                 continue
             if isinstance(value, (bool, int, float, str, type(None), dict, list, tuple)):
                 out[key] = value
@@ -266,6 +270,10 @@ class Attack:
             return F.cross_entropy(logits, y, reduction="none")
         return -F.cross_entropy(logits, t, reduction="none")
 
+    def ascent_loss(self, logits: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Per-clip value (B,) that gradient attacks ascend: ``loss_fn`` when set, else :meth:`loss`."""
+        return self.loss_fn(logits, y, t) if self.loss_fn is not None else self.loss(logits, y, t)
+
     def is_success(self, logits: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """(B,) bool: the prediction is the target (targeted) or not the label (untargeted); the rule
         of :func:`advmir.attacks.scoring.fooled` (targets are -1 exactly when untargeted)."""
@@ -300,27 +308,10 @@ class Attack:
     def __call__(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None) -> AttackResult:
         """Attack clips x (B, T) in [-1, 1] with labels y (B,); optional explicit targets (B,)."""
         model = self._require_model()
-        if x.ndim != 2:
-            raise ValueError(f"{self.name}: clips must have shape (B, T), got {tuple(x.shape)}")
-        if y.shape != (x.shape[0],):
-            raise ValueError(f"{self.name}: labels must have shape ({x.shape[0]},), got {tuple(y.shape)}")
-        if x.numel() and float(x.detach().abs().max()) > 1.0:
-            raise ValueError(f"{self.name}: clips must lie in [-1, 1]; peak is {float(x.abs().max()):.4g}")
         out_device = x.device
-        device = self.device
-        x = x.detach().to(device)
-        y = y.detach().to(device=device, dtype=torch.long)
+        x, y = self._checked_inputs(x, y)
         with attack_mode(model):
-            self._gen = self._generator(device)
-            if target is None:
-                t = self.choose_targets(x, y)
-            else:
-                if self.targeted is None:
-                    raise ValueError(f"{self.name}: targets were given but the attack is untargeted")
-                t = target.detach().to(device=device, dtype=torch.long)
-            radius = self.budget.radius(x) if self.budget is not None else None
-            x_adv, iterations, queries, seconds, known = self._craft(x, y, t, radius)
-            x_adv = x_adv.clamp(-1.0, 1.0)
+            t, x_adv, iterations, queries, seconds, known = self._run(x, y, target)
             success = known.clone()
             todo = torch.nonzero(~known).flatten()
             if todo.numel():
@@ -341,6 +332,45 @@ class Attack:
             linf=metrics["linf"].to(to),
             l2=metrics["l2"].to(to),
         )
+
+    def perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Only the adversarial clips (B, T) of clips x (B, T) with labels y (B,), on x's device.
+
+        The same crafting as calling the attack, without its scoring: no final forward pass for
+        success, no perturbation metrics (a training loop that crafts every batch pays neither).
+        """
+        model = self._require_model()
+        out_device = x.device
+        x, y = self._checked_inputs(x, y)
+        with attack_mode(model):
+            return self._run(x, y, None)[1].to(out_device)
+
+    def _checked_inputs(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clips x (B, T) and labels y (B,) checked and moved (detached) to the model's device."""
+        if x.ndim != 2:
+            raise ValueError(f"{self.name}: clips must have shape (B, T), got {tuple(x.shape)}")
+        if y.shape != (x.shape[0],):
+            raise ValueError(f"{self.name}: labels must have shape ({x.shape[0]},), got {tuple(y.shape)}")
+        if x.numel() and float(x.detach().abs().max()) > 1.0:
+            raise ValueError(f"{self.name}: clips must lie in [-1, 1]; peak is {float(x.abs().max()):.4g}")
+        device = self.device
+        return x.detach().to(device), y.detach().to(device=device, dtype=torch.long)
+
+    def _run(
+        self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Targets and crafting, in attack mode: t (B,), x_adv (B, T) in [-1, 1], iterations,
+        queries, seconds and known success (B,) (see :meth:`_craft`)."""
+        self._gen = self._generator(x.device)
+        if target is None:
+            t = self.choose_targets(x, y)
+        else:
+            if self.targeted is None:
+                raise ValueError(f"{self.name}: targets were given but the attack is untargeted")
+            t = target.detach().to(device=x.device, dtype=torch.long)
+        radius = self.budget.radius(x) if self.budget is not None else None
+        x_adv, iterations, queries, seconds, known = self._craft(x, y, t, radius)
+        return t, x_adv.clamp(-1.0, 1.0), iterations, queries, seconds, known
 
     def _report_done(self, n: int) -> None:
         if self.on_clips_done is not None:
@@ -377,7 +407,7 @@ class Attack:
         x_adv = x_adv.detach().requires_grad_(True)
         with torch.enable_grad():
             logits = self.model(x_adv)
-            (grad,) = torch.autograd.grad(self.loss(logits, y, t).sum(), x_adv)
+            (grad,) = torch.autograd.grad(self.ascent_loss(logits, y, t).sum(), x_adv)
         return logits.detach(), grad
 
 

@@ -7,7 +7,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from advmir.attacks.base import AttackResult
 from advmir.attacks.pgd import PGD
 
 
@@ -70,9 +69,10 @@ class EOTPGD(PGD):
             )
         return self._transform.to(device)
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None) -> AttackResult:
+    def _run(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        # reseeded per call (``attack(x, y)`` and ``perturb``), as the start is
         self.transform(x.device).reseed(self.seed)
-        return super().__call__(x, y, target)
+        return super()._run(x, y, target)
 
     def input_gradient(
         self, x_adv: torch.Tensor, y: torch.Tensor, t: torch.Tensor
@@ -85,7 +85,7 @@ class EOTPGD(PGD):
         for _ in range(self.eot_samples):
             with torch.enable_grad():
                 logits = self.model(transform(x_adv))
-                (grad,) = torch.autograd.grad(self.loss(logits, y, t).sum(), x_adv)
+                (grad,) = torch.autograd.grad(self.ascent_loss(logits, y, t).sum(), x_adv)
             grad_sum += grad
             logits_sum = logits_sum + logits.detach()
         return logits_sum / self.eot_samples, grad_sum / self.eot_samples

@@ -40,6 +40,7 @@ class TrainConfig:
     train_subset: str = "all"
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    adversarial: dict[str, Any] | None = None  # a training mode of advmir.defenses; None: ordinary
 
     def __post_init__(self) -> None:
         if self.train_subset not in TRAIN_SUBSETS:
@@ -49,6 +50,11 @@ class TrainConfig:
         if self.min_epochs > self.max_epochs:
             raise ValueError(f"min_epochs ({self.min_epochs}) must not exceed max_epochs ({self.max_epochs})")
         self.augment_cfg = AugmentConfig.from_dict(self.augment)
+        self.adversarial_cfg = None
+        if self.adversarial is not None:
+            from advmir.defenses import AdversarialConfig
+
+            self.adversarial_cfg = AdversarialConfig.from_dict(self.adversarial)
 
 
 def subset_rows(dataset: Dataset, subset: str, seed: int = 1234) -> np.ndarray:
@@ -70,7 +76,8 @@ def subset_rows(dataset: Dataset, subset: str, seed: int = 1234) -> np.ndarray:
 
 class ClassifierModule(pl.LightningModule):
     """Lightning wrapper: cross-entropy, AdamW, one-cycle learning rate, on-the-fly augmentation
-    (:mod:`advmir.models.augment`)."""
+    (:mod:`advmir.models.augment`), and adversarial training when ``cfg.adversarial`` is set
+    (:mod:`advmir.defenses.adversarial`: ``defense`` computes the loss of each augmented batch)."""
 
     def __init__(self, model: WaveformClassifier, cfg: TrainConfig, steps_per_epoch: int) -> None:
         super().__init__()
@@ -79,6 +86,11 @@ class ClassifierModule(pl.LightningModule):
         self.steps_per_epoch = steps_per_epoch
         self.augmenter = Augmenter(cfg.augment_cfg, model.spec["sample_rate"], cfg.seed)
         self.loss = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.defense = None
+        if cfg.adversarial_cfg is not None:
+            from advmir.defenses import build_adversarial
+
+            self.defense = build_adversarial(cfg.adversarial_cfg, cfg.seed)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
@@ -91,8 +103,11 @@ class ClassifierModule(pl.LightningModule):
         else:
             x, y = batch
             x = self.augmenter(x)
-        logits = self.model(x)
-        loss = self.loss(logits, y)
+        if self.defense is not None:
+            loss, logits = self.defense.training_loss(self.model, x, y, self.loss)
+        else:
+            logits = self.model(x)
+            loss = self.loss(logits, y)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train_acc", (logits.argmax(1) == y).float().mean(), on_step=False, on_epoch=True)
         return loss
@@ -227,7 +242,12 @@ def train_model(
         devices=1,
         deterministic=True,
         logger=csv_logger,
-        callbacks=[ckpt_cb, stop_cb, pl.callbacks.TQDMProgressBar(refresh_rate=20)],
+        callbacks=[
+            ckpt_cb,
+            stop_cb,
+            pl.callbacks.TQDMProgressBar(refresh_rate=20),
+            *(module.defense.callbacks() if module.defense is not None else []),
+        ],
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )
@@ -257,6 +277,8 @@ def train_model(
             "classes": dataset.classes,
         }
     )
+    if module.defense is not None:
+        metrics["adversarial"] = module.defense.summary()
     return model, metrics, history
 
 

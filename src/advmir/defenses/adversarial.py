@@ -1,0 +1,391 @@
+"""Adversarial training: PGD-AT, fast FGSM-AT with its overfitting guard, and TRADES, as zoo training modes.
+
+A mode is switched on by ``training["adversarial"]`` (later the ``defenses:`` config section), a dict
+checked by :meth:`AdversarialConfig.from_dict`; absent, training is ordinary and bit-identical to the
+zoo without this module. The Lightning module (:mod:`advmir.models.train`) calls only
+:meth:`AdversarialTraining.training_loss` per batch and adds :meth:`AdversarialTraining.callbacks`;
+every defense detail lives here, so a defended model is saved, loaded (``load_model``) and attacked
+like any zoo model.
+
+Modes (``mode``):
+
+- ``pgd_at``: Madry et al. 2018, 'Towards Deep Learning Models Resistant to Adversarial Attacks'
+  [https://arxiv.org/abs/1706.06083]. A share ``mix`` of each training batch (default 1.0: all of it)
+  is replaced by PGD examples (random start, ``steps`` steps, no early stop) and the model is trained
+  on cross-entropy over the batch.
+- ``fast_at``: Wong, Rice and Kolter 2020, 'Fast is better than free: Revisiting adversarial
+  training' [https://arxiv.org/abs/2001.03994], after locuslab/fast_adversarial (CIFAR10/
+  train_fgsm.py): FGSM from a uniform random start in the box, step 1.25 eps, projected onto the
+  box. That is exactly the attack stage's PGD with one step, a random start and ``rel_step`` 1.25,
+  so it is built as such. The catastrophic-overfitting guard: after each epoch's training steps,
+  the attack stage's PGD (``guard_steps`` steps, early stop, a fixed seed) on a fixed training batch
+  (the first ``guard_clips`` clips the model trained on, default 128); when its robust accuracy
+  falls more than ``guard_drop`` (absolute) below the best seen, training stops and the model's
+  weights go back to the previous epoch's before that epoch is validated, so the collapsed weights
+  are never checkpointed (the zoo then keeps its best validation epoch, as always, among the epochs
+  before the collapse). The reference compares with the previous epoch on each epoch's first
+  batch; here the batch is fixed and the bar is the best epoch, as the design asks.
+- ``trades``: Zhang et al. 2019, 'Theoretically Principled Trade-off between Robustness and
+  Accuracy' [https://arxiv.org/abs/1901.08573], after yaodongyu/TRADES: loss = CE(f(x), y) + beta
+  KL(p(x) || p(x_adv)) (``nn.KLDivLoss(log p(x_adv), p(x))``, batch mean, as the reference; the
+  cross-entropy is the zoo's, with its label smoothing). x_adv maximises that KL (the attack
+  stage's PGD with the base's ``loss_fn`` hook; the reference's start is x + 0.001 N(0, 1), here
+  PGD's uniform start in the box, since the KL's gradient vanishes at x).
+
+Budgets are the attack stage's (:class:`advmir.attacks.budgets.Budget`): per-clip ``snr_db`` (the
+flat L-inf box / L2 ball of that SNR) or absolute ``eps``, in ``norm`` (``linf``, or ``l2`` for
+pgd_at and trades). Step sizes follow PGD: ``rel_step`` (a fraction of each clip's radius; default
+2.5 / steps, and 1.25 for fast_at) or an absolute ``alpha``, not both.
+
+Batch norm: adversarial examples are crafted with the model in eval mode (the attack base's
+``attack_mode``: running statistics, no dropout, frozen parameters, modes restored after), as the
+attack stage crafts them; the update then runs in train mode on the adversarial (or mixed) batch.
+The fast_adversarial and TRADES references craft in train mode and eval mode respectively; eval mode
+keeps the crafting batch from moving the running statistics and makes training examples what the
+attack stage would make against the same weights. The model's on-the-fly augmentation applies to
+the clean batch before the attack.
+
+Seeding: each batch's random start comes from the attack's generator, seeded from the training
+seed and the batch's index, so the same seed gives the same weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import numbers
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from advmir.attacks import PGD, build_attack
+from advmir.attacks.budgets import Budget
+from advmir.errors import InputError
+
+log = logging.getLogger(__name__)
+
+MODES = ("pgd_at", "fast_at", "trades")
+SECTION = "training.adversarial"
+#: keys every mode takes, and each mode's own
+COMMON_KEYS = ("mode", "eps", "snr_db", "rel_step", "alpha")
+MODE_KEYS = {
+    "pgd_at": ("norm", "steps", "mix"),
+    "fast_at": ("mix", "guard_drop", "guard_steps", "guard_clips"),
+    "trades": ("norm", "steps", "beta"),
+}
+DEFAULT_STEPS = 10
+FAST_REL_STEP = 1.25  # Wong et al.'s alpha = 1.25 eps
+
+
+class DefenseConfigError(InputError, ValueError):
+    """A defense setting that is unknown or out of range; the message names the key and what it allows."""
+
+
+@dataclass(frozen=True)
+class AdversarialConfig:
+    """One adversarial-training mode, checked (see the module docstring for the keys).
+
+    Attributes:
+        mode: one of :data:`MODES`.
+        norm: ``"linf"`` or ``"l2"`` (fast_at: linf).
+        eps: absolute budget in (0, 1], or None. snr_db: per-clip budget in dB in (0, 100], or None;
+            exactly one of the two.
+        steps: PGD steps per batch (pgd_at, trades; fast_at: 1).
+        rel_step: step as a fraction of each clip's radius, or None when ``alpha`` is given.
+        alpha: absolute step size, or None.
+        mix: share of each batch replaced by adversarial clips, in (0, 1] (pgd_at, fast_at).
+        beta: TRADES' weight of the KL term, > 0.
+        guard_drop: fast_at's tolerated fall of robust accuracy below the best, in (0, 1).
+        guard_steps: steps of the guard's PGD (fast_at).
+        guard_clips: clips in the guard's fixed batch: the first training clips (fast_at).
+    """
+
+    mode: str
+    norm: str = "linf"
+    eps: float | None = None
+    snr_db: float | None = None
+    steps: int = DEFAULT_STEPS
+    rel_step: float | None = None
+    alpha: float | None = None
+    mix: float = 1.0
+    beta: float = 6.0
+    guard_drop: float = 0.2
+    guard_steps: int = DEFAULT_STEPS
+    guard_clips: int = 128
+
+    @classmethod
+    def from_dict(cls, values: Any) -> AdversarialConfig:
+        """Check ``training["adversarial"]``; raise :class:`DefenseConfigError` naming the key."""
+        if not isinstance(values, dict):
+            raise DefenseConfigError(f"{SECTION} must be a mapping with a 'mode', got {values!r}")
+        mode = values.get("mode")
+        if mode not in MODES:
+            raise DefenseConfigError(f"{SECTION}: key 'mode' must be one of {list(MODES)}, got {mode!r}")
+        allowed = COMMON_KEYS + MODE_KEYS[mode]
+        unknown = sorted(set(values) - set(allowed))
+        if unknown:
+            raise DefenseConfigError(
+                f"{SECTION}: unknown key(s) {unknown} for mode {mode!r}; allowed: {list(allowed)}"
+            )
+        out: dict[str, Any] = {"mode": mode}
+        if "norm" in values:
+            if values["norm"] not in ("linf", "l2"):
+                raise DefenseConfigError(
+                    f"{SECTION}: key 'norm' must be one of ['linf', 'l2'], got {values['norm']!r}"
+                )
+            out["norm"] = values["norm"]
+        budget = [k for k in ("eps", "snr_db") if values.get(k) is not None]
+        if len(budget) != 1:
+            raise DefenseConfigError(
+                f"{SECTION}: give exactly one budget key, 'eps' (absolute, in (0, 1]) or 'snr_db' "
+                f"(per clip, in (0, 100] dB), got {budget or 'neither'}"
+            )
+        if budget == ["eps"]:
+            out["eps"] = _number("eps", values["eps"], 0.0, 1.0, "in (0, 1]")
+        else:
+            out["snr_db"] = _number("snr_db", values["snr_db"], 0.0, 100.0, "in (0, 100]")
+        if "steps" in values:
+            out["steps"] = _integer("steps", values["steps"], minimum=1)
+        if values.get("rel_step") is not None and values.get("alpha") is not None:
+            raise DefenseConfigError(f"{SECTION}: give either key 'rel_step' or 'alpha', not both")
+        if values.get("rel_step") is not None:
+            out["rel_step"] = _number("rel_step", values["rel_step"], 0.0, math.inf, "> 0")
+        if values.get("alpha") is not None:
+            out["alpha"] = _number("alpha", values["alpha"], 0.0, 2.0, "in (0, 2]")
+        if "mix" in values:
+            out["mix"] = _number("mix", values["mix"], 0.0, 1.0, "in (0, 1]")
+        if "beta" in values:
+            out["beta"] = _number("beta", values["beta"], 0.0, math.inf, "> 0")
+        if "guard_drop" in values:
+            out["guard_drop"] = _number(
+                "guard_drop", values["guard_drop"], 0.0, 1.0, "in (0, 1)", high_open=True
+            )
+        for key in ("guard_steps", "guard_clips"):
+            if key in values:
+                out[key] = _integer(key, values[key], minimum=1)
+        if mode == "fast_at":
+            out["steps"] = 1
+        if out.get("alpha") is None and out.get("rel_step") is None:
+            out["rel_step"] = FAST_REL_STEP if mode == "fast_at" else 2.5 / out.get("steps", DEFAULT_STEPS)
+        return cls(**out)
+
+    @property
+    def budget(self) -> Budget:
+        """The training budget in the attack stage's semantics."""
+        return Budget.create(SECTION, self.norm, eps=self.eps, snr_db=self.snr_db)
+
+    def attack_params(self) -> dict[str, Any]:
+        """Parameters of the attack stage's PGD that crafts the training examples."""
+        params: dict[str, Any] = {
+            "norm": self.norm,
+            "steps": self.steps,
+            "random_start": True,
+            "early_stop": False,  # training ascends the loss for every clip, fooled or not
+        }
+        params.update(
+            {
+                k: getattr(self, k)
+                for k in ("eps", "snr_db", "rel_step", "alpha")
+                if getattr(self, k) is not None
+            }
+        )
+        return params
+
+    def as_dict(self) -> dict[str, Any]:
+        """The resolved settings of the mode (what metrics.json records)."""
+        keys = ("norm", "steps", "rel_step", "alpha", *MODE_KEYS[self.mode])
+        out = {"mode": self.mode, "budget": self.budget.as_dict()}
+        out.update({k: getattr(self, k) for k in dict.fromkeys(keys)})
+        return out
+
+
+def _number(key: str, value: Any, low: float, high: float, allowed: str, high_open: bool = False) -> float:
+    """``value`` as a float in (low, high] ((low, high) with ``high_open``), else a DefenseConfigError."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
+    if ok:
+        ok = low < value < high if high_open else low < value <= high
+    if not ok:
+        raise DefenseConfigError(f"{SECTION}: key {key!r} must be a number {allowed}, got {value!r}")
+    return float(value)
+
+
+def _integer(key: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise DefenseConfigError(f"{SECTION}: key {key!r} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+class AdversarialTraining:
+    """The adversarial part of each training step, for one model and one mode.
+
+    Args:
+        cfg: the checked mode.
+        seed: the model's training seed (seeds every batch's random start and the guard's).
+    """
+
+    def __init__(self, cfg: AdversarialConfig, seed: int) -> None:
+        self.cfg = cfg
+        self.seed = int(seed)
+        self.attack: PGD = build_attack("pgd", cfg.attack_params())  # type: ignore[assignment]
+        self.batches = 0
+        self.craft_seconds = 0.0
+        self.guard = OverfittingGuard(cfg, self.seed) if cfg.mode == "fast_at" else None
+
+    def callbacks(self) -> list[pl.Callback]:
+        """Lightning callbacks the mode needs (fast_at: the overfitting guard)."""
+        return [self.guard] if self.guard is not None else []
+
+    def craft(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        """Adversarial clips (B, T) of the clean clips x (B, T) with labels y (B,), crafted in eval mode."""
+        self.attack.model = model
+        self.attack.seed = int(np.random.SeedSequence([self.seed, self.batches]).generate_state(1)[0])
+        self.batches += 1
+        start = time.perf_counter()
+        x_adv = self.attack.perturb(x, y)
+        self.craft_seconds += time.perf_counter() - start
+        return x_adv
+
+    def training_loss(
+        self, model: nn.Module, x: Tensor, y: Tensor, criterion: nn.Module
+    ) -> tuple[Tensor, Tensor]:
+        """The training loss of one batch, the model in train mode.
+
+        Args:
+            model: maps (B, T) waveforms to logits (B, C).
+            x: clean (augmented) clips, (B, T) in [-1, 1]. y: labels, (B,) int64.
+            criterion: the zoo's classification loss (cross-entropy with label smoothing).
+
+        Returns:
+            The scalar loss and the logits (B, C) of the batch trained on (pgd_at, fast_at: the
+            adversarial or mixed batch; trades: the clean batch).
+        """
+        if self.guard is not None:
+            self.guard.collect(x, y)
+        if self.cfg.mode == "trades":
+            return self._trades_loss(model, x, y, criterion)
+        n_adv = round(self.cfg.mix * x.shape[0])
+        if n_adv > 0:
+            x = torch.cat([self.craft(model, x[:n_adv], y[:n_adv]), x[n_adv:]])
+        logits = model(x)
+        return criterion(logits, y), logits
+
+    def _trades_loss(
+        self, model: nn.Module, x: Tensor, y: Tensor, criterion: nn.Module
+    ) -> tuple[Tensor, Tensor]:
+        with torch.no_grad():
+            was_training = model.training
+            model.eval()
+            p_clean = F.softmax(model(x), dim=1)
+            model.train(was_training)
+
+        def kl_to_clean(logits: Tensor, rows: Tensor, _: Tensor) -> Tensor:
+            """KL(p(x) || p(x_adv)) per clip (b,); ``rows`` are the clips' rows in the batch."""
+            p = p_clean[rows]
+            return (p * (p.clamp_min(1e-12).log() - F.log_softmax(logits, dim=1))).sum(dim=1)
+
+        self.attack.loss_fn = kl_to_clean
+        try:
+            # the labels the attack carries per clip are its row, so the objective finds p(x)
+            x_adv = self.craft(model, x, torch.arange(x.shape[0], device=x.device))
+        finally:
+            self.attack.loss_fn = None
+        logits = model(x)
+        robust = F.kl_div(F.log_softmax(model(x_adv), dim=1), F.softmax(logits, dim=1), reduction="batchmean")
+        return criterion(logits, y) + self.cfg.beta * robust, logits
+
+    def summary(self) -> dict[str, Any]:
+        """What metrics.json records: the mode, its budget and settings, crafting time, the guard."""
+        out = self.cfg.as_dict()
+        out["craft_seconds"] = round(self.craft_seconds, 1)
+        if self.guard is not None:
+            out["guard"] = self.guard.summary()
+        return out
+
+
+class OverfittingGuard(pl.Callback):
+    """fast_at's catastrophic-overfitting check, after each epoch's last training step (before the
+    epoch is validated and checkpointed; see the module docstring).
+
+    ``batch`` is the fixed guard batch, (x (G, T), y (G,)): the first ``guard_clips`` training clips
+    (augmented, clean), gathered by :meth:`collect` from the first training steps. The reference
+    checks one batch of 128 images; a batch of a few clips makes the check too noisy to trust.
+    """
+
+    def __init__(self, cfg: AdversarialConfig, seed: int) -> None:
+        self.drop = cfg.guard_drop
+        params = {**cfg.attack_params(), "steps": cfg.guard_steps, "early_stop": True, "seed": seed}
+        params.pop("alpha", None)
+        params["rel_step"] = 2.5 / cfg.guard_steps
+        self.attack: PGD = build_attack("pgd", params)  # type: ignore[assignment]
+        self.clips = cfg.guard_clips
+        self.batch: tuple[Tensor, Tensor] | None = None
+        self.robust_accuracy: list[float] = []
+        self.best = -1.0
+        self.kept: dict[str, Tensor] | None = None
+        self.kept_epoch: int | None = None
+        self.stopped_epoch: int | None = None
+
+    def collect(self, x: Tensor, y: Tensor) -> None:
+        """Add clean clips x (B, T) with labels y (B,) to the guard batch until it holds ``guard_clips``."""
+        have = 0 if self.batch is None else self.batch[0].shape[0]
+        if have >= self.clips:
+            return
+        x, y = x[: self.clips - have].detach().clone(), y[: self.clips - have].detach().clone()
+        self.batch = (
+            (x, y) if self.batch is None else (torch.cat([self.batch[0], x]), torch.cat([self.batch[1], y]))
+        )
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if batch_idx + 1 != trainer.num_training_batches or self.batch is None:
+            return
+        model = pl_module.model
+        self.attack.model = model
+        x, y = self.batch
+        acc = float((~self.attack(x, y).success).float().mean())
+        epoch = trainer.current_epoch
+        self.robust_accuracy.append(round(acc, 4))
+        if self.kept is not None and acc < self.best - self.drop:
+            model.load_state_dict(self.kept)
+            self.stopped_epoch = epoch
+            trainer.should_stop = True
+            trainer.fit_loop.min_epochs = 0  # a collapse ends training even before min_epochs
+            log.warning(
+                "fast_at: catastrophic overfitting at epoch %d: PGD robust accuracy on the guard batch "
+                "%.3f, best %.3f (guard_drop %.2f); stopping with epoch %d's weights",
+                epoch, acc, self.best, self.drop, self.kept_epoch,
+            )  # fmt: skip
+            return
+        log.info("fast_at guard: epoch %d, PGD robust accuracy on the guard batch %.3f", epoch, acc)
+        self.best = max(self.best, acc)
+        self.kept = copy.deepcopy(model.state_dict())
+        self.kept_epoch = epoch
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "guard_drop": self.drop,
+            "guard_clips": 0 if self.batch is None else int(self.batch[0].shape[0]),
+            "robust_accuracy": self.robust_accuracy,
+            "best_robust_accuracy": round(self.best, 4) if self.robust_accuracy else None,
+            "stopped": self.stopped_epoch is not None,
+            "stopped_epoch": self.stopped_epoch,
+            "restored_epoch": self.kept_epoch if self.stopped_epoch is not None else None,
+        }
+
+
+def build_adversarial(
+    values: dict[str, Any] | AdversarialConfig | None, seed: int
+) -> AdversarialTraining | None:
+    """The training mode of ``training["adversarial"]`` (checked), or None when absent."""
+    if values is None:
+        return None
+    cfg = values if isinstance(values, AdversarialConfig) else AdversarialConfig.from_dict(values)
+    return AdversarialTraining(cfg, seed)
