@@ -50,6 +50,7 @@ def plot_robust_accuracy(table: pd.DataFrame) -> plt.Figure:
                 line["budget_db"], line["robust_accuracy"], marker="o", color=palette[defense], label=label
             )
             ax.axhline(line["clean_accuracy"].iloc[0], color=palette[defense], ls=":", lw=1)
+        ax.set_xticks(sorted(sel["budget_db"].unique()))
         ax.invert_xaxis()
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
