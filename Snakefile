@@ -18,6 +18,7 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/attacks.smk"
 include: "workflow/rules/codecs.smk"
 include: "workflow/rules/transfer.smk"
+include: "workflow/rules/defenses.smk"
 include: "workflow/rules/anomaly.smk"
 include: "workflow/rules/generalisation.smk"
 

@@ -96,7 +96,36 @@ def tiny_config(results: Path) -> dict:
             "multitask": {"epochs": 1},
         }
     )
+    # One tiny defended model (fast_at, a short guard) and a small ensemble on the attack stage's 12 clips.
+    config["defenses"] = {
+        "enabled": True,
+        "models": {
+            "logmel_cnn_fast_at": {
+                "model": "logmel_cnn",
+                "mode": "fast_at",
+                "snr_db": 30,
+                "guard_clips": 16,
+                "guard_steps": 2,
+                "training": {"max_epochs": 4, "min_epochs": 4},
+            }
+        },
+        "evaluation": {
+            "budgets_db": [40, 20],
+            "ensemble": {
+                "apgd_ce": {"name": "apgd_ce", "params": {"steps": 5}},
+                "apgd_t": {"name": "apgd_t", "params": {"steps": 5, "n_target_classes": 2}},
+                "square": {"name": "square", "params": {"n_queries": 20}},
+            },
+            "sanity": {"transfer_steps": 5},
+        },
+    }
     return config
+
+
+def zoo_models(config: dict) -> list[str]:
+    """Every model the workflow trains for ``config``: the zoo and the defended models."""
+    defenses = config.get("defenses") or {}
+    return [*config["models"], *(defenses.get("models") or {} if defenses.get("enabled") else {})]
 
 
 @pytest.fixture

@@ -76,7 +76,8 @@ def test_cross_key_checks(config):
 
 
 def test_paper_config_dry_run_lists_the_full_sweep(tmp_path):
-    """config/paper.yaml: every model, every (model, attack) cell and every codec setting is a job."""
+    """config/paper.yaml: every model, every (model, attack) cell, every codec setting and every
+    defended model's training and robust evaluation is a job."""
     paper = yaml.safe_load((REPO / "config/paper.yaml").read_text())
     paper["results"] = str(tmp_path / "results")
     out = run_snakemake(tmp_path, paper, "-n").stdout
@@ -85,7 +86,10 @@ def test_paper_config_dry_run_lists_the_full_sweep(tmp_path):
         len(a.get("models") or [m for m in paper["models"] if m != a.get("surrogate")])
         for a in paper["attacks"].values()
     )
-    assert counts["train_model"] == len(paper["models"])
+    # the defended models are zoo models too (attacks without `models` run on the undefended zoo)
+    defended = paper["defenses"]["models"]
+    assert counts["train_model"] == len(paper["models"]) + len(defended)
+    assert counts["evaluate_robustness"] == len(defended) + len({d["model"] for d in defended.values()})
     assert counts["craft_adversarial"] == cells, counts
     # every codec setting on the clean set and on each attack sent through the codecs
     sent = paper["transfer"]["attacks"] or paper["attacks"]

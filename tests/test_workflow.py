@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import run_snakemake, snakemake_command, tiny_config
+from conftest import run_snakemake, snakemake_command, tiny_config, zoo_models
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,7 @@ def test_artifacts(finished_run):
     work, config = finished_run
     results = work / "results"
     table = pd.read_csv(results / "tables/clean_accuracy.csv")
-    assert set(table["model"]) == set(config["models"])
+    assert set(table["model"]) == set(zoo_models(config))
     assert table["test_accuracy"].between(0, 1).all()
     assert (table["test_accuracy"] > 0.5).all(), table
     for model in config["models"]:
@@ -112,6 +112,36 @@ def test_stage_tables(finished_run):
     assert anomaly["roc_auc"].dropna().between(0, 1).all()
     review = pd.read_csv(work / "results/anomaly/synth_notes/review.csv")
     assert len(review) > 0 and review["reason"].notna().all()
+
+
+def test_defenses_tables(finished_run):
+    """The defended model is trained as a zoo model (in adversarial mode) and evaluated beside its
+    undefended twin; the tables hold the columns the issue names."""
+    work, config = finished_run
+    results = work / "results"
+    metrics = json.loads((results / "models/synth_notes/logmel_cnn_fast_at/metrics.json").read_text())
+    assert metrics["adversarial"]["mode"] == "fast_at" and metrics["adversarial"]["guard"]["guard_clips"] > 0
+    table = pd.read_csv(results / "tables/defenses.csv")
+    columns = ["model", "defense", "budget_db", "attack", "restarts", "steps", "clean_accuracy",
+               "robust_accuracy", "n", "train_epochs", "train_cost"]  # fmt: skip
+    assert set(columns) <= set(table.columns), table.columns
+    assert set(table["model"]) == {"logmel_cnn", "logmel_cnn_fast_at"}
+    assert set(table["defense"]) == {"none", "fast_at"} and set(table["base_model"]) == {"logmel_cnn"}
+    assert set(table["attack"]) == set(config["defenses"]["evaluation"]["ensemble"])
+    assert set(table["budget_db"]) == {40.0, 20.0}
+    assert (table["n"] == config["attack_settings"]["eval_size"]).all()
+    assert (table["robust_accuracy"] <= table["clean_accuracy"] + 1e-9).all()
+    for _, rows in table.groupby("model", sort=False):
+        assert (np.diff(rows["robust_accuracy"].to_numpy()) <= 1e-9).all(), rows  # quiet budget first
+    defended = table[table["model"] == "logmel_cnn_fast_at"]
+    assert (defended["train_cost"] == 2 * defended["train_epochs"]).all()  # FGSM: one step per batch
+    sanity = pd.read_csv(results / "tables/defense_sanity.csv")
+    assert {"model", "check", "value", "threshold", "passed"} <= set(sanity.columns)
+    checks = sanity.groupby("model")["check"].agg(set)
+    assert "transfer_not_better" in checks["logmel_cnn_fast_at"]
+    assert "transfer_not_better" not in checks["logmel_cnn"]
+    assert sanity["passed"].isin([True, False]).all()
+    assert (results / "figures/defense_robustness.png").stat().st_size > 10_000
 
 
 def test_rerun_has_nothing_to_do(finished_run):
@@ -315,7 +345,7 @@ def test_sigkill_then_rerun_gives_byte_identical_tables(tiny_workflow, tmp_path,
     kill_while_stage_runs(proc, results / "logs", point)
     assert not all((results / "tables" / name).exists() for name in point.tables)
     if stage == "training":
-        assert len(list((results / "models/synth_notes").glob("*/model.ckpt"))) < len(config["models"])
+        assert len(list((results / "models/synth_notes").glob("*/model.ckpt"))) < len(zoo_models(config))
     # a killed job's hidden temporary (the atomic write it had begun) may stay: nothing reads it
     left_by_kill = set(results.rglob("*.tmp"))
     assert all(path.name.startswith(".") for path in left_by_kill), left_by_kill

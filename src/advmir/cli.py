@@ -50,6 +50,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate-transfer": ("advmir.transfer.cli:evaluate", "predictions of every target model"),
     "summarize-transfer": ("advmir.transfer.cli:summarize", "tidy transfer and codec tables"),
     "plot-transfer": ("advmir.plotting.transfer:main", "figures of compression and transfer"),
+    "evaluate-robustness": (
+        "advmir.defenses.cli:evaluate",
+        "robust accuracy of one model under an attack ensemble, and its sanity checks",
+    ),
+    "summarize-defenses": ("advmir.defenses.cli:summarize", "tables of robust accuracy and sanity checks"),
+    "plot-defenses": ("advmir.plotting.defenses:main", "figure: robust accuracy vs SNR budget"),
     "corrupt-split": ("advmir.anomaly.cli:corrupt", "inject known faults into a split"),
     "score-anomalies": ("advmir.anomaly.cli:score", "score every clip with one detector"),
     "evaluate-anomalies": ("advmir.anomaly.cli:evaluate", "metrics of every detector"),

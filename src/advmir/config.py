@@ -149,8 +149,82 @@ def check_yaml(argv: list[str]) -> int:
     return status
 
 
+def expand_defenses(config: dict[str, Any]) -> None:
+    """Add every defended model of ``defenses.models`` to ``config["models"]`` (after validation,
+    before :func:`check_config` and the stage plans), so that to every stage it is a zoo model: its
+    spec is its base model's, its training the base model's settings with the defense's ``training``
+    overrides and ``adversarial: {mode, budget, ...}``, which makes ``train_model`` train it in that
+    mode. Nothing is added when ``defenses.enabled`` is false.
+
+    Raises ConfigError listing every problem: a defense of a model that is not in ``models`` (or of
+    another defended model), a name that is already a zoo model's, ``training.adversarial`` given
+    inside a defense, a bad adversarial setting (:class:`advmir.defenses.settings.AdversarialConfig`,
+    which imports neither torch nor Lightning). Idempotent: a model already expanded is left as it is.
+    """
+    defenses = config.get("defenses") or {}
+    if not defenses.get("enabled"):
+        return
+    from advmir.defenses.settings import AdversarialConfig, DefenseConfigError
+
+    zoo = {name: spec for name, spec in config["models"].items() if name not in defenses.get("models", {})}
+    problems, added = [], {}
+    for name, entry in (defenses.get("models") or {}).items():
+        where = f"defenses.models.{name}"
+        base = entry.get("model")
+        if base not in zoo:
+            problems.append(f"{where}: key 'model' must name a model of the zoo {sorted(zoo)}, got {base!r}")
+            continue
+        own = dict(entry.get("training") or {})
+        if "adversarial" in own:
+            problems.append(
+                f"{where}.training: no 'adversarial' here; the mode and budget are the defense's own keys"
+            )
+            continue
+        adversarial = {k: v for k, v in entry.items() if k not in ("model", "training")}
+        try:
+            AdversarialConfig.from_dict(adversarial, section=where)
+        except DefenseConfigError as exc:
+            problems.append(str(exc))
+            continue
+        spec = {k: v for k, v in config["models"][base].items() if k != "training"}
+        base_own = dict(config["models"][base].get("training") or {})
+        training = {**base_own, **own, "adversarial": adversarial}
+        if "augment" in own:
+            training["augment"] = {**(base_own.get("augment") or {}), **own["augment"]}
+        expanded = {**spec, "training": training}
+        if name in config["models"] and config["models"][name] != expanded:
+            problems.append(
+                f"{where}: {name!r} is already a model of the zoo; give the defended model another name "
+                f"(zoo models: {sorted(zoo)})"
+            )
+            continue
+        added[name] = expanded
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+    config["models"].update(added)
+
+
+def defended_models(config: dict[str, Any]) -> dict[str, str]:
+    """Defended model name -> the zoo model it defends (its undefended twin); empty when the
+    defenses stage is off."""
+    defenses = config.get("defenses") or {}
+    if not defenses.get("enabled"):
+        return {}
+    return {name: entry["model"] for name, entry in (defenses.get("models") or {}).items()}
+
+
+def undefended_models(config: dict[str, Any]) -> list[str]:
+    """The models a stage's "every model" default means: the zoo without the defended models (they
+    join a stage's runs when its `models` list names them)."""
+    defended = defended_models(config)
+    return [name for name in config["models"] if name not in defended]
+
+
 def check_config(config: dict[str, Any]) -> None:
-    """Raise ConfigError listing every cross-key problem found (after schema validation)."""
+    """Raise ConfigError listing every cross-key problem found (after schema validation). Expands
+    ``defenses.models`` into ``models`` first (:func:`expand_defenses`, idempotent), so the defended
+    models are checked like every zoo model."""
+    expand_defenses(config)
     problems = _results_problems(str(config["results"]))
     if CLEAN_SOURCE in (config.get("attacks") or {}):
         problems.append(

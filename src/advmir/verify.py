@@ -161,6 +161,18 @@ class Verification:
                 if self.keep_decoded:
                     self.expect(folder / name, table)
 
+    def defense(self, folder: Path) -> None:
+        """One robust evaluation (results/defenses/{dataset}/{model}/) and the checkpoints it was built
+        from (the model's, and a defended model's undefended twin's)."""
+        models = self.root / "models" / folder.parent.name
+        meta = self.check(folder / "robustness.json", read_json, keys=("model", "budgets_db"))
+        self.check(folder / "robustness.csv", read_csv, columns=("budget_db", "attack", "robust_accuracy"))
+        self.check(folder / "clips.csv", read_csv, columns=("id", "budget_db", "attack", "robust"))
+        self.check(folder / "sanity.csv", read_csv)
+        self.model(models / folder.name, folder / "robustness.json")
+        if meta and meta.get("base_model") not in (None, folder.name):
+            self.model(models / str(meta["base_model"]), folder / "robustness.json")
+
     def anomaly(self, folder: Path) -> None:
         for split in ("test", "valid"):
             if (folder / f"corrupted_{split}").exists() or (folder / "scores").exists():
@@ -183,7 +195,7 @@ class Verification:
         root = self.root
         for dataset_dir in _dirs(root / "data"):
             self.dataset(dataset_dir)
-        for stage in ("models", "attacks", "codecs", "transfer", "anomaly", "augment"):
+        for stage in ("models", "attacks", "codecs", "transfer", "defenses", "anomaly", "augment"):
             for dataset_dir in _dirs(root / stage):
                 self.dataset(root / "data" / dataset_dir.name, because=dataset_dir)
         for folder in _dirs(root / "augment"):
@@ -213,6 +225,9 @@ class Verification:
         for dataset_dir in _dirs(root / "transfer"):
             for table in sorted(dataset_dir.glob("*/*.csv")):
                 self.transfer(table)
+        for dataset_dir in _dirs(root / "defenses"):
+            for folder in _dirs(dataset_dir):
+                self.defense(folder)
         for folder in _dirs(root / "anomaly"):
             self.anomaly(folder)
         for table in sorted((root / "tables").glob("*.csv")):

@@ -7,9 +7,11 @@ from advmir.config import (
     check_clip_lengths,
     check_config,
     check_device,
+    expand_defenses,
     model_spec,
     submits_elsewhere,
     training_for,
+    undefended_models,
     validate_config,
 )
 
@@ -22,6 +24,8 @@ os.environ.update(
 # A short error naming the key (Snakemake's validate prints the whole schema and config). It fills
 # in every default of the schema: the rules read config[...] and hold no default of their own.
 validate_config(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
+# Each defended model of defenses.models joins config["models"] (a zoo model to every stage).
+expand_defenses(config)
 check_config(config)
 # Checks that build models run where the workflow starts, not again in each cluster job (which
 # parses this file again; the config it gets was checked by the run that submitted it).
@@ -104,6 +108,7 @@ def get_final_output(wildcards):
         *ATTACK_PLAN.targets(),
         *CODEC_PLAN.codec_targets(),
         *TRANSFER_PLAN.transfer_targets(),
+        *DEFENSE_PLAN.targets(),
         *anomaly_targets(),
         *generalisation_targets(),
     ]

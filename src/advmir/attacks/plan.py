@@ -18,6 +18,7 @@ from shlex import quote
 from typing import Any
 
 from advmir.attacks import build_attack
+from advmir.config import defended_models
 from advmir.errors import InputError
 
 #: The stage's figures, each written as png and pdf by plot_attacks.
@@ -51,17 +52,19 @@ class AttackPlan:
         self.specs: dict[str, dict[str, Any]] = dict(config.get("attacks") or {})
         self.settings: dict[str, Any] = dict(config.get("attack_settings") or {})
         self.enabled = bool(self.specs)
+        self.defended = set(defended_models(dict(config)))
         self._check(build)
 
     # -- the grid ------------------------------------------------------------------------------
 
     def attacked_models(self, attack: str) -> list[str]:
-        """Models an attack is scored on: its ``models`` list, else every model but its surrogate."""
+        """Models an attack is scored on: its ``models`` list, else every model but its surrogate and
+        the defended models (:func:`advmir.config.undefended_models`: they run when named)."""
         spec = self.specs[attack]
         if spec.get("models"):
             return list(spec["models"])
         surrogate = spec.get("surrogate") if spec.get("threat") == "surrogate" else None
-        return [m for m in self.models if m != surrogate]
+        return [m for m in self.models if m != surrogate and m not in self.defended]
 
     def runs(self) -> list[tuple[str, str, str]]:
         """Every (dataset, model, attack) job of the stage."""

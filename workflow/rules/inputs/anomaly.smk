@@ -15,7 +15,7 @@ ANOMALY_FRACTION = {
     "valid": float(ANOMALY.get("valid_fraction", ANOMALY["fraction"])),
 }
 ANOMALY_FAULTS = ANOMALY.get("faults") or {name: None for name in FAULTS}
-ANOMALY_MODELS = list(ANOMALY.get("models") or list(MODELS)[:1])
+ANOMALY_MODELS = list(ANOMALY.get("models") or undefended_models(config)[:1])
 ANOMALY_TRAIN_CLIPS = int(ANOMALY["max_train_clips"])
 BASE_DETECTORS = [
     "clipping",

@@ -9,7 +9,8 @@ GENERALISATION_SPLITS = [
     for s in (GENERALISATION["splits"] if GENERALISATION_ON else [])
     if s != config["synth_notes"]["split"]
 ]
-GENERALISATION_MODELS = list(GENERALISATION["models"] or MODELS)
+# null: the undefended zoo (a defended model is trained on other splits only when named)
+GENERALISATION_MODELS = list(GENERALISATION["models"] or undefended_models(config))
 
 
 def split_training_inputs(wildcards):

@@ -1,0 +1,162 @@
+"""The jobs of the defenses stage, derived from the validated config (used by defenses.smk).
+
+Built once when the workflow starts, like :class:`advmir.attacks.plan.AttackPlan`. The defended
+models themselves need no job of this stage: :func:`advmir.config.expand_defenses` has added each
+to ``config["models"]`` (its base model's spec, the base model's training with the defense's
+overrides and ``adversarial``), so the zoo's ``train_model`` trains it and every stage may name it.
+This plan holds the robust evaluation: one job per (dataset, evaluated model), then the tables and
+the figure. It checks what the schema cannot relate (the evaluated models, the evaluation size,
+each ensemble attack built at an SNR budget without a model, see
+:func:`advmir.defenses.robust.ensemble_problems`), so ``snakemake -n`` refuses a bad setting.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from advmir.config import defended_models
+from advmir.errors import InputError
+
+TABLES = ("defenses", "defense_sanity")
+FIGURE = "defense_robustness"
+
+
+class DefensePlanError(InputError, ValueError):
+    """The defenses section of the config is inconsistent; the message lists every problem."""
+
+
+class DefensePlan:
+    """Jobs, inputs and parameters of the defenses stage.
+
+    Args:
+        config: the validated config, ``defenses.models`` already expanded into ``models``.
+        results: results folder (no trailing slash).
+        datasets: dataset names.
+        models: model name -> spec (the zoo, defended models included).
+        build: build every ensemble attack now (False in a cluster job: the submitting run did).
+    """
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        results: str,
+        datasets: Sequence[str],
+        models: Mapping[str, Mapping[str, Any]],
+        build: bool = True,
+    ) -> None:
+        self.results, self.datasets, self.models = results, list(datasets), dict(models)
+        section = dict(config.get("defenses") or {})
+        self.enabled = bool(section.get("enabled"))
+        self.defenses: dict[str, dict[str, Any]] = dict(section.get("models") or {}) if self.enabled else {}
+        self.base_of = defended_models(dict(config))
+        self.evaluation: dict[str, Any] = dict(section.get("evaluation") or {})
+        settings = dict(config.get("attack_settings") or {})
+        self.eval_size = self.evaluation.get("eval_size") or settings.get("eval_size", 200)
+        self.batch_size = self.evaluation.get("batch_size") or settings.get("batch_size", 64)
+        self.threads = int(self.evaluation.get("threads", 1))
+        self.ensemble: dict[str, dict[str, Any]] = {
+            name: {"name": spec["name"], "params": dict(spec.get("params") or {})}
+            for name, spec in (self.evaluation.get("ensemble") or {}).items()
+        }
+        self.budgets = [float(b) for b in self.evaluation.get("budgets_db") or []]
+        self.sanity: dict[str, Any] = dict(self.evaluation.get("sanity") or {})
+        if self.enabled:
+            self._check(build)
+
+    # -- the grid ------------------------------------------------------------------------------
+
+    @property
+    def evaluated_models(self) -> list[str]:
+        """``evaluation.models``, else every defended model and its base model (zoo order)."""
+        if not self.enabled:
+            return []
+        given = self.evaluation.get("models")
+        if given:
+            return list(given)
+        wanted = set(self.base_of) | set(self.base_of.values())
+        return [m for m in self.models if m in wanted]
+
+    def run_dir(self, dataset: str, model: str) -> str:
+        return f"{self.results}/defenses/{dataset}/{model}"
+
+    def run_files(self, name: str = "robustness.csv") -> list[str]:
+        return [f"{self.run_dir(d, m)}/{name}" for d in self.datasets for m in self.evaluated_models]
+
+    def metrics_files(self) -> list[str]:
+        return [
+            f"{self.results}/models/{d}/{m}/metrics.json"
+            for d in self.datasets
+            for m in self.evaluated_models
+        ]
+
+    def _check(self, build: bool) -> None:
+        problems = []
+        unknown = [m for m in self.evaluation.get("models") or [] if m not in self.models]
+        if unknown:
+            problems.append(
+                f"defenses.evaluation.models {unknown} must be models of the zoo or of defenses.models "
+                f"({sorted(self.models)})"
+            )
+        if not self.evaluated_models:
+            problems.append("defenses.enabled is true but nothing is evaluated: add defenses.models")
+        sanity_budget = self.sanity.get("budget_db")
+        if sanity_budget is not None and float(sanity_budget) not in self.budgets:
+            problems.append(
+                f"defenses.evaluation.sanity.budget_db ({sanity_budget}) must be one of "
+                f"defenses.evaluation.budgets_db {self.budgets} (or null)"
+            )
+        if build:
+            from advmir.defenses.robust import ensemble_problems
+
+            problems += ensemble_problems(self.ensemble, "defenses.evaluation.ensemble")
+        if problems:
+            raise DefensePlanError("invalid defenses configuration:\n  - " + "\n  - ".join(problems))
+
+    # -- one job -------------------------------------------------------------------------------
+
+    def inputs(self, dataset: str, model: str) -> dict[str, str]:
+        """The model's checkpoint and, for a defended model, its undefended twin's."""
+        root = f"{self.results}/models/{dataset}"
+        files = {"checkpoint": f"{root}/{model}/model.ckpt"}
+        if model in self.base_of:
+            files["twin"] = f"{root}/{self.base_of[model]}/model.ckpt"
+        return files
+
+    def info_json(self, model: str) -> str:
+        """What robustness.json records of the model: its base model, defense and training budget."""
+        entry = self.defenses.get(model) or {}
+        info = {
+            "base_model": self.base_of.get(model, model),
+            "defense": entry.get("mode", "none"),
+            "defense_snr_db": entry.get("snr_db"),
+            "defense_eps": entry.get("eps"),
+        }
+        return json.dumps(info, sort_keys=True)
+
+    def ensemble_json(self) -> str:
+        return json.dumps(self.ensemble)
+
+    def sanity_json(self) -> str:
+        return json.dumps(self.sanity, sort_keys=True)
+
+    def budgets_option(self) -> str:
+        return " ".join(f"{b:g}" for b in self.budgets)
+
+    def model_constraint(self) -> str:
+        return "|".join(self.evaluated_models) or "no-model-evaluated"
+
+    # -- summary and figures -------------------------------------------------------------------
+
+    def table(self, name: str) -> str:
+        return f"{self.results}/tables/{name}.csv"
+
+    def figure(self, ext: str) -> str:
+        return f"{self.results}/figures/{FIGURE}.{ext}"
+
+    def targets(self) -> list[str]:
+        """Final files of the stage (none when it is disabled)."""
+        if not self.enabled:
+            return []
+        return [*[self.table(t) for t in TABLES], self.figure("png"), self.figure("pdf")]

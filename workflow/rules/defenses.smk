@@ -1,0 +1,107 @@
+# Defenses: adversarially trained twins of zoo models, and the robust evaluation that judges them.
+# A defended model (a key of config["defenses"]["models"]) is a zoo model: advmir.config.expand_defenses
+# added it to config["models"] with its base model's spec and training plus `adversarial`, so
+# train_model (models.smk) trains it and any stage may name it. This file holds the evaluation: one
+# job per (dataset, evaluated model): robust accuracy under the ensemble at each SNR budget on the
+# attack stage's seeded evaluation subset, and the gradient-masking sanity checks; then the tables
+# (defenses.csv, defense_sanity.csv) and the figure.
+
+
+include: "inputs/defenses.smk"
+
+
+rule evaluate_robustness:
+    input:
+        unpack(robustness_inputs),
+    output:
+        table=f"{RESULTS}/defenses/{{dataset}}/{{model}}/robustness.csv",
+        clips=f"{RESULTS}/defenses/{{dataset}}/{{model}}/clips.csv",
+        sanity=f"{RESULTS}/defenses/{{dataset}}/{{model}}/sanity.csv",
+        meta=f"{RESULTS}/defenses/{{dataset}}/{{model}}/robustness.json",
+    log:
+        f"{RESULTS}/logs/defenses/{{dataset}}/{{model}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/defenses/{{dataset}}/{{model}}.tsv"
+    wildcard_constraints:
+        model=DEFENSE_PLAN.model_constraint(),
+    conda:
+        "../../envs/torch.yaml"
+    threads: DEFENSE_PLAN.threads
+    resources:
+        mem_mb=3000,
+        runtime=120,
+        gpu=GPUS,
+    params:
+        twin=twin_option,
+        info=defense_info,
+        ensemble=DEFENSE_PLAN.ensemble_json(),
+        budgets=DEFENSE_PLAN.budgets_option(),
+        sanity=DEFENSE_PLAN.sanity_json(),
+        eval_size=DEFENSE_PLAN.eval_size,
+        batch_size=DEFENSE_PLAN.batch_size,
+        seed=config["seed"],
+        device=config["device"],
+    shell:
+        'python -m advmir evaluate-robustness --dataset-dir "$(dirname {input.waveforms:q})"'
+        " --checkpoint {input.checkpoint:q} {params.twin} --info {params.info:q}"
+        " --ensemble {params.ensemble:q} --budgets-db {params.budgets} --sanity {params.sanity:q}"
+        " --eval-size {params.eval_size} --batch-size {params.batch_size} --seed {params.seed}"
+        " --device {params.device} --threads {threads}"
+        ' --out-dir "$(dirname {output.table:q})" > {log:q} 2>&1'
+
+
+rule summarize_defenses:
+    input:
+        runs=DEFENSE_PLAN.run_files("robustness.json"),
+        metrics=DEFENSE_PLAN.metrics_files(),
+    output:
+        table=report(
+            DEFENSE_PLAN.table("defenses"),
+            caption="../report/defenses_table.rst",
+            category="5. Defenses",
+            labels={"table": "robust accuracy"},
+        ),
+        sanity=report(
+            DEFENSE_PLAN.table("defense_sanity"),
+            caption="../report/defense_sanity.rst",
+            category="5. Defenses",
+            labels={"table": "sanity checks"},
+        ),
+    log:
+        f"{RESULTS}/logs/tables/defenses.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/tables/defenses.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    shell:
+        "python -m advmir summarize-defenses --runs {input.runs:q} --metrics {input.metrics:q}"
+        " --out {output.table:q} --sanity-out {output.sanity:q} > {log:q} 2>&1"
+
+
+rule plot_defenses:
+    input:
+        DEFENSE_PLAN.table("defenses"),
+    output:
+        png=report(
+            DEFENSE_PLAN.figure("png"),
+            caption="../report/defense_robustness.rst",
+            category="5. Defenses",
+            labels={"figure": "robust accuracy vs SNR budget"},
+        ),
+        pdf=DEFENSE_PLAN.figure("pdf"),
+    log:
+        f"{RESULTS}/logs/figures/defense_robustness.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/figures/defense_robustness.tsv"
+    conda:
+        "../../envs/plot.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    shell:
+        "python -m advmir plot-defenses --table {input:q} --out {output.png:q} {output.pdf:q} > {log:q} 2>&1"

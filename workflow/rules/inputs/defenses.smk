@@ -1,0 +1,27 @@
+# Constants and input functions of workflow/rules/defenses.smk (kept apart: `snakemake --lint`
+# wants rules and functions in different files). The job grid and the checks live in
+# advmir.defenses.plan (tested); the defended models are already zoo models (advmir.config.expand_defenses).
+from advmir.defenses.plan import DefensePlan
+
+# Every ensemble attack is built now, without a model: a bad parameter stops `snakemake -n`.
+DEFENSE_PLAN = DefensePlan(
+    config, RESULTS, DATASETS, MODELS, build=not workflow.remote_exec
+)
+
+
+def robustness_inputs(wildcards):
+    """The dataset, the model's checkpoint and, for a defended model, its undefended twin's."""
+    return {
+        **dataset_files(wildcards),
+        **DEFENSE_PLAN.inputs(wildcards.dataset, wildcards.model),
+    }
+
+
+def twin_option(wildcards, input):
+    return (
+        f"--twin-checkpoint {shlex.quote(input.twin)}" if "twin" in input.keys() else ""
+    )
+
+
+def defense_info(wildcards):
+    return DEFENSE_PLAN.info_json(wildcards.model)
