@@ -144,6 +144,20 @@ def test_a_model_overrides_one_augmentation_key_and_keeps_the_others(config):
         check_config(config)
 
 
+def test_generalisation_training_overrides_the_split_models_only(config):
+    from advmir.config import split_training_for
+
+    config["generalisation"]["training"] = {"max_epochs": 5, "min_epochs": 2, "augment": {"eq_prob": 0.0}}
+    split = split_training_for(config, "stft_cnn")
+    assert (split["max_epochs"], split["min_epochs"], split["augment"]["eq_prob"]) == (5, 2, 0.0)
+    assert split["augment"]["room_prob"] == training_for(config, "stft_cnn")["augment"]["room_prob"]
+    assert training_for(config, "stft_cnn")["max_epochs"] == config["training"]["max_epochs"]
+    config["generalisation"]["training"] = {"max_epochs": 5}  # below the default min_epochs
+    expected = r"generalisation\.training: min_epochs \(\d+\) exceeds max_epochs \(5\)"
+    with pytest.raises(ConfigError, match=expected):
+        check_config(config)
+
+
 FGSM_STEPS = {"name": "fgsm", "params": {"snr_db": 30, "steps": 5}}
 PGD_L2_ENVELOPE = {"name": "pgd", "params": {"snr_db": 30, "steps": 10, "envelope": 0.5, "norm": "l2"}}
 

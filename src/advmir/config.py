@@ -188,9 +188,7 @@ def expand_defenses(config: dict[str, Any]) -> None:
             continue
         spec = {k: v for k, v in config["models"][base].items() if k != "training"}
         base_own = dict(config["models"][base].get("training") or {})
-        training = {**base_own, **own, "adversarial": adversarial}
-        if "augment" in own:
-            training["augment"] = {**(base_own.get("augment") or {}), **own["augment"]}
+        training = {**override_training(base_own, own), "adversarial": adversarial}
         expanded = {**spec, "training": training}
         if name in config["models"] and config["models"][name] != expanded:
             problems.append(
@@ -258,6 +256,14 @@ def check_config(config: dict[str, Any]) -> None:
             problems.append(
                 f"generalisation.models {unknown} are not models of the zoo {list(config['models'])}"
             )
+        elif splits:
+            for name in general.get("models") or undefended_models(config):
+                split_training = split_training_for(config, name)
+                if split_training.get("min_epochs", 0) > split_training.get("max_epochs", 1):
+                    problems.append(
+                        f"generalisation.training: min_epochs ({split_training['min_epochs']}) exceeds "
+                        f"max_epochs ({split_training['max_epochs']}) for {name!r}"
+                    )
     for name, spec in config["models"].items():
         training = merged_training(config, name)
         if training.get("min_epochs", 0) > training.get("max_epochs", 1):
@@ -348,14 +354,19 @@ def _training_codec_problems(config: dict[str, Any]) -> list[str]:
     return []
 
 
-def merged_training(config: dict[str, Any], model: str) -> dict[str, Any]:
-    """The ``training`` defaults with model ``model``'s overrides; ``augment`` merges key by key, so
-    ``training: {augment: {room_prob: 0.45}}`` changes one probability and keeps the rest."""
-    own = config["models"][model].get("training", {})
-    settings = {**config["training"], **own}
+def override_training(base: dict[str, Any], own: dict[str, Any] | None) -> dict[str, Any]:
+    """Training settings ``base`` with the overrides ``own``; ``augment`` merges key by key, so
+    ``{augment: {room_prob: 0.45}}`` changes one probability and keeps the rest."""
+    own = own or {}
+    settings = {**base, **own}
     if "augment" in own:
-        settings["augment"] = {**(config["training"].get("augment") or {}), **own["augment"]}
+        settings["augment"] = {**(base.get("augment") or {}), **own["augment"]}
     return settings
+
+
+def merged_training(config: dict[str, Any], model: str) -> dict[str, Any]:
+    """The ``training`` defaults with model ``model``'s overrides (:func:`override_training`)."""
+    return override_training(config["training"], config["models"][model].get("training"))
 
 
 def training_for(config: dict[str, Any], model: str) -> dict[str, Any]:
@@ -365,6 +376,13 @@ def training_for(config: dict[str, Any], model: str) -> dict[str, Any]:
     settings["seed"] = int(spec.get("seed", 0)) + int(config["seed"])
     settings["train_subset"] = spec.get("train_subset", "all")
     return settings
+
+
+def split_training_for(config: dict[str, Any], model: str) -> dict[str, Any]:
+    """Training settings of ``model`` on a generalisation split: its own (:func:`training_for`) with
+    ``generalisation.training``'s overrides."""
+    overrides = (config.get("generalisation") or {}).get("training")
+    return override_training(training_for(config, model), overrides)
 
 
 def model_spec(config: dict[str, Any], model: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from advmir.config import (
     expand_defenses,
     model_spec,
     submits_elsewhere,
+    split_training_for,
     training_for,
     undefended_models,
     validate_config,
@@ -76,6 +77,9 @@ def model_params(wildcards):
 
 
 def training_params(wildcards):
+    """A model's training settings (JSON); on a generalisation split, with generalisation.training."""
+    if "split" in wildcards.keys():
+        return json.dumps(split_training_for(config, wildcards.model), sort_keys=True)
     return json.dumps(training_for(config, wildcards.model), sort_keys=True)
 
 
