@@ -7,11 +7,9 @@ frequencies, 0.25 s at 8 kHz: weak tones in noise, so small perturbations can mo
 from __future__ import annotations
 
 import copy
-import math
 
 import pytest
 import torch
-import torchaudio
 from torch import nn
 
 from advmir.attacks import (
@@ -27,41 +25,7 @@ from advmir.attacks import (
 )
 from advmir.attacks.base import ZeroOne, unit_l2
 from advmir.attacks.budgets import ENVELOPE_FRAME, project, radius_for_snr
-
-SR, T = 8000, 2000
-FREQS = (300.0, 700.0, 1500.0)
-
-
-def noisy_tones(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Clips (n, T) in [-1, 1]: a weak sine of one of three frequencies in white noise; labels (n,)."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, len(FREQS), (n,), generator=g)
-    f = torch.tensor(FREQS)[y] * (1 + 0.03 * (torch.rand(n, generator=g) - 0.5))
-    t = torch.arange(T) / SR
-    phase = torch.rand(n, 1, generator=g) * 2 * math.pi
-    gain = 0.5 + 0.5 * torch.rand(n, 1, generator=g)
-    x = 0.15 * torch.sin(2 * math.pi * f[:, None] * t[None] + phase) + 0.2 * torch.randn(n, T, generator=g)
-    return (gain * x).clamp(-1, 1).float(), y
-
-
-class TinyLogMelCNN(nn.Module):
-    """(B, T) -> logits (B, 3): log-mel, one conv layer, dropout (to check the mode is restored)."""
-
-    def __init__(self, n_classes: int = len(FREQS)) -> None:
-        super().__init__()
-        self.mel = torchaudio.transforms.MelSpectrogram(SR, n_fft=256, hop_length=128, n_mels=24)
-        self.net = nn.Sequential(
-            nn.Conv2d(1, 8, 3, padding=1),
-            nn.ReLU(),
-            nn.Dropout(0.1),
-            nn.AdaptiveAvgPool2d((4, 1)),
-            nn.Flatten(),
-            nn.Linear(32, n_classes),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.log(self.mel(x) + 1e-6)[:, None])
-
+from tiny_tones import SR, T, TinyLogMelCNN, fit_tiny, noisy_tones
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the machine is shared
 
@@ -69,17 +33,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the machine is share
 @pytest.fixture(scope="module")
 def model(one_torch_thread) -> TinyLogMelCNN:
     torch.manual_seed(0)
-    net = TinyLogMelCNN()
-    x, y = noisy_tones(256, 100)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    for _ in range(60):
-        idx = torch.randint(0, 256, (64,))
-        loss = nn.functional.cross_entropy(net(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    net.zero_grad(set_to_none=True)
-    return net.eval()
+    return fit_tiny(TinyLogMelCNN(), *noisy_tones(256, 100), steps=60)
 
 
 @pytest.fixture(scope="module")

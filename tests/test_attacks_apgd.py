@@ -8,69 +8,33 @@ targets.
 from __future__ import annotations
 
 import copy
-import math
 
 import pytest
 import torch
-import torchaudio
 from torch import nn
 
 from advmir.attacks import APGD, APGDT, PGD, AttackParamError, build_attack
 from advmir.attacks.apgd import checkpoints, dlr_loss, targeted_dlr_loss
 from advmir.attacks.base import ZeroOne
 from advmir.attacks.budgets import Budget
+from tiny_tones import T, TinyLogMelCNN, fit_tiny
+from tiny_tones import noisy_tones as tones
 
-SR, T = 8000, 2000
-FREQS = (300.0, 500.0, 800.0, 1200.0, 1800.0)
+FREQS = (300.0, 500.0, 800.0, 1200.0, 1800.0)  # five classes: the targeted DLR loss needs a 4th
 NAMES = ("apgd_ce", "apgd_dlr", "apgd_t")
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the machine is shared
 
 
 def noisy_tones(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Clips (n, T) in [-1, 1]: a weak sine of one of five frequencies in white noise; labels (n,)."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, len(FREQS), (n,), generator=g)
-    f = torch.tensor(FREQS)[y] * (1 + 0.03 * (torch.rand(n, generator=g) - 0.5))
-    t = torch.arange(T) / SR
-    phase = torch.rand(n, 1, generator=g) * 2 * math.pi
-    gain = 0.5 + 0.5 * torch.rand(n, 1, generator=g)
-    x = 0.15 * torch.sin(2 * math.pi * f[:, None] * t[None] + phase) + 0.2 * torch.randn(n, T, generator=g)
-    return (gain * x).clamp(-1, 1).float(), y
-
-
-class TinyLogMelCNN(nn.Module):
-    """(B, T) -> logits (B, 5): log-mel, one conv layer."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.mel = torchaudio.transforms.MelSpectrogram(SR, n_fft=256, hop_length=128, n_mels=24)
-        self.net = nn.Sequential(
-            nn.Conv2d(1, 8, 3, padding=1),
-            nn.ReLU(),
-            nn.AdaptiveAvgPool2d((4, 1)),
-            nn.Flatten(),
-            nn.Linear(32, len(FREQS)),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.log(self.mel(x) + 1e-6)[:, None])
+    """Clips (n, T) and labels (n,) of the five-tone task."""
+    return tones(n, seed, FREQS)
 
 
 @pytest.fixture(scope="module")
 def model(one_torch_thread) -> TinyLogMelCNN:
     torch.manual_seed(0)
-    net = TinyLogMelCNN()
-    x, y = noisy_tones(320, 100)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    for _ in range(80):
-        idx = torch.randint(0, 320, (64,))
-        loss = nn.functional.cross_entropy(net(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    net.zero_grad(set_to_none=True)
-    return net.eval()
+    return fit_tiny(TinyLogMelCNN(len(FREQS), dropout=0.0), *noisy_tones(320, 100), steps=80)
 
 
 @pytest.fixture(scope="module")
