@@ -53,8 +53,8 @@ class DefensePlan:
         self.base_of = defended_models(dict(config))
         self.evaluation: dict[str, Any] = dict(section.get("evaluation") or {})
         settings = dict(config.get("attack_settings") or {})
-        self.eval_size = self.evaluation.get("eval_size") or settings.get("eval_size", 200)
-        self.batch_size = self.evaluation.get("batch_size") or settings.get("batch_size", 64)
+        self.eval_size = self.evaluation.get("eval_size") or settings["eval_size"]
+        self.batch_size = self.evaluation.get("batch_size") or settings["batch_size"]
         self.threads = int(self.evaluation.get("threads", 1))
         self.ensemble: dict[str, dict[str, Any]] = {
             name: {"name": spec["name"], "params": dict(spec.get("params") or {})}
