@@ -50,6 +50,20 @@ def best_lag(decoded: np.ndarray, original: np.ndarray) -> int:
     return k if k < n // 2 else k - n
 
 
+def held_out_clips(dataset_dir: Path, n: int | None = None):
+    """The prepared dataset at ``dataset_dir``, its first ``n`` test clips (all when None) as a float
+    tensor (n, T) and their labels (n,) int64: ``(dataset, x, y)``."""
+    import torch
+
+    from advmir.datasets.contract import load_dataset
+
+    ds = load_dataset(dataset_dir, mmap=False)
+    rows = ds.split_indices("test")[:n]
+    x = torch.from_numpy(ds.float_waveforms(rows))
+    y = torch.from_numpy(ds.manifest["label_idx"].to_numpy()[rows]).long()
+    return ds, x, y
+
+
 def tiny_config(results: Path) -> dict:
     """A whole-workflow config that runs in about a minute on 2 cores."""
     config = yaml.safe_load((REPO / "config.yaml").read_text())

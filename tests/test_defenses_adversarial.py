@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 
 from advmir.attacks import build_attack
-from advmir.datasets.contract import load_dataset
 from advmir.defenses import AdversarialConfig, AdversarialTraining, DefenseConfigError
 from advmir.models.train import ClassifierModule, TrainConfig, train_model
 from advmir.models.zoo import build_model, load_model
+from conftest import held_out_clips
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -42,11 +42,7 @@ def robust_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) ->
 
 @pytest.fixture(scope="module")
 def data(tiny_dataset):
-    ds = load_dataset(tiny_dataset, mmap=False)
-    rows = ds.split_indices("test")
-    x = torch.from_numpy(ds.float_waveforms(rows))
-    y = torch.from_numpy(ds.manifest["label_idx"].to_numpy()[rows]).long()
-    return ds, x, y
+    return held_out_clips(tiny_dataset)
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from advmir.attacks import build_attack
-from advmir.datasets.contract import load_dataset
 from advmir.defenses.robust import attack_success, ensemble_problems, evaluate_ensemble
 from advmir.defenses.sanity import CHECKS, _row, run_sanity_checks
 from advmir.models.train import TrainConfig, train_model
+from conftest import held_out_clips
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -29,11 +29,7 @@ BUDGETS = [40, 30, 20, 10]
 
 @pytest.fixture(scope="module")
 def clips(tiny_dataset):
-    ds = load_dataset(tiny_dataset, mmap=False)
-    rows = ds.split_indices("test")[:32]
-    x = torch.from_numpy(ds.float_waveforms(rows))
-    y = torch.from_numpy(ds.manifest["label_idx"].to_numpy()[rows]).long()
-    return ds, x, y
+    return held_out_clips(tiny_dataset, 32)
 
 
 @pytest.fixture(scope="module")
