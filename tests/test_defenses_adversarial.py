@@ -9,6 +9,7 @@ undefended 0.29 / 0.21 / 0.25 / 0.17, fast_at 0.54 / 0.50 / 0.46 / 0.38, pgd_at 
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from advmir.attacks import build_attack
 from advmir.defenses import AdversarialConfig, AdversarialTraining, DefenseConfigError
 from advmir.models.train import ClassifierModule, TrainConfig, train_model
-from advmir.models.zoo import build_model, load_model
+from advmir.models.zoo import build_model, load_model, save_checkpoint
 from conftest import held_out_clips
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -177,6 +178,10 @@ def test_trades_loss_is_clean_ce_plus_beta_kl_at_a_kl_maximiser(data):
         ({"mode": "fast_at", "eps": 0.01, "guard_drop": 0}, ["'guard_drop'", "(0, 1)"]),
         ({"mode": "trades", "eps": 0.01, "guard_drop": 0.5}, ["guard_drop", "trades", "allowed"]),
         ({"mode": "fast_at", "eps": 0.01, "steps": 5}, ["steps", "fast_at", "allowed"]),
+        ({"mode": "adv_aug", "snr_db": 45, "weight": 0}, ["'weight'", "> 0"]),
+        ({"mode": "adv_aug", "snr_db": 45, "separate_bn": "yes"}, ["'separate_bn'", "true or false"]),
+        ({"mode": "adv_aug", "snr_db": 45, "beta": 6.0}, ["beta", "adv_aug", "allowed"]),
+        ({"mode": "pgd_at", "eps": 0.01, "separate_bn": True}, ["separate_bn", "pgd_at", "allowed"]),
         ("pgd_at", ["training.adversarial", "mapping"]),
     ],
 )
@@ -198,6 +203,72 @@ def test_settings_resolve_the_references_defaults():
     assert (fast.steps, fast.rel_step, fast.guard_drop) == (1, 1.25, 0.2)
     assert AdversarialConfig.from_dict({"mode": "trades", "eps": 0.01}).beta == 6.0
     assert set(fast.as_dict()) >= {"mode", "budget", "guard_drop", "guard_steps", "mix"}
+    aug = AdversarialConfig.from_dict({"mode": "adv_aug", "snr_db": 45})
+    assert (aug.steps, aug.rel_step, aug.weight, aug.separate_bn) == (1, 1.25, 1.0, True)
+    assert AdversarialConfig.from_dict({"mode": "adv_aug", "snr_db": 45, "steps": 5}).rel_step == 0.5
+    # one-step pgd_at keeps PGD's default step (2.5 / steps), not fast_at's
+    assert AdversarialConfig.from_dict({"mode": "pgd_at", "eps": 0.01, "steps": 1}).rel_step == 2.5
+
+
+def _norm_state(model: torch.nn.Module) -> list[torch.Tensor]:
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    return [t.detach().clone() for m in norms for t in (m.running_mean, m.running_var, m.weight)]
+
+
+@pytest.mark.parametrize("separate_bn", [True, False])
+def test_adv_aug_routes_the_adversarial_batch_through_auxiliary_norms(separate_bn, data):
+    """adv_aug's loss is CE(clean) + weight CE(adversarial); with separate_bn the model's own batch
+    norms see only the clean batch (their running statistics are what a clean-only step gives) and
+    the auxiliary ones the adversarial batch, both receiving gradients; without it, one set sees both."""
+    ds, x, y = data
+    xb, yb = x[:8], y[:8]
+    torch.manual_seed(0)
+    no_dropout = {**SPEC, "arch_args": {**SPEC["arch_args"], "dropout": 0.0}}  # forwards comparable
+    model = build_model(no_dropout, len(ds.classes), ds.sample_rate).train()
+    clean_only = copy.deepcopy(model)
+    clean_logits = clean_only(xb)
+    cfg = {"mode": "adv_aug", "eps": EPS, "weight": 0.5, "separate_bn": separate_bn}
+    defense = AdversarialTraining(AdversarialConfig.from_dict(cfg), 0)
+    aux = defense.trainable_modules(model)
+    n_norms = sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    assert n_norms > 0
+    assert (aux is None) == (not separate_bn) and (aux is None or len(aux) == n_norms)
+    before_aux = [t.detach().clone() for m in aux for t in (m.running_mean,)] if aux is not None else []
+    criterion = torch.nn.CrossEntropyLoss()
+    seen = []
+    hook = model.register_forward_pre_hook(lambda _, args: seen.append(args[0].detach().clone()))
+    loss, logits = defense.training_loss(model, xb, yb, criterion)
+    hook.remove()
+    x_adv = seen[-2]  # the last two forwards: the adversarial batch, then the clean one
+    assert (x_adv - xb).abs().max() <= EPS + 1e-6 and not torch.equal(x_adv, xb)
+    torch.testing.assert_close(logits, clean_logits)  # logits of the clean batch, the model's norms
+    same = [torch.allclose(a, b) for a, b in zip(_norm_state(model), _norm_state(clean_only), strict=True)]
+    assert all(same) == separate_bn
+    with defense.auxiliary_norms():  # train mode: batch statistics, the auxiliary affine weights
+        adv_logits = model(x_adv)
+    torch.testing.assert_close(loss, criterion(logits, yb) + 0.5 * criterion(adv_logits, yb))
+    loss.backward()
+    main_norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert all(m.weight.grad is not None for m in main_norms)
+    if aux is not None:
+        assert all(m.weight.grad is not None for m in aux)
+        assert not all(torch.equal(m.running_mean, b) for m, b in zip(aux, before_aux, strict=True))
+
+
+def test_adv_aug_checkpoint_is_a_zoo_models(data, undefended, tmp_path):
+    """Trained with auxiliary norms, the model saves and loads as any zoo model (the same keys as the
+    undefended one: the auxiliary norms are not part of it); metrics.json counts them."""
+    ds, x, _ = data
+    short = {**FAST, "max_epochs": 2, "min_epochs": 2}
+    cfg = TrainConfig(seed=0, adversarial={"mode": "adv_aug", "eps": 0.005}, **short)
+    model, metrics, _ = train_model(ds, SPEC, cfg, "cpu", tmp_path / "run")
+    assert list(model.state_dict()) == list(undefended[0].state_dict())
+    assert metrics["adversarial"]["mode"] == "adv_aug"
+    n_norms = sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    assert metrics["adversarial"]["auxiliary_batch_norms"] == n_norms
+    save_checkpoint(tmp_path / "model.ckpt", model, ds.classes)
+    loaded = load_model(tmp_path / "model.ckpt")
+    torch.testing.assert_close(loaded(x[:4]), model.eval()(x[:4]))
 
 
 def test_fast_at_step_is_fgsm_from_a_random_start_projected(data):

@@ -32,6 +32,18 @@ Modes (``mode``):
   stage's PGD with the base's ``loss_fn`` hook; the reference's start is x + 0.001 N(0, 1), here
   PGD's uniform start in the box, since the KL's gradient vanishes at x).
 
+- ``adv_aug``: adversarial examples as augmentation, for accuracy rather than robustness (question
+  C3 of the project): each step trains on the clean batch and its adversarial copy,
+  loss = CE(f(x), y) + ``weight`` CE(f(x_adv), y), at a small budget (the config's 45 dB), one FGSM
+  step from a random start by default (``steps`` for PGD). With ``separate_bn`` (default) the
+  adversarial clips go through auxiliary batch norms, AdvProp (Xie et al. 2020, 'Adversarial
+  Examples Improve Image Recognition' [https://arxiv.org/abs/1911.09665]): every other weight is
+  shared, the clean batch and validation, test and every later stage use the model's own batch
+  norms, and the auxiliary ones (copies of the model's at the start, trained by the same optimiser)
+  are dropped when training ends, so the checkpoint is an ordinary zoo model's. Examples are crafted
+  against the auxiliary batch norms, as in AdvProp. Without ``separate_bn``, one set of batch norms
+  sees both batches (adversarial training with a clean term, Goodfellow et al. 2015).
+
 Budgets are the attack stage's (:class:`advmir.attacks.budgets.Budget`): per-clip ``snr_db`` (the
 flat L-inf box / L2 ball of that SNR) or absolute ``eps``, in ``norm`` (``linf``, or ``l2`` for
 pgd_at and trades). Step sizes follow PGD: ``rel_step`` (a fraction of each clip's radius; default
@@ -54,6 +66,8 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -83,6 +97,33 @@ class AdversarialTraining:
         self.batches = 0
         self.craft_seconds = 0.0
         self.guard = OverfittingGuard(cfg, self.seed) if cfg.mode == "fast_at" else None
+        self.norm_pairs: list[tuple[nn.Module, nn.Module]] = []
+
+    def trainable_modules(self, model: nn.Module) -> nn.Module | None:
+        """Modules the mode trains beside ``model`` (adv_aug with ``separate_bn``: one auxiliary copy
+        of each of its batch norms), for the Lightning module to register so that the optimiser
+        updates them and the training checkpoints hold them; None when the mode has none."""
+        if self.cfg.mode != "adv_aug" or not self.cfg.separate_bn:
+            return None
+        norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            log.warning("adv_aug: the model has no batch norm; separate_bn has nothing to separate")
+            return None
+        aux = nn.ModuleList(copy.deepcopy(m) for m in norms)
+        self.norm_pairs = list(zip(norms, aux, strict=True))
+        return aux
+
+    @contextmanager
+    def auxiliary_norms(self) -> Iterator[None]:
+        """Within the block, the model's batch norms use the auxiliary parameters and running
+        statistics (adv_aug's ``separate_bn``; nothing changes without them)."""
+        for main, aux in self.norm_pairs:
+            _swap_state(main, aux)
+        try:
+            yield
+        finally:
+            for main, aux in self.norm_pairs:
+                _swap_state(main, aux)
 
     def callbacks(self) -> list[pl.Callback]:
         """Lightning callbacks the mode needs (fast_at: the overfitting guard)."""
@@ -110,12 +151,17 @@ class AdversarialTraining:
 
         Returns:
             The scalar loss and the logits (B, C) of the batch trained on (pgd_at, fast_at: the
-            adversarial or mixed batch; trades: the clean batch).
+            adversarial or mixed batch; trades, adv_aug: the clean batch).
         """
         if self.guard is not None:
             self.guard.collect(x, y)
         if self.cfg.mode == "trades":
             return self._trades_loss(model, x, y, criterion)
+        if self.cfg.mode == "adv_aug":
+            with self.auxiliary_norms():
+                adv_loss = criterion(model(self.craft(model, x, y)), y)
+            logits = model(x)
+            return criterion(logits, y) + self.cfg.weight * adv_loss, logits
         n_adv = round(self.cfg.mix * x.shape[0])
         if n_adv > 0:
             x = torch.cat([self.craft(model, x[:n_adv], y[:n_adv]), x[n_adv:]])
@@ -152,7 +198,17 @@ class AdversarialTraining:
         out["craft_seconds"] = round(self.craft_seconds, 1)
         if self.guard is not None:
             out["guard"] = self.guard.summary()
+        if self.cfg.mode == "adv_aug":
+            out["auxiliary_batch_norms"] = len(self.norm_pairs)
         return out
+
+
+def _swap_state(a: nn.Module, b: nn.Module) -> None:
+    """Exchange the parameters and buffers of two modules of the same kind and shape, in place."""
+    for store in ("_parameters", "_buffers"):
+        da, db = getattr(a, store), getattr(b, store)
+        for key in da:
+            da[key], db[key] = db[key], da[key]
 
 
 class OverfittingGuard(pl.Callback):

@@ -19,7 +19,9 @@ from advmir.errors import InputError
 if TYPE_CHECKING:
     from advmir.attacks.budgets import Budget
 
-MODES = ("pgd_at", "fast_at", "trades")
+MODES = ("pgd_at", "fast_at", "trades", "adv_aug")
+#: modes that aim at clean accuracy (adversarial examples as augmentation), not at robustness
+AUGMENT_MODES = ("adv_aug",)
 SECTION = "training.adversarial"
 #: keys every mode takes, and each mode's own
 COMMON_KEYS = ("mode", "eps", "snr_db", "rel_step", "alpha")
@@ -27,6 +29,7 @@ MODE_KEYS = {
     "pgd_at": ("norm", "steps", "mix"),
     "fast_at": ("mix", "guard_drop", "guard_steps", "guard_clips"),
     "trades": ("norm", "steps", "beta"),
+    "adv_aug": ("norm", "steps", "weight", "separate_bn"),
 }
 DEFAULT_STEPS = 10
 FAST_REL_STEP = 1.25  # Wong et al.'s alpha = 1.25 eps
@@ -49,6 +52,9 @@ class AdversarialConfig:
         rel_step: step as a fraction of each clip's radius, or None when ``alpha`` is given.
         alpha: absolute step size, or None.
         mix: share of each batch replaced by adversarial clips, in (0, 1] (pgd_at, fast_at).
+        weight: adv_aug's weight of the adversarial batch's loss beside the clean batch's, > 0.
+        separate_bn: adv_aug: adversarial clips go through auxiliary batch norms (AdvProp), the
+            clean ones through the model's own; False: one set of batch norms for both.
         beta: TRADES' weight of the KL term, > 0.
         guard_drop: fast_at's tolerated fall of robust accuracy below the best, in (0, 1).
         guard_steps: steps of the guard's PGD (fast_at).
@@ -67,6 +73,8 @@ class AdversarialConfig:
     guard_drop: float = 0.2
     guard_steps: int = DEFAULT_STEPS
     guard_clips: int = 128
+    weight: float = 1.0
+    separate_bn: bool = True
 
     @classmethod
     def from_dict(cls, values: Any, section: str = SECTION) -> AdversarialConfig:
@@ -110,6 +118,14 @@ class AdversarialConfig:
             out["alpha"] = _number(section, "alpha", values["alpha"], 0.0, 2.0, "in (0, 2]")
         if "mix" in values:
             out["mix"] = _number(section, "mix", values["mix"], 0.0, 1.0, "in (0, 1]")
+        if "weight" in values:
+            out["weight"] = _number(section, "weight", values["weight"], 0.0, math.inf, "> 0")
+        if "separate_bn" in values:
+            if not isinstance(values["separate_bn"], bool):
+                raise DefenseConfigError(
+                    f"{section}: key 'separate_bn' must be true or false, got {values['separate_bn']!r}"
+                )
+            out["separate_bn"] = values["separate_bn"]
         if "beta" in values:
             out["beta"] = _number(section, "beta", values["beta"], 0.0, math.inf, "> 0")
         if "guard_drop" in values:
@@ -121,8 +137,12 @@ class AdversarialConfig:
                 out[key] = _integer(section, key, values[key], minimum=1)
         if mode == "fast_at":
             out["steps"] = 1
+        elif mode == "adv_aug":
+            out.setdefault("steps", 1)  # augmentation: one FGSM step from a random start by default
         if out.get("alpha") is None and out.get("rel_step") is None:
-            out["rel_step"] = FAST_REL_STEP if mode == "fast_at" else 2.5 / out.get("steps", DEFAULT_STEPS)
+            steps = out.get("steps", DEFAULT_STEPS)
+            single = mode == "fast_at" or (mode == "adv_aug" and steps == 1)
+            out["rel_step"] = FAST_REL_STEP if single else 2.5 / steps
         return cls(**out)
 
     @property

@@ -91,6 +91,9 @@ class ClassifierModule(pl.LightningModule):
             from advmir.defenses import build_adversarial
 
             self.defense = build_adversarial(cfg.adversarial_cfg, cfg.seed)
+            extra = self.defense.trainable_modules(self.model)
+            if extra is not None:  # trained beside the model, never part of its checkpoint
+                self.defense_modules = extra
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
