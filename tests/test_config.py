@@ -158,6 +158,31 @@ def test_generalisation_training_overrides_the_split_models_only(config):
         check_config(config)
 
 
+def test_augmentation_defenses_join_the_generalisation_models_and_every_model_is_a_transfer_target(config):
+    """An adv_aug defense of a generalisation model is trained on the splits too (the augmentation
+    study scores it there); a robust-training defense is not, unless named. The transfer stage
+    scores every model, defended ones too."""
+    from advmir.config import generalisation_models
+    from advmir.transfer.plan import TransferPlan
+
+    config["defenses"]["enabled"] = True
+    config["defenses"]["models"]["logmel_cnn_adv_aug"] = {
+        "model": "logmel_cnn",
+        "mode": "adv_aug",
+        "snr_db": 45,
+    }
+    config["defenses"]["models"]["stft_cnn_adv_aug"] = {"model": "stft_cnn", "mode": "adv_aug", "snr_db": 45}
+    validate_config(config, SCHEMA)
+    check_config(config)
+    assert generalisation_models(config) == ["logmel_cnn", "logmel_cnn_adv_aug"]
+    config["generalisation"]["models"] = ["logmel_cnn", "logmel_cnn_fast_at"]
+    assert generalisation_models(config) == ["logmel_cnn", "logmel_cnn_fast_at", "logmel_cnn_adv_aug"]
+    plan = TransferPlan(config, "r", ["synth_notes"], config["models"])
+    assert set(plan.target_models) == set(config["models"]) and "wave_cnn_fast_at" in plan.target_models
+    config["defenses"]["enabled"] = False
+    assert generalisation_models(config) == ["logmel_cnn", "logmel_cnn_fast_at"]
+
+
 FGSM_STEPS = {"name": "fgsm", "params": {"snr_db": 30, "steps": 5}}
 PGD_L2_ENVELOPE = {"name": "pgd", "params": {"snr_db": 30, "steps": 10, "envelope": 0.5, "norm": "l2"}}
 

@@ -218,6 +218,22 @@ def undefended_models(config: dict[str, Any]) -> list[str]:
     return [name for name in config["models"] if name not in defended]
 
 
+def generalisation_models(config: dict[str, Any]) -> list[str]:
+    """Models the generalisation stage trains on each split: ``generalisation.models`` (null: the
+    undefended zoo), then every augmentation defense (mode in
+    :data:`advmir.defenses.settings.AUGMENT_MODES`) of one of them, which the augmentation study
+    scores on the splits beside its base model. Other defended models run only when named."""
+    from advmir.defenses.settings import AUGMENT_MODES
+
+    general = config.get("generalisation") or {}
+    models = list(general.get("models") or undefended_models(config))
+    defenses = config.get("defenses") or {}
+    for name, entry in (defenses.get("models") or {}).items() if defenses.get("enabled") else ():
+        if entry.get("mode") in AUGMENT_MODES and entry.get("model") in models and name not in models:
+            models.append(name)
+    return models
+
+
 def check_config(config: dict[str, Any]) -> None:
     """Raise ConfigError listing every cross-key problem found (after schema validation). Expands
     ``defenses.models`` into ``models`` first (:func:`expand_defenses`, idempotent), so the defended
@@ -257,7 +273,7 @@ def check_config(config: dict[str, Any]) -> None:
                 f"generalisation.models {unknown} are not models of the zoo {list(config['models'])}"
             )
         elif splits:
-            for name in general.get("models") or undefended_models(config):
+            for name in generalisation_models(config):
                 split_training = split_training_for(config, name)
                 if split_training.get("min_epochs", 0) > split_training.get("max_epochs", 1):
                     problems.append(

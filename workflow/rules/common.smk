@@ -8,6 +8,7 @@ from advmir.config import (
     check_config,
     check_device,
     expand_defenses,
+    generalisation_models,
     model_spec,
     submits_elsewhere,
     split_training_for,

@@ -21,7 +21,6 @@ from shlex import quote
 from typing import Any
 
 from advmir.codecs.plan import CLEAN, DECODED_NOISE, MATCHED_NOISE, NONE, CodecPlan
-from advmir.config import defended_models
 
 TABLES = ("transfer", "codec_clean_accuracy", "transfer_rates", "transfer_matrix", "transfer_representation")
 FIGURES = ("bitrate", "heatmaps", "room_eot")
@@ -61,10 +60,10 @@ class TransferPlan(CodecPlan):
 
     @property
     def target_models(self) -> list[str]:
-        """Models whose predictions are scored (transfer.targets, else every model but the defended
-        ones: :func:`advmir.config.undefended_models`)."""
-        defended = defended_models(dict(self.config))
-        return list(self.transfer.get("targets") or [m for m in self.models if m not in defended])
+        """Models whose predictions are scored (transfer.targets, else every model, the defended ones
+        too: scoring is cheap beside crafting, and it gives each defended model's accuracy through
+        every codec and room and the transfer of every attack to it)."""
+        return list(self.transfer.get("targets") or self.models)
 
     def _check_transfer(self) -> None:
         problems = []

@@ -9,8 +9,9 @@ GENERALISATION_SPLITS = [
     for s in (GENERALISATION["splits"] if GENERALISATION_ON else [])
     if s != config["synth_notes"]["split"]
 ]
-# null: the undefended zoo (a defended model is trained on other splits only when named)
-GENERALISATION_MODELS = list(GENERALISATION["models"] or undefended_models(config))
+# null: the undefended zoo; with each augmentation defense (adv_aug) of those models (another
+# defended model is trained on other splits only when named)
+GENERALISATION_MODELS = generalisation_models(config)
 
 
 def split_training_inputs(wildcards):
