@@ -144,6 +144,8 @@ CONTRACT = {
     "apgd_ce": {"snr_db": SNR, "steps": 10},
     "apgd_dlr": {"snr_db": SNR, "steps": 10},
     "apgd_t": {"snr_db": SNR, "steps": 10},
+    "fab": {"snr_db": SNR, "steps": 10},
+    "fab_t": {"snr_db": SNR, "steps": 10},
     # the default codec stand-in and room band need 16 kHz audio: a room band-limited for 8 kHz only
     "eot_pgd": {
         "snr_db": SNR,
@@ -362,6 +364,8 @@ BUDGETS = {
             "apgd_ce",
             "apgd_dlr",
             "apgd_t",
+            "fab",
+            "fab_t",
             "square",
             "noise",
         )

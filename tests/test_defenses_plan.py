@@ -145,8 +145,8 @@ def test_bad_defenses_are_refused_by_key(config, change, words):
 @pytest.mark.parametrize(
     ("change", "words"),
     [
-        (lambda e: e["ensemble"].update(fab={"name": "fab"}),
-         ["defenses.evaluation.ensemble.fab.name", "apgd_t"]),
+        (lambda e: e["ensemble"].update(fmn={"name": "fmn"}),
+         ["defenses.evaluation.ensemble.fmn.name", "apgd_t"]),
         (lambda e: e["ensemble"]["apgd_ce"]["params"].update(stepz=3),
          ["defenses.evaluation.ensemble.apgd_ce", "stepz", "accepts"]),
         (lambda e: e["ensemble"]["square"]["params"].update(snr_db=30),

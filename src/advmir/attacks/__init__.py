@@ -18,6 +18,7 @@ from advmir.attacks.budgets import Budget, perturbation_metrics, snr_db
 from advmir.attacks.cw import CarliniWagnerL2
 from advmir.attacks.deepfool import DeepFool
 from advmir.attacks.eot_pgd import EOTPGD
+from advmir.attacks.fab import FAB, FABT
 from advmir.attacks.fgsm import FGSM
 from advmir.attacks.mifgsm import MIFGSM
 from advmir.attacks.noise import RandomNoise
@@ -37,6 +38,8 @@ ATTACKS: dict[str, type[Attack]] = {
         APGD,
         APGDDLR,
         APGDT,
+        FAB,
+        FABT,
         DeepFool,
         CarliniWagnerL2,
         Universal,
@@ -84,6 +87,8 @@ __all__ = [
     "ATTACKS",
     "BIM",
     "EOTPGD",
+    "FAB",
+    "FABT",
     "FGSM",
     "MIFGSM",
     "PGD",

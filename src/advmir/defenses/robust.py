@@ -4,8 +4,8 @@ Why an ensemble: a defense that only masks gradients (a saturated softmax, a sha
 holds against the attack it was tuned on and falls to another. Croce and Hein 2020, 'Reliable
 evaluation of adversarial robustness with an ensemble of diverse parameter-free attacks'
 [https://arxiv.org/abs/2003.01690], count a clip as robust only if every attack of a diverse
-ensemble fails on it: APGD-CE, APGD-T (targeted DLR, shift- and scale-invariant), a minimum-norm
-attack (FAB; here CW may stand in) and the query-only Square attack, which needs no gradient.
+ensemble fails on it: APGD-CE, APGD-T (targeted DLR, shift- and scale-invariant), the minimum-norm
+FAB-T (``fab_t``; CW may stand in) and the query-only Square attack, which needs no gradient.
 
 What :func:`evaluate_ensemble` does, for clips x (n, T) of the attack stage's seeded evaluation
 subset (:func:`advmir.datasets.contract.evaluation_rows`, the same clips as every attack run):
@@ -170,7 +170,7 @@ def _counts(attack: Any) -> dict[str, Any]:
     """The effort of an attack as the tables report it: steps, restarts, query budget (or None)."""
     steps = getattr(attack, "steps", None)
     restarts = getattr(attack, "n_restarts", None)
-    if attack.name == "apgd_t":  # one run per target class, n_restarts each
+    if attack.name in ("apgd_t", "fab_t"):  # one run per target class, n_restarts each
         restarts = int(attack.n_restarts) * int(attack.n_target_classes)
     return {"steps": steps, "restarts": restarts, "queries_max": getattr(attack, "n_queries", None)}
 
