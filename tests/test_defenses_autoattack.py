@@ -1,7 +1,7 @@
 """The defenses stage's robust accuracy against torchattacks' AutoAttack on the same small model.
 
-:func:`advmir.defenses.robust.evaluate_ensemble` (APGD-CE, APGD-T, Square, each at AutoAttack's
-standard steps) and torchattacks' ``AutoAttack(version="standard")`` (APGD-CE, APGD-T, FAB-T,
+:func:`advmir.defenses.robust.evaluate_ensemble` (APGD-CE, APGD-T, FAB-T, Square, each at
+AutoAttack's standard steps) and torchattacks' ``AutoAttack(version="standard")`` (APGD-CE, APGD-T, FAB-T,
 Square) attack the tiny log-mel CNN of the attack tests on 40 clips scaled to one RMS, so that the
 per-clip L-inf box at the SNR budget is one absolute eps for every clip (theirs takes a scalar).
 The budget, 21.5 dB, is where about half the clips stand. Square's query budget is 500 in both
@@ -10,8 +10,9 @@ torchattacks works on images in [0, 1]: the clips are mapped there (:class:`Zero
 shaped 40 x 50, which only its Square sees (its squares become rectangles of the flattened clip).
 
 Measured when written: robust accuracy 0.450 ours, 0.450 theirs (on 40 other clips of the task,
-0.475 both; at 20 and 23 dB on 64 clips, 0.156 both and 0.703 ours against 0.719). The test allows ours to be two clips weaker, and four clips stronger (more
-would mean ours counts examples outside the budget).
+0.475 both; at 20 and 23 dB on 64 clips, 0.156 both and 0.703 ours against 0.719). The test allows
+ours to be two clips weaker, and four clips stronger (more would mean ours counts examples outside
+the budget).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ QUERIES = 500
 ENSEMBLE = {
     "apgd_ce": {"name": "apgd_ce", "params": {"steps": 100}},
     "apgd_t": {"name": "apgd_t", "params": {"steps": 100, "n_target_classes": len(FREQS) - 1}},
+    "fab_t": {"name": "fab_t", "params": {"steps": 100, "n_target_classes": len(FREQS) - 1}},
     "square": {"name": "square", "params": {"n_queries": QUERIES}},
 }
 
