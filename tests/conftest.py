@@ -110,7 +110,9 @@ def tiny_config(results: Path) -> dict:
             "multitask": {"epochs": 1},
         }
     )
-    # One tiny defended model (fast_at, a short guard) and a small ensemble on the attack stage's 12 clips.
+    # One tiny defended model (fast_at, a short guard) and a small ensemble on the attack stage's 12
+    # clips; one tiny augmented model (adv_aug, two epochs) for the augmentation table only: the
+    # robust evaluation names the other two.
     config["defenses"] = {
         "enabled": True,
         "models": {
@@ -121,9 +123,16 @@ def tiny_config(results: Path) -> dict:
                 "guard_clips": 16,
                 "guard_steps": 2,
                 "training": {"max_epochs": 4, "min_epochs": 4},
-            }
+            },
+            "logmel_cnn_adv_aug": {
+                "model": "logmel_cnn",
+                "mode": "adv_aug",
+                "snr_db": 45,
+                "training": {"max_epochs": 2, "min_epochs": 2},
+            },
         },
         "evaluation": {
+            "models": ["logmel_cnn", "logmel_cnn_fast_at"],
             "budgets_db": [40, 20],
             "ensemble": {
                 "apgd_ce": {"name": "apgd_ce", "params": {"steps": 5}},

@@ -45,7 +45,7 @@ def test_a_defended_model_is_a_zoo_model(config):
     config["models"]["logmel_cnn"]["training"] = {"augment": {"room_prob": 0.4}, "batch_size": 8}
     config["defenses"]["models"]["logmel_cnn_fast_at"]["training"]["augment"] = {"eq_prob": 0.1}
     seen = checked(config)
-    assert list(seen["models"]) == ["logmel_cnn", "wave_cnn", "logmel_cnn_fast_at"]
+    assert list(seen["models"]) == ["logmel_cnn", "wave_cnn", "logmel_cnn_fast_at", "logmel_cnn_adv_aug"]
     assert model_spec(seen, "logmel_cnn_fast_at") == model_spec(seen, "logmel_cnn")
     training = training_for(seen, "logmel_cnn_fast_at")
     base = training_for(seen, "logmel_cnn")
@@ -57,7 +57,7 @@ def test_a_defended_model_is_a_zoo_model(config):
     assert training["max_epochs"] == 4  # the defense's own override
     assert training["augment"]["room_prob"] == 0.4 and training["augment"]["eq_prob"] == 0.1
     assert merged_training(seen, "logmel_cnn")["augment"]["eq_prob"] != 0.1
-    assert defended_models(seen) == {"logmel_cnn_fast_at": "logmel_cnn"}
+    assert defended_models(seen) == {"logmel_cnn_fast_at": "logmel_cnn", "logmel_cnn_adv_aug": "logmel_cnn"}
     assert undefended_models(seen) == ["logmel_cnn", "wave_cnn"]
     before = copy.deepcopy(seen)
     expand_defenses(seen)  # idempotent: the workflow and check_config both call it
@@ -101,6 +101,31 @@ def test_plan_grid_inputs_and_targets(config):
     assert "results/tables/defense_sanity.csv" in plan.targets()
     sanity = json.loads(plan.sanity_json())
     assert sanity["steps_factor"] == 2 and sanity["min_success"] == 0.98  # schema defaults
+
+
+def test_augmentation_study_only_with_an_augmented_model(config):
+    """The augmentation table and figure are targets only when a defended model is trained in an
+    augmentation mode (adv_aug); its inputs are both models' metrics.json on every dataset."""
+    seen = checked(config)
+    plan = DefensePlan(seen, "results", ["synth_notes"], seen["models"])
+    assert plan.augmented_models == ["logmel_cnn_adv_aug"]
+    assert plan.augmentation_pairs() == "--pair logmel_cnn_adv_aug logmel_cnn"
+    assert plan.augmentation_metrics_files() == [
+        "results/models/synth_notes/logmel_cnn_adv_aug/metrics.json",
+        "results/models/synth_notes/logmel_cnn/metrics.json",
+    ]
+    augmentation = [
+        "results/tables/defense_augmentation.csv",
+        "results/figures/defense_augmentation.png",
+        "results/figures/defense_augmentation.pdf",
+    ]
+    assert set(augmentation) <= set(plan.targets()) and plan.default_split == "notes"
+    assert plan.evaluated_models == ["logmel_cnn", "logmel_cnn_fast_at"]  # evaluation.models names them
+    del config["defenses"]["models"]["logmel_cnn_adv_aug"]
+    seen = checked(config)
+    plan = DefensePlan(seen, "results", ["synth_notes"], seen["models"])
+    assert plan.augmented_models == [] and not set(augmentation) & set(plan.targets())
+    assert "results/tables/defenses.csv" in plan.targets()
 
 
 CLASH = {"model": "logmel_cnn", "mode": "fast_at", "snr_db": 30}  # named like a zoo model

@@ -144,6 +144,32 @@ def test_defenses_tables(finished_run):
     assert (results / "figures/defense_robustness.png").stat().st_size > 10_000
 
 
+def test_augmentation_table(finished_run):
+    """The augmented model (adv_aug) beside its base model in defense_augmentation.csv: the test
+    split always, and every split mode and codec condition on which both were scored."""
+    work, _ = finished_run
+    results = work / "results"
+    aug, base = "logmel_cnn_adv_aug", "logmel_cnn"
+    metrics = {
+        m: json.loads((results / f"models/synth_notes/{m}/metrics.json").read_text()) for m in (aug, base)
+    }
+    assert metrics[aug]["adversarial"]["mode"] == "adv_aug" and metrics[aug]["adversarial"]["separate_bn"]
+    table = pd.read_csv(results / "tables/defense_augmentation.csv")
+    assert set(table["model"]) == {aug} and set(table["base_model"]) == {base}
+    clean = table.set_index("condition").loc["clean"]
+    assert clean["accuracy"] == round(metrics[aug]["test_accuracy"], 4)
+    assert clean["accuracy_base"] == round(metrics[base]["test_accuracy"], 4)
+    assert clean["n"] == metrics[aug]["n_test"] and clean["defense"] == "adv_aug"
+    assert clean["train_cost"] == 3 * clean["train_epochs"]  # one FGSM step, the adversarial and clean update
+    assert np.allclose(table["change_points"], 100 * (table["accuracy"] - table["accuracy_base"]), atol=0.011)
+    general = pd.read_csv(results / "tables/generalisation.csv")
+    splits = {f"split:{s}" for s in general.loc[general["model"] == aug, "split"] if s != "notes"}
+    codecs = pd.read_csv(results / "tables/codec_clean_accuracy.csv")
+    scored = set(codecs.loc[codecs["target_model"] == aug, "condition"])
+    assert set(table["condition"]) == {"clean"} | splits | scored
+    assert (results / "figures/defense_augmentation.png").stat().st_size > 10_000
+
+
 def test_rerun_has_nothing_to_do(finished_run):
     work, config = finished_run
     proc = run_snakemake(work, config, "-n")

@@ -56,6 +56,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "summarize-defenses": ("advmir.defenses.cli:summarize", "tables of robust accuracy and sanity checks"),
     "plot-defenses": ("advmir.plotting.defenses:main", "figure: robust accuracy vs SNR budget"),
+    "summarize-augmentation": (
+        "advmir.defenses.cli:summarize_augmentation",
+        "table: accuracy of each adversarially augmented model beside its base model, by condition",
+    ),
+    "plot-augmentation": (
+        "advmir.plotting.defenses:main_augmentation",
+        "figure: accuracy by condition, augmented vs base model",
+    ),
     "corrupt-split": ("advmir.anomaly.cli:corrupt", "inject known faults into a split"),
     "score-anomalies": ("advmir.anomaly.cli:score", "score every clip with one detector"),
     "evaluate-anomalies": ("advmir.anomaly.cli:evaluate", "metrics of every detector"),

@@ -4,7 +4,10 @@
 # train_model (models.smk) trains it and any stage may name it. This file holds the evaluation: one
 # job per (dataset, evaluated model): robust accuracy under the ensemble at each SNR budget on the
 # attack stage's seeded evaluation subset, and the gradient-masking sanity checks; then the tables
-# (defenses.csv, defense_sanity.csv) and the figure.
+# (defenses.csv, defense_sanity.csv) and the figure. With a defended model trained for accuracy
+# (adv_aug), the augmentation study: its accuracy beside its base model's by condition
+# (defense_augmentation.csv, from the models' metrics.json, generalisation.csv and
+# codec_clean_accuracy.csv) and its figure.
 
 
 include: "inputs/defenses.smk"
@@ -105,3 +108,58 @@ rule plot_defenses:
         runtime=5,
     shell:
         "python -m advmir plot-defenses --table {input:q} --out {output.png:q} {output.pdf:q} > {log:q} 2>&1"
+
+
+rule summarize_augmentation:
+    input:
+        unpack(augmentation_inputs),
+    output:
+        report(
+            DEFENSE_PLAN.table("defense_augmentation"),
+            caption="../report/defense_augmentation.rst",
+            category="5. Defenses",
+            labels={"table": "augmentation: accuracy by condition"},
+        ),
+    log:
+        f"{RESULTS}/logs/tables/defense_augmentation.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/tables/defense_augmentation.tsv"
+    conda:
+        "../../envs/plot.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        pairs=DEFENSE_PLAN.augmentation_pairs(),
+        tables=augmentation_tables,
+        default_split=DEFENSE_PLAN.default_split,
+    shell:
+        "python -m advmir summarize-augmentation {params.pairs} --metrics {input.metrics:q}"
+        " {params.tables} --default-split {params.default_split:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule plot_augmentation:
+    input:
+        DEFENSE_PLAN.table("defense_augmentation"),
+    output:
+        png=report(
+            DEFENSE_PLAN.figure("png", "defense_augmentation"),
+            caption="../report/defense_augmentation.rst",
+            category="5. Defenses",
+            labels={"figure": "augmentation: accuracy by condition"},
+        ),
+        pdf=DEFENSE_PLAN.figure("pdf", "defense_augmentation"),
+    log:
+        f"{RESULTS}/logs/figures/defense_augmentation.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/figures/defense_augmentation.tsv"
+    conda:
+        "../../envs/plot.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    shell:
+        "python -m advmir plot-augmentation --table {input:q} --out {output.png:q} {output.pdf:q}"
+        " > {log:q} 2>&1"

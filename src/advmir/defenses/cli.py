@@ -1,5 +1,6 @@
-"""Command line of the defenses stage: ``python -m advmir evaluate-robustness`` and
-``python -m advmir summarize-defenses`` (the figure is ``plot-defenses``, in advmir.plotting).
+"""Command line of the defenses stage: ``python -m advmir evaluate-robustness``,
+``python -m advmir summarize-defenses`` and ``python -m advmir summarize-augmentation`` (the figures
+are ``plot-defenses`` and ``plot-augmentation``, in advmir.plotting).
 
 evaluate-robustness
     Robust accuracy of one model under the ensemble at each SNR budget, on the attack stage's
@@ -9,6 +10,10 @@ evaluate-robustness
 
 summarize-defenses
     results/tables/defenses.csv and defense_sanity.csv (:mod:`advmir.defenses.tables`).
+
+summarize-augmentation
+    results/tables/defense_augmentation.csv: each augmented model beside its base model, clean, on
+    the other split modes and through each codec and room (:mod:`advmir.defenses.augmentation`).
 """
 
 from __future__ import annotations
@@ -123,4 +128,70 @@ def summarize(argv: list[str]) -> int:
     )
     for r in failed.itertuples():
         log.warning("sanity check failed: %s %s at %s dB (%s)", r.model, r.check, r.budget_db, r.rule)
+    return 0
+
+
+def summarize_augmentation(argv: list[str]) -> int:
+    """Entry point of ``python -m advmir summarize-augmentation``: defense_augmentation.csv."""
+    import pandas as pd
+
+    from advmir.artifacts import read_csv, read_json
+    from advmir.defenses.augmentation import AUGMENTATION_COLUMNS, augmentation_table
+    from advmir.io import write_csv
+    from advmir.runtime import setup_logging
+
+    p = argparse.ArgumentParser(
+        prog="python -m advmir summarize-augmentation",
+        description="Accuracy of each augmented model (adv_aug) beside its base model: the test split, "
+        "the other split modes, each codec and room (defense_augmentation.csv).",
+    )
+    p.add_argument(
+        "--pair", nargs=2, action="append", default=[], metavar=("MODEL", "BASE"),
+        help="an augmented model and its base model (repeat)",
+    )  # fmt: skip
+    p.add_argument(
+        "--metrics", nargs="*", default=[],
+        help="results/models/{dataset}/{model}/metrics.json of both models of every pair, per dataset",
+    )  # fmt: skip
+    p.add_argument("--generalisation", help="results/tables/generalisation.csv (absent: no split rows)")
+    p.add_argument(
+        "--generalisation-dataset", default="synth_notes", help="the dataset whose split modes it holds"
+    )
+    p.add_argument(
+        "--default-split",
+        default="notes",
+        help="synth_notes.split: its generalisation rows are the clean row",
+    )
+    p.add_argument("--codecs", help="results/tables/codec_clean_accuracy.csv (absent: no codec or room rows)")
+    p.add_argument("--out", required=True, help="results/tables/defense_augmentation.csv")
+    args = p.parse_args(argv)
+    setup_logging()
+    metrics: dict[str, dict[str, dict]] = {}
+    for path in map(Path, args.metrics):
+        metrics.setdefault(path.parent.parent.name, {})[path.parent.name] = read_json(
+            path, keys=("test_accuracy",)
+        )
+    general = codecs = None
+    if args.generalisation:
+        general = read_csv(args.generalisation, columns=("split", "model", "test_accuracy", "n_test"))
+    if args.codecs:
+        codecs = read_csv(
+            args.codecs,
+            columns=("dataset", "condition", "kind", "condition_label", "target_model", "n", "accuracy"),
+        )
+    pairs = dict(args.pair)
+    tables = [
+        augmentation_table(
+            pairs,
+            metrics[dataset],
+            general if dataset == args.generalisation_dataset else None,
+            codecs,
+            dataset,
+            default_split=args.default_split,
+        )
+        for dataset in sorted(metrics)
+    ]
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=AUGMENTATION_COLUMNS)
+    write_csv(args.out, table)
+    log.info("wrote %s (%d rows, %d augmented models)", args.out, len(table), table["model"].nunique())
     return 0

@@ -5,8 +5,11 @@ models themselves need no job of this stage: :func:`advmir.config.expand_defense
 to ``config["models"]`` (its base model's spec, the base model's training with the defense's
 overrides and ``adversarial``), so the zoo's ``train_model`` trains it and every stage may name it.
 This plan holds the robust evaluation: one job per (dataset, evaluated model), then the tables and
-the figure. It checks what the schema cannot relate (the evaluated models, the evaluation size,
-each ensemble attack built at an SNR budget without a model, see
+the figure; and, when a defended model is trained for accuracy (a mode of
+:data:`advmir.defenses.settings.AUGMENT_MODES`), the augmentation study's table and figure, which
+read what other stages wrote (each model's metrics.json, generalisation.csv,
+codec_clean_accuracy.csv). It checks what the schema cannot relate (the evaluated models, the
+evaluation size, each ensemble attack built at an SNR budget without a model, see
 :func:`advmir.defenses.robust.ensemble_problems`), so ``snakemake -n`` refuses a bad setting.
 """
 
@@ -17,10 +20,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from advmir.config import defended_models
+from advmir.defenses.settings import AUGMENT_MODES
 from advmir.errors import InputError
 
 TABLES = ("defenses", "defense_sanity")
 FIGURE = "defense_robustness"
+AUGMENTATION = "defense_augmentation"  # the augmentation study's table and figure
 
 
 class DefensePlanError(InputError, ValueError):
@@ -62,6 +67,8 @@ class DefensePlan:
         }
         self.budgets = [float(b) for b in self.evaluation.get("budgets_db") or []]
         self.sanity: dict[str, Any] = dict(self.evaluation.get("sanity") or {})
+        # the split synth_notes' zoo trains on: its generalisation rows are the models' test split
+        self.default_split = str((config.get("synth_notes") or {}).get("split", "notes"))
         if self.enabled:
             self._check(build)
 
@@ -77,6 +84,20 @@ class DefensePlan:
             return list(given)
         wanted = set(self.base_of) | set(self.base_of.values())
         return [m for m in self.models if m in wanted]
+
+    @property
+    def augmented_models(self) -> list[str]:
+        """Defended models trained for accuracy (mode in AUGMENT_MODES), in config order."""
+        return [name for name, entry in self.defenses.items() if entry.get("mode") in AUGMENT_MODES]
+
+    def augmentation_pairs(self) -> str:
+        """``--pair MODEL BASE`` of every augmented model (summarize-augmentation's options)."""
+        return " ".join(f"--pair {m} {self.base_of[m]}" for m in self.augmented_models)
+
+    def augmentation_metrics_files(self) -> list[str]:
+        """metrics.json of every augmented model and of its base model, on every dataset."""
+        models = dict.fromkeys(m for a in self.augmented_models for m in (a, self.base_of[a]))
+        return [f"{self.results}/models/{d}/{m}/metrics.json" for d in self.datasets for m in models]
 
     def run_dir(self, dataset: str, model: str) -> str:
         return f"{self.results}/defenses/{dataset}/{model}"
@@ -152,11 +173,22 @@ class DefensePlan:
     def table(self, name: str) -> str:
         return f"{self.results}/tables/{name}.csv"
 
-    def figure(self, ext: str) -> str:
-        return f"{self.results}/figures/{FIGURE}.{ext}"
+    def figure(self, ext: str, name: str = FIGURE) -> str:
+        return f"{self.results}/figures/{name}.{ext}"
+
+    def augmentation_targets(self) -> list[str]:
+        """The augmentation study's table and figure (none without an augmented model)."""
+        if not self.augmented_models:
+            return []
+        return [self.table(AUGMENTATION), *(self.figure(ext, AUGMENTATION) for ext in ("png", "pdf"))]
 
     def targets(self) -> list[str]:
         """Final files of the stage (none when it is disabled)."""
         if not self.enabled:
             return []
-        return [*[self.table(t) for t in TABLES], self.figure("png"), self.figure("pdf")]
+        return [
+            *[self.table(t) for t in TABLES],
+            self.figure("png"),
+            self.figure("pdf"),
+            *self.augmentation_targets(),
+        ]

@@ -8,7 +8,8 @@ and its metrics.json (results/models/{dataset}/{model}/):
 
 Training cost is ``train_epochs`` (epochs run) and ``train_cost``: forward-backward passes over the
 training set, in clean epochs (epochs x (1 + attack steps per batch); 2 per epoch for fast_at, 11 for
-10-step pgd_at), the hardware-independent measure. Wall-clock seconds (metrics.json's
+10-step pgd_at; adv_aug trains on the clean batch and its adversarial copy, so epochs x (steps + 2):
+3 per epoch with its one default step), the hardware-independent measure. Wall-clock seconds (metrics.json's
 ``train_seconds``, the rule's benchmark file) stay out of the tables: two runs of one config must
 write them byte for byte alike.
 """
@@ -21,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from advmir.artifacts import read_csv, read_json
+from advmir.defenses.settings import AUGMENT_MODES
 
 DEFENSE_COLUMNS = [
     "dataset", "model", "base_model", "defense", "defense_snr_db", "defense_eps", "budget_db", "attack",
@@ -31,13 +33,16 @@ INFO_COLUMNS = ["dataset", "model", "base_model", "defense"]
 
 
 def training_cost(metrics: dict[str, Any]) -> tuple[int | None, float | None]:
-    """(epochs run, cost in clean epochs) of a model's metrics.json."""
+    """(epochs run, cost in clean epochs) of a model's metrics.json: per epoch, one pass per attack
+    step (crafting) and one for the update, plus one for the clean batch in the augmentation modes,
+    which update on the clean batch and its adversarial copy (adv_aug: steps + 2)."""
     epochs = metrics.get("epochs_run")
     if epochs is None:
         return None, None
     adversarial = metrics.get("adversarial") or {}
     steps = int(adversarial.get("steps") or 0) if adversarial else 0
-    return int(epochs), float(epochs * (1 + steps))
+    updates = 2 if adversarial.get("mode") in AUGMENT_MODES else 1
+    return int(epochs), float(epochs * (steps + updates))
 
 
 def summarize_defenses(runs: list[Path], metrics: dict[str, Path]) -> tuple[pd.DataFrame, pd.DataFrame]:

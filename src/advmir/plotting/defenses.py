@@ -1,9 +1,15 @@
-"""Figure of the defenses stage, from results/tables/defenses.csv only: robust accuracy against the
-SNR budget, one panel per (dataset, base model), one line per model (the undefended base model and
-each of its defenses). Robust accuracy is the ensemble's (a clip counts only if every attack fails),
-so each line is the last attack's row at each budget; the dotted line at the left edge of each
-colour is the model's clean accuracy on the same clips. The x axis runs from quiet (high SNR, small
-perturbations) to loud, so the budget grows to the right.
+"""Figures of the defenses stage, each from one table.
+
+plot-defenses (results/tables/defenses.csv): robust accuracy against the SNR budget, one panel per
+(dataset, base model), one line per model (the undefended base model and each of its defenses).
+Robust accuracy is the ensemble's (a clip counts only if every attack fails), so each line is the
+last attack's row at each budget; the dotted line at the left edge of each colour is the model's
+clean accuracy on the same clips. The x axis runs from quiet (high SNR, small perturbations) to
+loud, so the budget grows to the right.
+
+plot-augmentation (results/tables/defense_augmentation.csv): the augmentation study, one panel per
+(dataset, augmented model): its accuracy and its base model's under each condition (a row each, in
+the table's order), joined by a line, the change in points written at the right.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import math
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
+from matplotlib.transforms import ScaledTranslation
 
 from advmir.artifacts import read_csv
 from advmir.plotting.common import save_figure
@@ -63,6 +70,103 @@ def plot_robust_accuracy(table: pd.DataFrame) -> plt.Figure:
         axes[k // cols, k % cols].axis("off")
     fig.tight_layout()
     return fig
+
+
+#: which clips a condition scores: the test split, another split mode's, the codec stage's subset
+CLIP_SET = {"clean": 0, "split": 1, "none": 2, "codec": 2, "room": 2}
+AUGMENTATION_COLUMNS = (
+    "dataset", "model", "base_model", "condition", "condition_kind", "condition_label", "n",
+    "accuracy_base", "accuracy", "change_points", "defense", "defense_snr_db", "defense_eps",
+)  # fmt: skip
+
+
+def _settings_label(row: pd.Series) -> str:
+    """The augmented model's mode and budget, e.g. ``adv_aug, 45 dB, 1 step, weight 1, separate BN``."""
+    parts = [str(row["defense"])]
+    if pd.notna(row.get("defense_snr_db")):
+        parts.append(f"{row['defense_snr_db']:g} dB")
+    elif pd.notna(row.get("defense_eps")):
+        parts.append(f"eps {row['defense_eps']:g}")
+    if pd.notna(row.get("steps")):
+        parts.append(f"{int(row['steps'])} step{'s' if int(row['steps']) != 1 else ''}")
+    if pd.notna(row.get("weight")):
+        parts.append(f"weight {row['weight']:g}")
+    if pd.notna(row.get("separate_bn")):
+        parts.append("separate BN" if str(row["separate_bn"]) == "True" else "shared BN")
+    return ", ".join(parts)
+
+
+def plot_augmentation(table: pd.DataFrame) -> plt.Figure:
+    """Accuracy by condition, base model vs augmented model, one panel per (dataset, augmented model);
+    the change (points, signed) at the right of each row, a dashed line between clip sets."""
+    panels = table[["dataset", "model"]].drop_duplicates().values.tolist()
+    cols = min(2, max(len(panels), 1))
+    rows = max(math.ceil(len(panels) / cols), 1)
+    height = max((table.groupby(["dataset", "model"]).size().max() if len(table) else 1) * 0.42 + 1.4, 2.5)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.4 * cols, height * rows), squeeze=False)
+    base_colour, aug_colour = sns.color_palette("tab10", 2)
+    several = table["dataset"].nunique() > 1
+    for k, (dataset, model) in enumerate(panels):
+        ax = axes[k // cols, k % cols]
+        sel = table[(table["dataset"] == dataset) & (table["model"] == model)].reset_index(drop=True)
+        y = list(range(len(sel)))
+        labels = [f"{r.condition_label} (n={int(r.n)})" if pd.notna(r.n) else str(r.condition_label)
+                  for r in sel.itertuples()]  # fmt: skip
+        ax.hlines(y, sel["accuracy_base"], sel["accuracy"], color="0.6", lw=1.5, zorder=1)
+        base = sel["base_model"].iloc[0]
+        ax.scatter(sel["accuracy_base"], y, color=base_colour, zorder=2, label=f"{base} (base)")
+        ax.scatter(sel["accuracy"], y, color=aug_colour, marker="D", zorder=3, label=f"{model} (augmented)")
+        for i, change in enumerate(sel["change_points"]):
+            ax.annotate(
+                f"{change:+.2f}",
+                xy=(1.01, i),
+                xycoords=("axes fraction", "data"),
+                va="center",
+                fontsize=8,
+                color=aug_colour if change > 0 else (base_colour if change < 0 else "0.3"),
+            )
+        # a dashed line between clip sets: the test split, the other split modes, the codec subset
+        clips = sel["condition_kind"].map(CLIP_SET).fillna(len(CLIP_SET)).tolist()
+        for i in range(1, len(clips)):
+            if clips[i] != clips[i - 1]:
+                ax.axhline(i - 0.5, color="0.75", ls="--", lw=0.8)
+        ax.set_yticks(y)
+        ax.set_yticklabels(labels, fontsize=8)
+        ax.set_ylim(len(sel) - 0.5, -0.5)
+        low = float(min(sel["accuracy_base"].min(), sel["accuracy"].min()))
+        ax.set_xlim(max(0.0, low - 0.05), 1.01)
+        ax.grid(alpha=0.3, axis="x")
+        ax.set_xlabel("accuracy")
+        title = f"{model} vs {base}" + (f" ({dataset})" if several else "")
+        ax.set_title(f"{title}\n{_settings_label(sel.iloc[0])}; change in points at right", fontsize=9)
+        # below the x label: inside, it would hide the points of some row
+        below = ax.transAxes + ScaledTranslation(0, -0.45, fig.dpi_scale_trans)
+        ax.legend(
+            fontsize=7,
+            frameon=False,
+            loc="upper center",
+            bbox_to_anchor=(0.5, 0),
+            bbox_transform=below,
+            ncol=2,
+        )
+    for k in range(len(panels), rows * cols):
+        axes[k // cols, k % cols].axis("off")
+    if not panels:
+        axes[0, 0].text(0.5, 0.5, "no augmented model", ha="center", va="center")
+    fig.tight_layout()
+    return fig
+
+
+def main_augmentation(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m advmir plot-augmentation", description=__doc__)
+    parser.add_argument("--table", required=True, help="results/tables/defense_augmentation.csv")
+    parser.add_argument("--out", nargs="+", required=True, help="figure paths (.png and/or .pdf)")
+    args = parser.parse_args(argv)
+    setup_logging()
+    table = read_csv(args.table, columns=AUGMENTATION_COLUMNS)
+    save_figure(plot_augmentation(table), args.out)
+    log.info("wrote %s", ", ".join(args.out))
+    return 0
 
 
 def main(argv: list[str]) -> int:

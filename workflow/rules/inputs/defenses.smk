@@ -25,3 +25,24 @@ def twin_option(wildcards, input):
 
 def defense_info(wildcards):
     return DEFENSE_PLAN.info_json(wildcards.model)
+
+
+def augmentation_inputs(wildcards):
+    """The augmentation study's inputs: the metrics.json of every augmented model and its base
+    model; generalisation.csv when the generalisation stage runs; codec_clean_accuracy.csv when
+    the codec and transfer stages do (without them, the table has fewer conditions)."""
+    files = {"metrics": DEFENSE_PLAN.augmentation_metrics_files()}
+    if GENERALISATION_ON:
+        files["generalisation"] = f"{RESULTS}/tables/generalisation.csv"
+    if TRANSFER_PLAN.transfer_targets():
+        files["codecs"] = TRANSFER_TABLES["codec_clean_accuracy"]
+    return files
+
+
+def augmentation_tables(wildcards, input):
+    """summarize-augmentation's options of the tables that augmentation_inputs listed."""
+    return " ".join(
+        f"--{key} {shlex.quote(input[key])}"
+        for key in ("generalisation", "codecs")
+        if key in input.keys()
+    )
