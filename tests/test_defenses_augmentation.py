@@ -152,6 +152,7 @@ def test_a_model_without_metrics_is_refused_by_name():
         ({"mode": "pgd_at", "steps": 10}, 110.0),
         ({"mode": "adv_aug", "steps": 1}, 30.0),  # one crafting step, the adversarial and the clean update
         ({"mode": "adv_aug", "steps": 5}, 70.0),
+        ({"mode": "trades", "steps": 10}, 120.0),  # the clean and the adversarial forward-backward
     ],
 )
 def test_training_cost_counts_the_clean_batch_of_the_augmentation_modes(adversarial, cost):

@@ -8,10 +8,10 @@ and its metrics.json (results/models/{dataset}/{model}/):
 
 Training cost is ``train_epochs`` (epochs run) and ``train_cost``: forward-backward passes over the
 training set, in clean epochs (epochs x (1 + attack steps per batch); 2 per epoch for fast_at, 11 for
-10-step pgd_at; adv_aug trains on the clean batch and its adversarial copy, so epochs x (steps + 2):
-3 per epoch with its one default step), the hardware-independent measure. Wall-clock seconds (metrics.json's
-``train_seconds``, the rule's benchmark file) stay out of the tables: two runs of one config must
-write them byte for byte alike.
+10-step pgd_at; adv_aug and trades train on the clean batch and its adversarial copy, so epochs x
+(steps + 2): 3 per epoch for adv_aug's one default step, 12 for 10-step trades), the
+hardware-independent measure. Wall-clock seconds (metrics.json's ``train_seconds``, the rule's
+benchmark file) stay out of the tables: two runs of one config must write them byte for byte alike.
 """
 
 from __future__ import annotations
@@ -34,14 +34,15 @@ INFO_COLUMNS = ["dataset", "model", "base_model", "defense"]
 
 def training_cost(metrics: dict[str, Any]) -> tuple[int | None, float | None]:
     """(epochs run, cost in clean epochs) of a model's metrics.json: per epoch, one pass per attack
-    step (crafting) and one for the update, plus one for the clean batch in the augmentation modes,
-    which update on the clean batch and its adversarial copy (adv_aug: steps + 2)."""
+    step (crafting) and one for the update, plus one for the clean batch in the modes that update on
+    the clean batch and its adversarial copy (adv_aug and trades: steps + 2; TRADES' no-gradient
+    forward pass for the clean probabilities is not counted)."""
     epochs = metrics.get("epochs_run")
     if epochs is None:
         return None, None
     adversarial = metrics.get("adversarial") or {}
     steps = int(adversarial.get("steps") or 0) if adversarial else 0
-    updates = 2 if adversarial.get("mode") in AUGMENT_MODES else 1
+    updates = 2 if adversarial.get("mode") in (*AUGMENT_MODES, "trades") else 1
     return int(epochs), float(epochs * (steps + updates))
 
 
