@@ -42,7 +42,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import yaml
 
@@ -63,16 +62,6 @@ def adversarial_settings(mode: str, snr_db: float) -> dict[str, Any]:
     if mode == "pgd_at":
         return {"mode": mode, "snr_db": snr_db, "steps": PGD_STEPS}
     return {"mode": mode, "snr_db": snr_db}
-
-
-def load_codec_clips(folder: Path, clip_samples: int) -> Any:
-    """The codec versions of the training clips, read as ``advmir.models.cli.train`` reads them."""
-    from advmir.artifacts import open_npy, read_csv
-    from advmir.models.train import CodecClips
-
-    table = read_csv(folder / "codec_train.csv", columns=["id"])
-    audio = open_npy(folder / "codec_train.npy", rows=len(table), cols=clip_samples)
-    return CodecClips(table["id"].to_numpy(), np.asarray(audio))
 
 
 def train_one(
@@ -176,6 +165,7 @@ def main() -> None:
     seed = int(config["seed"])
 
     from advmir.datasets.contract import load_dataset
+    from advmir.models.train import CodecClips
     from advmir.runtime import resolve_device, setup_logging
 
     setup_logging()
@@ -190,7 +180,7 @@ def main() -> None:
                 f"training_codecs is enabled but {folder} has no codec_train.npy: run `snakemake --cores "
                 f"all {folder}/codec_train.npy` first, or give its folder with --codec-clips"
             )
-        codec_clips = load_codec_clips(folder, dataset.clip_samples)
+        codec_clips = CodecClips.from_folder(folder, dataset.clip_samples)
 
     base = training_for(config, args.model)
     configured = (base["max_epochs"], base["min_epochs"])

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from advmir.artifacts import open_npy, read_csv, read_json
+from advmir.artifacts import read_csv, read_json
 from advmir.datasets.contract import load_dataset
 from advmir.io import atomic_path, write_csv, write_json
 from advmir.runtime import resolve_device, seed_everything, setup_logging
@@ -45,13 +45,7 @@ def train(argv: list[str]) -> int:
     device = resolve_device(args.device)
     seed_everything(cfg.seed)
     dataset = load_dataset(args.dataset_dir, mmap=False)
-    codec_clips = None
-    if args.codec_clips:
-        table = read_csv(Path(args.codec_clips) / "codec_train.csv", columns=["id"])
-        audio = open_npy(
-            Path(args.codec_clips) / "codec_train.npy", rows=len(table), cols=dataset.clip_samples
-        )
-        codec_clips = CodecClips(table["id"].to_numpy(), np.asarray(audio))
+    codec_clips = CodecClips.from_folder(args.codec_clips, dataset.clip_samples) if args.codec_clips else None
     log.info("training %s on %s (%s) on %s", spec, dataset.root, cfg, device)
     work = default_work_dir()
     try:

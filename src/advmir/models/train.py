@@ -170,6 +170,16 @@ class CodecClips:
     ids: np.ndarray
     audio: np.ndarray
 
+    @classmethod
+    def from_folder(cls, folder: str | Path, clip_samples: int) -> CodecClips:
+        """Read ``codec_train.csv`` and ``codec_train.npy`` (T = ``clip_samples``) of ``folder``,
+        checked as artifacts (:mod:`advmir.artifacts`)."""
+        from advmir.artifacts import open_npy, read_csv
+
+        table = read_csv(Path(folder) / "codec_train.csv", columns=["id"])
+        audio = open_npy(Path(folder) / "codec_train.npy", rows=len(table), cols=clip_samples)
+        return cls(table["id"].to_numpy(), np.asarray(audio))
+
     def for_ids(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Codec audio (n, T) of the clips ``ids`` (zeros where none) and a has-codec mask (n,)."""
         where = {str(i): k for k, i in enumerate(self.ids)}
