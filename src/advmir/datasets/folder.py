@@ -417,3 +417,27 @@ def _write(
     )
     del waveforms
     return out_dir
+
+
+def listing_digest(path: str | os.PathLike) -> str:
+    """sha256 of the names, sizes and modification times of every file under ``path`` (hidden
+    ones skipped): the workflow's param of rule prepare_folder, so that a file added, removed or
+    changed in the folder (or its labels CSV) re-runs the rule. Reads no audio."""
+    import hashlib
+
+    folder = Path(os.path.expanduser(str(path)))
+    digest = hashlib.sha256()
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            entry = Path(root, name)
+            try:
+                st = entry.stat()
+            except OSError:
+                continue
+            digest.update(
+                f"{entry.relative_to(folder).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode()
+            )
+    return digest.hexdigest()
