@@ -43,13 +43,8 @@ rule download_dataset:
 # Your own recordings (config section `folder`, overlay config/folder.yaml): every audio file under
 # folder.path into the data contract, unusable files listed in skipped.csv. Snakemake does not
 # watch a folder: params.listing (a digest of every file's name, size and modification time, no
-# audio read) changes when a file is added, removed or edited, and that re-runs this rule.
-def folder_listing(wildcards):
-    from advmir.datasets.folder import listing_digest
-
-    return listing_digest(config["folder"]["path"])
-
-
+# audio read; common.smk's folder_listing) changes when a file is added, removed or edited, and
+# that re-runs this rule.
 rule prepare_folder:
     output:
         waveforms=f"{RESULTS}/data/folder/waveforms.npy",
