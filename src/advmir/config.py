@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -248,6 +249,14 @@ def check_config(config: dict[str, Any]) -> None:
     for name in config["datasets"]:
         if name not in config:
             problems.append(f"datasets lists {name!r} but the config has no `{name}:` section")
+    folder = config.get("folder")
+    if "folder" in config["datasets"] and folder:
+        where = os.path.expanduser(str(folder.get("path", "")))
+        if not os.path.isdir(where):
+            problems.append(
+                f"folder.path: {folder.get('path')!r} is not an existing folder; set folder.path (e.g. in "
+                "config/folder.yaml) to the folder of recordings to prepare"
+            )
     notes = config.get("synth_notes")
     if notes:
         if notes.get("note_seconds", 0) > notes.get("clip_seconds", 0):

