@@ -17,34 +17,23 @@ from advmir.attacks import APGD, APGDT, PGD, AttackParamError, build_attack
 from advmir.attacks.apgd import checkpoints, dlr_loss, targeted_dlr_loss
 from advmir.attacks.base import ZeroOne
 from advmir.attacks.budgets import Budget
-from tiny_tones import T, TinyLogMelCNN, fit_tiny
-from tiny_tones import noisy_tones as tones
+from tiny_tones import FIVE_FREQS, T, TinyLogMelCNN, correct_clips, five_tone_model
 
-FREQS = (300.0, 500.0, 800.0, 1200.0, 1800.0)  # five classes: the targeted DLR loss needs a 4th
+FREQS = FIVE_FREQS
 NAMES = ("apgd_ce", "apgd_dlr", "apgd_t")
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # the machine is shared
 
 
-def noisy_tones(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Clips (n, T) and labels (n,) of the five-tone task."""
-    return tones(n, seed, FREQS)
-
-
 @pytest.fixture(scope="module")
 def model(one_torch_thread) -> TinyLogMelCNN:
-    torch.manual_seed(0)
-    return fit_tiny(TinyLogMelCNN(len(FREQS), dropout=0.0), *noisy_tones(320, 100), steps=80)
+    return five_tone_model()
 
 
 @pytest.fixture(scope="module")
 def clips(model: TinyLogMelCNN) -> tuple[torch.Tensor, torch.Tensor]:
     """32 test clips the model classifies correctly."""
-    x, y = noisy_tones(64, 7)
-    with torch.no_grad():
-        keep = model(x).argmax(1) == y
-    assert keep.float().mean() > 0.85, "the tiny model did not learn the toy task"
-    return x[keep][:32], y[keep][:32]
+    return correct_clips(model)
 
 
 # ------------------------------------------------------------------------------- the schedule, losses

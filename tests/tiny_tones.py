@@ -53,3 +53,23 @@ def fit_tiny(net: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> nn
         opt.step()
     net.zero_grad(set_to_none=True)
     return net.eval()
+
+
+#: five classes: the targeted attacks (APGD-T's targeted DLR, FAB-T) need four classes besides the label
+FIVE_FREQS = (300.0, 500.0, 800.0, 1200.0, 1800.0)
+
+
+def five_tone_model() -> TinyLogMelCNN:
+    """The tiny log-mel CNN (no dropout) fitted on 320 clips of the five-tone task, seeded: eval mode."""
+    torch.manual_seed(0)
+    x, y = noisy_tones(320, 100, FIVE_FREQS)
+    return fit_tiny(TinyLogMelCNN(len(FIVE_FREQS), dropout=0.0), x, y, steps=80)  # type: ignore[return-value]
+
+
+def correct_clips(model: nn.Module, n: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first n of 64 five-tone test clips (n, T) that ``model`` classifies correctly, and labels (n,)."""
+    x, y = noisy_tones(64, 7, FIVE_FREQS)
+    with torch.no_grad():
+        keep = model(x).argmax(1) == y
+    assert keep.float().mean() > 0.85, "the tiny model did not learn the toy task"
+    return x[keep][:n], y[keep][:n]
