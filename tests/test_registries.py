@@ -11,7 +11,7 @@ import yaml
 from advmir.anomaly.detectors import DETECTORS
 from advmir.attacks import ATTACKS
 from advmir.codecs.registry import CODECS
-from advmir.datasets import REAL_DATASETS
+from advmir.datasets import LOCAL_DATASETS, REAL_DATASETS
 from advmir.models.architectures import ARCHS
 from advmir.models.frontends import FRONTENDS
 
@@ -57,4 +57,4 @@ def test_model_and_dataset_names_match_the_code() -> None:
     model = props["models"]["additionalProperties"]["properties"]
     assert set(model["frontend"]["enum"]) == set(FRONTENDS)
     assert set(model["arch"]["enum"]) == set(ARCHS)
-    assert set(props["datasets"]["items"]["enum"]) == {"synth_notes", *REAL_DATASETS}
+    assert set(props["datasets"]["items"]["enum"]) == {*LOCAL_DATASETS, *REAL_DATASETS}

@@ -22,6 +22,9 @@ from types import ModuleType
 
 #: Real datasets, each fetched by the Snakemake rule ``download_dataset``.
 REAL_DATASETS = ("nsynth", "gtzan", "good_sounds", "esc50")
+#: Datasets made on this machine: the embedded one (rule render_synth_notes) and the user's own
+#: folder of recordings (rule prepare_folder).
+LOCAL_DATASETS = ("synth_notes", "folder")
 
 
 def dataset_module(name: str) -> ModuleType:
