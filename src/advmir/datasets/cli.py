@@ -21,7 +21,6 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 from advmir.datasets import REAL_DATASETS, dataset_module
 from advmir.errors import UsageError
@@ -60,25 +59,20 @@ def parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> Path:
     """Fetch, verify, extract and convert; returns the prepared dataset's folder."""
     from advmir.datasets.download import Policy, archive_stem, extract, fetch, read_marker
-    from advmir.datasets.prepare import SHARED_KEYS, Settings, section_defaults
+    from advmir.datasets.prepare import settings_from_section
 
     module = dataset_module(args.dataset)
-    given: dict[str, Any] = json.loads(args.settings) if args.settings else {}
-    if not isinstance(given, dict):
-        raise UsageError(f"--settings must be a JSON object, got {args.settings!r}")
     # The workflow passes its whole (validated, defaults-filled) section; run by hand, a missing key
     # takes the same default, from the schema (e.g. NSynth's dtype int16).
-    section = {**section_defaults(args.dataset), **given}
-    shared = {k: section.pop(k) for k in SHARED_KEYS if k in section}
-    settings = Settings(
-        sample_rate=int(args.sample_rate or shared["sample_rate"]),
-        clip_seconds=float(args.clip_seconds or shared["clip_seconds"]),
+    settings, shared = settings_from_section(
+        args.dataset,
+        args.settings,
         seed=args.seed,
-        dtype=shared["dtype"],
         threads=args.threads,
-        options=section,
+        sample_rate=args.sample_rate,
+        clip_seconds=args.clip_seconds,
     )
-    opts = module.options(section)
+    opts = module.options(settings.options)
     base_url = args.base_url or shared["base_url"]
     manual_dir = args.manual_dir or shared["manual_dir"]
     pinned: dict[str, str] = dict(shared["checksums"] or {})
@@ -173,7 +167,7 @@ PREPARE_FOLDER_HELP = (
 def prepare_folder(argv: list[str]) -> int:
     """Entry point of ``python -m advmir prepare-folder``; returns the exit code."""
     from advmir.datasets.folder import NAME, prepare_folder
-    from advmir.datasets.prepare import Settings, section_defaults
+    from advmir.datasets.prepare import settings_from_section
 
     p = argparse.ArgumentParser(prog="advmir prepare-folder", description=PREPARE_FOLDER_HELP)
     p.add_argument("--folder", help="the folder of recordings (overrides the settings' path)")
@@ -188,20 +182,9 @@ def prepare_folder(argv: list[str]) -> int:
     p.add_argument("--threads", type=int, default=1, help="decoding threads")
     args = p.parse_args(argv)
     setup_logging()
-    given = json.loads(args.settings) if args.settings else {}
-    if not isinstance(given, dict):
-        raise UsageError(f"--settings must be a JSON object, got {args.settings!r}")
-    section = {**section_defaults(NAME), **given}
+    settings, _ = settings_from_section(NAME, args.settings, seed=args.seed, threads=args.threads)
     if args.folder:
-        section["path"] = args.folder
-    settings = Settings(
-        sample_rate=int(section.pop("sample_rate")),
-        clip_seconds=float(section.pop("clip_seconds")),
-        seed=args.seed,
-        dtype=section.pop("dtype"),
-        threads=args.threads,
-        options=section,
-    )
+        settings.options["path"] = args.folder
     ensure_writable_dir(Path(args.out_dir).parent)
     out = prepare_folder(settings, args.out_dir)
     log.info("prepared %s", out)

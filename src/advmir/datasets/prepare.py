@@ -278,6 +278,40 @@ def section_defaults(name: str) -> dict[str, Any]:
     return schema_defaults("datasets.schema.yaml", name)
 
 
+def settings_from_section(
+    name: str,
+    settings_json: str,
+    *,
+    seed: int,
+    threads: int,
+    sample_rate: int | None = None,
+    clip_seconds: float | None = None,
+) -> tuple[Settings, dict[str, Any]]:
+    """The :class:`Settings` of a command's ``--settings`` (JSON of the dataset's config section;
+    the workflow passes the whole validated section, and run by hand a missing key takes its schema
+    default), and the section's other SHARED_KEYS (base_url, checksums, ...) that it holds.
+    ``sample_rate`` and ``clip_seconds`` override the section's when given. The dataset's own
+    options are ``settings.options``. Raises UsageError when the JSON is not an object."""
+    import json
+
+    from advmir.errors import UsageError
+
+    given = json.loads(settings_json) if settings_json else {}
+    if not isinstance(given, dict):
+        raise UsageError(f"--settings must be a JSON object, got {settings_json!r}")
+    section = {**section_defaults(name), **given}
+    shared = {k: section.pop(k) for k in SHARED_KEYS if k in section}
+    settings = Settings(
+        sample_rate=int(sample_rate or shared["sample_rate"]),
+        clip_seconds=float(clip_seconds or shared["clip_seconds"]),
+        seed=seed,
+        dtype=shared["dtype"],
+        threads=threads,
+        options=section,
+    )
+    return settings, shared
+
+
 def own_defaults(name: str) -> dict[str, Any]:
     """The dataset's own options (not SHARED_KEYS) with their schema defaults."""
     return {k: v for k, v in section_defaults(name).items() if k not in SHARED_KEYS}
