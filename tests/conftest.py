@@ -168,11 +168,34 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+#: The tiny workflow's model of your own: its classes include one the tiny data does not have.
+OWN_MODEL = "my_model"
+OWN_CLASSES = ["bass", "flute", "mallet", "organ"]
+
+
+def own_model_entry(dataset_dir: Path, folder: Path) -> dict:
+    """A model of your own for the tiny config: the TorchScript export of a tiny log-mel CNN at
+    22.05 kHz with 2-s input, trained here on the tiny data (tests/tiny_external.py)."""
+    from tiny_external import RATE, SECONDS, export, train_external
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = export(train_external(dataset_dir, OWN_CLASSES), folder / "my_model.pt")
+    return {
+        "source": "torchscript",
+        "path": str(path),
+        "sample_rate": RATE,
+        "input_seconds": SECONDS,
+        "classes": list(OWN_CLASSES),
+    }
+
+
 @pytest.fixture(scope="session")
-def tiny_workflow(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    """The whole workflow run once per session on the tiny config: (work folder, config)."""
+def tiny_workflow(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path) -> tuple[Path, dict]:
+    """The whole workflow run once per session on the tiny config, plus a model of your own
+    (:func:`own_model_entry`) that every stage treats as a zoo model: (work folder, config)."""
     work = tmp_path_factory.mktemp("workflow")
     config = tiny_config(work / "results")
+    config["models"][OWN_MODEL] = own_model_entry(tiny_dataset, work / "own")
     run_snakemake(work, config, "--cores", "2")
     return work, config
 

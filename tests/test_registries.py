@@ -13,6 +13,7 @@ from advmir.attacks import ATTACKS
 from advmir.codecs.registry import CODECS
 from advmir.datasets import LOCAL_DATASETS, REAL_DATASETS
 from advmir.models.architectures import ARCHS
+from advmir.models.external import SOURCES
 from advmir.models.frontends import FRONTENDS
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "workflow" / "schemas"
@@ -53,8 +54,11 @@ def test_detector_names_match_the_registry() -> None:
 
 
 def test_model_and_dataset_names_match_the_code() -> None:
-    props = schema("config")["properties"]
-    model = props["models"]["additionalProperties"]["properties"]
+    config = schema("config")
+    props = config["properties"]
+    model = config["definitions"]["zoo_model"]["properties"]
     assert set(model["frontend"]["enum"]) == set(FRONTENDS)
     assert set(model["arch"]["enum"]) == set(ARCHS)
+    own = config["definitions"]["external_model"]["properties"]
+    assert set(own["source"]["enum"]) == set(SOURCES)
     assert set(props["datasets"]["items"]["enum"]) == {*LOCAL_DATASETS, *REAL_DATASETS}

@@ -38,7 +38,8 @@ def test_artifacts(finished_run):
         folder = results / "models/synth_notes" / model
         metrics = json.loads((folder / "metrics.json").read_text())
         assert np.asarray(metrics["confusion"]).shape == (3, 3)
-        assert len(pd.read_csv(folder / "history.csv")) >= 1
+        # a model of your own is imported, not trained: no epochs
+        assert len(pd.read_csv(folder / "history.csv")) >= (0 if "source" in config["models"][model] else 1)
         assert (results / f"logs/models/synth_notes/{model}.log").stat().st_size > 0
         assert (results / f"benchmarks/models/synth_notes/{model}.tsv").exists()
     figures = sorted(str(p.relative_to(results / "figures")) for p in (results / "figures").rglob("*.png"))
@@ -387,3 +388,51 @@ def test_sigkill_then_rerun_gives_byte_identical_tables(tiny_workflow, tmp_path,
             b = json.loads((reference / f"results/models/synth_notes/{model}/metrics.json").read_text())
             assert a["confusion"] == b["confusion"], model
     assert set(results.rglob("*.tmp")) <= left_by_kill, "the rerun left temporary files of its own"
+
+
+def test_own_model_through_every_stage(finished_run):
+    """The TorchScript model at 22.05 kHz with 2-s input (tests/conftest.py: own_model_entry) is
+    imported, attacked through the resampler with its noise control, passed through the codecs and
+    scored for transfer as source and as target, like every zoo model."""
+    from conftest import OWN_MODEL
+
+    work, _ = finished_run
+    results = work / "results"
+    metrics = json.loads((results / f"models/synth_notes/{OWN_MODEL}/metrics.json").read_text())
+    assert metrics["external"]["unmatched_classes"] == ["organ"]
+    assert metrics["external"]["unmatched_labels"] == []
+    assert all(check["ok"] for check in metrics["external"]["contract"])
+    accuracy = pd.read_csv(results / "tables/clean_accuracy.csv").set_index("model")
+    assert accuracy.loc[OWN_MODEL, "frontend"] == "external"
+    assert accuracy.loc[OWN_MODEL, "test_accuracy"] > 0.5
+    attacks = pd.read_csv(results / "tables/attacks.csv")
+    pgd = attacks[(attacks["model"] == OWN_MODEL) & (attacks["attack"] == "pgd")]
+    assert len(pgd) == 1 and pgd["n_clean_correct"].iloc[0] > 0
+    row = pgd.iloc[0]
+    assert 0 <= row["noise_success_rate"] <= 1 and row["success_rate"] > row["noise_success_rate"], row
+    transfer = pd.read_csv(results / "tables/transfer.csv")
+    assert {OWN_MODEL} <= set(transfer["source_model"]) and {OWN_MODEL} <= set(transfer["target_model"])
+    crossed = transfer[(transfer["source_model"] == OWN_MODEL) & (transfer["target_model"] != OWN_MODEL)]
+    assert len(crossed) and set(crossed["condition"]) >= {"none", "mp3_32k"}
+    codecs = pd.read_csv(results / "tables/codec_clean_accuracy.csv")
+    assert set(codecs.loc[codecs["target_model"] == OWN_MODEL, "condition"]) >= {"none", "flac", "mp3_32k"}
+
+
+def test_a_model_of_your_own_that_cannot_load_stops_before_any_job(tmp_path):
+    """A `.pt` that is not TorchScript, and a factory that returns no module: refused at the DAG,
+    each naming the model and the problem, nothing written."""
+    config = tiny_config(tmp_path / "results")
+    (tmp_path / "weights.pt").write_bytes(b"not a zip archive")
+    config["models"]["broken_ts"] = {
+        "source": "torchscript", "path": str(tmp_path / "weights.pt"), "sample_rate": 16000,
+        "classes": ["bass"],
+    }  # fmt: skip
+    config["models"]["broken_py"] = {
+        "source": "python", "factory": "collections:OrderedDict", "sample_rate": 16000, "classes": ["bass"],
+    }  # fmt: skip
+    proc = run_snakemake(tmp_path, config, "--cores", "1", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "models.broken_ts" in out and "not a TorchScript model" in out, out[-2000:]
+    assert "models.broken_py" in out and "not a torch.nn.Module" in out, out[-2000:]
+    assert not (tmp_path / "results").exists()

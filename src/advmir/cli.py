@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "codec versions of the training clips (augmentation)",
     ),
     "train-model": ("advmir.models.cli:train", "train one model of the zoo"),
+    "import-model": ("advmir.models.cli:import_model", "import a model of your own (TorchScript or Python)"),
+    "check-model": ("advmir.models.cli:check_model", "check one model's contract on a few clips"),
     "summarize-models": ("advmir.models.cli:summarize", "tidy table of clean accuracy"),
     "plot-models": ("advmir.plotting.models:main", "figure: clean accuracy and confusion matrices"),
     "summarize-benign": ("advmir.models.cli:summarize_benign", "accuracy under noise, codecs and rooms"),

@@ -172,6 +172,12 @@ def expand_defenses(config: dict[str, Any]) -> None:
     for name, entry in (defenses.get("models") or {}).items():
         where = f"defenses.models.{name}"
         base = entry.get("model")
+        if base in zoo and "source" in zoo[base]:
+            problems.append(
+                f"{where}: {base!r} is a model of your own (source: {zoo[base]['source']}); adversarial "
+                "training retrains a model from its recipe, which only the zoo's trained models have"
+            )
+            continue
         if base not in zoo:
             problems.append(f"{where}: key 'model' must name a model of the zoo {sorted(zoo)}, got {base!r}")
             continue
@@ -212,6 +218,16 @@ def defended_models(config: dict[str, Any]) -> dict[str, str]:
     return {name: entry["model"] for name, entry in (defenses.get("models") or {}).items()}
 
 
+def external_models(config: dict[str, Any]) -> list[str]:
+    """Models of your own (``source:`` torchscript or python): imported, never trained."""
+    return [name for name, spec in config["models"].items() if "source" in spec]
+
+
+def trained_models(config: dict[str, Any]) -> list[str]:
+    """Models the workflow trains (rule train_model): the zoo without the models of your own."""
+    return [name for name, spec in config["models"].items() if "source" not in spec]
+
+
 def undefended_models(config: dict[str, Any]) -> list[str]:
     """The models a stage's "every model" default means: the zoo without the defended models (they
     join a stage's runs when its `models` list names them)."""
@@ -227,7 +243,8 @@ def generalisation_models(config: dict[str, Any]) -> list[str]:
     from advmir.defenses.settings import AUGMENT_MODES
 
     general = config.get("generalisation") or {}
-    models = list(general.get("models") or undefended_models(config))
+    trained = trained_models(config)
+    models = list(general.get("models") or [m for m in undefended_models(config) if m in trained])
     defenses = config.get("defenses") or {}
     for name, entry in (defenses.get("models") or {}).items() if defenses.get("enabled") else ():
         if entry.get("mode") in AUGMENT_MODES and entry.get("model") in models and name not in models:
@@ -277,9 +294,15 @@ def check_config(config: dict[str, Any]) -> None:
                 where = "" if split == notes.get("split", "notes") else f" (generalisation split {split!r})"
                 problems.append(f"{exc}{where}")
         unknown = sorted(set(general.get("models") or []) - set(config["models"]))
+        own = sorted(set(general.get("models") or []) & set(external_models(config)))
         if unknown:
             problems.append(
                 f"generalisation.models {unknown} are not models of the zoo {list(config['models'])}"
+            )
+        elif own:
+            problems.append(
+                f"generalisation.models {own} are models of your own: the generalisation stage retrains "
+                "each model on other splits, which only the zoo's trained models can be"
             )
         elif splits:
             for name in generalisation_models(config):
@@ -290,6 +313,9 @@ def check_config(config: dict[str, Any]) -> None:
                         f"max_epochs ({split_training['max_epochs']}) for {name!r}"
                     )
     for name, spec in config["models"].items():
+        if "source" in spec:
+            problems += _external_problems(name, spec)
+            continue
         training = merged_training(config, name)
         if training.get("min_epochs", 0) > training.get("max_epochs", 1):
             problems.append(
@@ -313,6 +339,22 @@ def check_config(config: dict[str, Any]) -> None:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
 
 
+def _external_problems(name: str, spec: dict[str, Any]) -> list[str]:
+    """A model of your own: the files it names exist (loading it waits for :func:`check_clip_lengths`)."""
+    from advmir.models.external import ExternalModelError, InputContract, source_files
+
+    problems = [
+        f"models.{name}: {f!r} is not a file"
+        for f in source_files(spec)
+        if not os.path.isfile(os.path.expanduser(f))
+    ]
+    try:
+        InputContract.from_spec(spec, name)
+    except ExternalModelError as exc:
+        problems.append(str(exc))
+    return problems
+
+
 def check_clip_lengths(config: dict[str, Any]) -> None:
     """Raise ConfigError when a model cannot take a dataset's clips (after :func:`check_config`).
 
@@ -326,27 +368,47 @@ def check_clip_lengths(config: dict[str, Any]) -> None:
 
 
 def _clip_length_problems(config: dict[str, Any]) -> list[str]:
-    """One line per (model, dataset) whose forward pass on a silent clip fails."""
+    """One line per (model, dataset) whose forward pass on a silent clip fails. A model of your own
+    is loaded and checked first (:func:`advmir.models.external.check_entry`: the file, the factory,
+    the weights, its number of classes), one line naming the model if it cannot be used."""
     import torch
 
+    from advmir.models.external import ExternalModelError, check_entry, mapped_labels, wrap
     from advmir.models.zoo import build_model
 
-    problems = []
+    problems, broken = [], set()
+    for name in external_models(config):
+        try:
+            check_entry(name, config["models"][name])
+        except ExternalModelError as exc:
+            problems.append(str(exc))
+            broken.add(name)
     for dataset in config["datasets"]:
         section = config.get(dataset) or {}
         rate, seconds = int(section.get("sample_rate", 16000)), float(section.get("clip_seconds", 1.0))
         samples = max(1, round(rate * seconds))
         for name in config["models"]:
+            if name in broken:
+                continue
+            spec = config["models"][name]
             try:
-                model = build_model(model_spec(config, name), n_classes=2, sample_rate=rate).eval()
+                if "source" in spec:  # the labels its classes map to: the dataset's are not known yet
+                    model = wrap(name, spec, mapped_labels(name, spec), rate)[0]
+                else:
+                    model = build_model(model_spec(config, name), n_classes=2, sample_rate=rate).eval()
                 with torch.no_grad():
                     model(torch.zeros(1, samples))
             except (RuntimeError, ValueError) as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                fix = (
+                    "check its input_seconds and window"
+                    if "source" in spec
+                    else f"raise {dataset}.clip_seconds or shorten the model's window "
+                    "(frontend_args n_fft, kernel_size or hop_length)"
+                )
                 problems.append(
                     f"models.{name}: cannot take a {seconds:g} s clip of {dataset} ({samples} samples at "
-                    f"{rate} Hz): {first}; raise {dataset}.clip_seconds or shorten the model's window "
-                    "(frontend_args n_fft, kernel_size or hop_length)"
+                    f"{rate} Hz): {first}; {fix}"
                 )
     return problems
 

@@ -8,10 +8,12 @@ from advmir.config import (
     check_config,
     check_device,
     expand_defenses,
+    external_models,
     generalisation_models,
     model_spec,
     submits_elsewhere,
     split_training_for,
+    trained_models,
     training_for,
     undefended_models,
     validate_config,
@@ -41,6 +43,9 @@ if not workflow.remote_exec and not submits_elsewhere(sys.argv, os.environ):
 RESULTS = config["results"].rstrip("/")
 DATASETS = list(config["datasets"])
 MODELS = dict(config["models"])
+# Models of your own (`source:` torchscript or python) are imported (rule import_model), the rest trained.
+EXTERNAL_MODELS = external_models(config)
+TRAINED_MODELS = trained_models(config)
 TRAINING_CODECS = dict(config["training_codecs"])
 # GPU requests go to the cluster only when the config asks for CUDA explicitly.
 GPUS = 1 if config["device"].startswith("cuda") else 0
@@ -83,6 +88,21 @@ def folder_listing(wildcards):
 def model_params(wildcards):
     """JSON of the model's spec; a change re-runs this model and what depends on it only."""
     return json.dumps(model_spec(config, wildcards.model), sort_keys=True)
+
+
+def external_inputs(wildcards):
+    """The dataset, plus the files a model of your own is made of (an edit re-imports it)."""
+    from advmir.models.external import source_files
+
+    return {
+        **dataset_files(wildcards),
+        "sources": source_files(MODELS[wildcards.model]),
+    }
+
+
+def external_params(wildcards):
+    """JSON of a model of your own's config entry; a change re-imports it."""
+    return json.dumps(MODELS[wildcards.model], sort_keys=True)
 
 
 def training_params(wildcards):

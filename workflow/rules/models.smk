@@ -36,6 +36,8 @@ rule train_model:
         f"{RESULTS}/logs/models/{{dataset}}/{{model}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/models/{{dataset}}/{{model}}.tsv"
+    wildcard_constraints:
+        model="|".join(TRAINED_MODELS) or "(?!)",
     conda:
         "../../envs/torch.yaml"
     # One thread: these small models gain little from a second one, and two jobs side by side
@@ -58,6 +60,38 @@ rule train_model:
         'python -m advmir train-model --dataset-dir "$(dirname {input.waveforms:q})" --spec {params.spec:q}'
         ' --training {params.training:q} --out-dir "$(dirname {output.ckpt:q})" --device {params.device}'
         " {params.codecs} --threads {threads} > {log:q} 2>&1"
+
+
+# A model of your own (models.NAME.source: torchscript or python): its contract checked on the
+# dataset's clips (advmir.models.check), scored on the test split, written in the zoo's layout.
+rule import_model:
+    input:
+        unpack(external_inputs),
+    output:
+        ckpt=f"{RESULTS}/models/{{dataset}}/{{model}}/model.ckpt",
+        metrics=f"{RESULTS}/models/{{dataset}}/{{model}}/metrics.json",
+        history=f"{RESULTS}/models/{{dataset}}/{{model}}/history.csv",
+    log:
+        f"{RESULTS}/logs/models/{{dataset}}/{{model}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/models/{{dataset}}/{{model}}.tsv"
+    wildcard_constraints:
+        model="|".join(EXTERNAL_MODELS) or "(?!)",  # none: never matches
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+        gpu=GPUS,
+    params:
+        spec=external_params,
+        device=config["device"],
+        seed=config["seed"],
+    shell:
+        'python -m advmir import-model --dataset-dir "$(dirname {input.waveforms:q})" --name {wildcards.model}'
+        ' --spec {params.spec:q} --out-dir "$(dirname {output.ckpt:q})" --device {params.device}'
+        " --seed {params.seed} > {log:q} 2>&1"
 
 
 rule summarize_models:

@@ -91,13 +91,19 @@ def resample(audio: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
     return out.numpy()
 
 
-@functools.lru_cache(maxsize=8)
-def _torch_resampler(orig_rate: int, target_rate: int) -> Resample:
-    """torchaudio's Resample module for one pair of rates (its filter kernel is computed once)."""
+def torch_resampler(orig_rate: int, target_rate: int) -> Resample:
+    """A new torchaudio Resample module with the settings above, differentiable (an external
+    model at another rate reads the dataset's clips through it): (..., T) -> (..., T')."""
     import torchaudio.transforms as T
 
     g = math.gcd(orig_rate, target_rate)
     return T.Resample(orig_rate // g, target_rate // g, **KAISER_BEST)
+
+
+@functools.lru_cache(maxsize=8)
+def _torch_resampler(orig_rate: int, target_rate: int) -> Resample:
+    """:func:`torch_resampler` for one pair of rates, built once (its filter kernel is computed once)."""
+    return torch_resampler(orig_rate, target_rate)
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ import pandas as pd
 import torch
 
 from advmir.artifacts import read_csv, read_json
-from advmir.datasets.contract import load_dataset
-from advmir.io import atomic_path, write_csv, write_json
+from advmir.datasets.contract import Dataset, load_dataset
+from advmir.io import atomic_path, write_csv, write_json, write_torch
 from advmir.runtime import resolve_device, seed_everything, setup_logging
 
 log = logging.getLogger(__name__)
@@ -194,3 +194,205 @@ def summarize(argv: list[str]) -> int:
     write_csv(args.out, pd.DataFrame(rows))
     write_csv(args.confusion_out, pd.DataFrame(cells))
     return 0
+
+
+def _contract_clips(dataset: Dataset, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded subset of ``n`` test clips (valid, then train, if the test split is empty): their rows
+    (n,) and waveforms (n, T)."""
+    for split in ("test", "valid", "train"):
+        rows = dataset.split_indices(split)
+        if len(rows):
+            break
+    rng = np.random.default_rng([seed, 0xC4EC])
+    rows = np.sort(rng.choice(rows, size=min(n, len(rows)), replace=False))
+    return rows, dataset.float_waveforms(rows)
+
+
+def import_model(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="advmir import-model",
+        description="Import a model of your own (TorchScript or Python factory) as a zoo model of a dataset: "
+        "check its contract on the dataset's clips, score it on the test split, write its checkpoint.",
+    )
+    parser.add_argument("--dataset-dir", required=True, help="prepared dataset (data contract)")
+    parser.add_argument("--name", required=True, help="the model's name in the config's `models`")
+    parser.add_argument("--spec", required=True, help="JSON: the model's config entry (source, path, ...)")
+    parser.add_argument("--out-dir", required=True, help="results/models/{dataset}/{model}")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the check clips and the noise control")
+    parser.add_argument("--check-clips", type=int, default=64, help="test clips the contract is checked on")
+    args = parser.parse_args(argv)
+    setup_logging()
+    from advmir.models.check import check_contract
+    from advmir.models.external import ExternalModelError, external_payload, wrap
+    from advmir.models.train import classification_metrics, noise_robustness, predict
+
+    seed_everything(args.seed)
+    device = resolve_device(args.device)
+    spec = json.loads(args.spec)
+    dataset = load_dataset(args.dataset_dir, mmap=False)
+    model, match, model_classes = wrap(args.name, spec, dataset.classes, dataset.sample_rate)
+    log.info("model classes %s -> dataset labels %s", model_classes, match.label_index)
+    if match.unmatched_classes:
+        log.warning("model classes left out (no dataset label): %s", match.unmatched_classes)
+    if match.unmatched_labels:
+        log.warning(
+            "dataset labels the model cannot predict (their clips are not scored): %s", match.unmatched_labels
+        )
+    labels = dataset.manifest["label_idx"].to_numpy()
+    can = np.array([any(i == c for i in match.label_index) for c in range(len(dataset.classes))])
+    rows, clips = _contract_clips(dataset, args.check_clips, args.seed)
+    findings = check_contract(model, clips, labels[rows], len(dataset.classes), can[labels[rows]])
+    for f in findings:
+        log.info("%s", f.line())
+    failed = [f for f in findings if not f.ok]
+    if failed:
+        raise ExternalModelError(
+            args.name,
+            "fails the model contract on "
+            f"{len(rows)} clips of {dataset.root.name}: "
+            + "; ".join(f"{f.check}: {f.detail}" for f in failed),
+        )
+    model = model.to(device)
+    test_rows = dataset.split_indices("test")
+    scored = test_rows[can[labels[test_rows]]]
+    audio = dataset.float_waveforms(scored)
+    logits = predict(model, audio, device)
+    metrics = classification_metrics(labels[scored], logits.argmax(1), len(dataset.classes))
+    metrics["noise"] = noise_robustness(model, audio, labels[scored], device, seed=args.seed)
+    metrics.update(
+        {
+            "test_accuracy": metrics.pop("accuracy"),
+            "n_train": 0,
+            "n_valid": 0,
+            "n_test": len(scored),
+            "n_test_unscored": int(len(test_rows) - len(scored)),
+            "best_epoch": -1,
+            "classes": dataset.classes,
+            "spec": {"frontend": "external", "arch": spec["source"]},
+            "seed": args.seed,
+            "train_subset": "none",
+            "device": device,
+            "external": {
+                "model_classes": model_classes,
+                "unmatched_classes": match.unmatched_classes,
+                "unmatched_labels": match.unmatched_labels,
+                "contract": [f.__dict__ for f in findings],
+            },
+        }
+    )
+    out = Path(args.out_dir)
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        write_torch(tmp / "model.ckpt", external_payload(args.name, spec, model.cpu(), match, model_classes))
+        write_json(tmp / "metrics.json", metrics)
+        write_csv(tmp / "history.csv", pd.DataFrame(columns=["epoch"]))
+    log.info(
+        "imported %s: test accuracy %.4f on %d clips of matched labels (%d of unmatched labels not scored)",
+        args.name, metrics["test_accuracy"], len(scored), metrics["n_test_unscored"],
+    )  # fmt: skip
+    return 0
+
+
+def check_model(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="advmir check-model",
+        description="Load one model of the config, run it on a few clips of the dataset and check the "
+        "contract "
+        "every stage relies on (shapes, finite scores, determinism, batch independence, input gradient, "
+        "input scale). Exit 0 when every check passes, 1 when one fails.",
+    )
+    parser.add_argument("model", help="the model's name in the config's `models`")
+    parser.add_argument(
+        "--configfile", nargs="+", default=["config.yaml"],
+        help="config.yaml and overlays (as snakemake --configfile), merged in order",
+    )  # fmt: skip
+    parser.add_argument(
+        "--dataset", default=None, help="the dataset to check on (default: the config's first)"
+    )
+    parser.add_argument("--clips", type=int, default=32, help="clips to run")
+    args = parser.parse_args(argv)
+    setup_logging()
+    import yaml
+
+    from advmir.config import SCHEMAS, ConfigError, expand_defenses, merge_config, validate_config
+    from advmir.models.check import check_contract
+    from advmir.models.external import mapped_labels, wrap
+
+    config: dict = {}
+    for path in args.configfile:
+        merge_config(config, yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {})
+    validate_config(config, SCHEMAS / "config.schema.yaml")
+    expand_defenses(config)
+    if args.model not in config["models"]:
+        raise ConfigError(
+            f"check-model: {args.model!r} is not a model of the config ({', '.join(config['models'])})"
+        )
+    dataset_name = args.dataset or config["datasets"][0]
+    spec = config["models"][args.model]
+    root = Path(config["results"]) / "data" / dataset_name
+    prepared = (root / "manifest.csv").is_file()
+    if prepared:
+        dataset = load_dataset(root, mmap=False)
+        rows, clips = _contract_clips(dataset, args.clips, int(config["seed"]))
+        labels, names, rate = (
+            dataset.manifest["label_idx"].to_numpy()[rows],
+            dataset.classes,
+            dataset.sample_rate,
+        )
+        where = f"{len(rows)} clips of {root}"
+    else:
+        section = config.get(dataset_name) or {}
+        rate = int(section.get("sample_rate", 16000))
+        samples = max(1, round(rate * float(section.get("clip_seconds", 1.0))))
+        clips = _tones(args.clips, samples, rate, int(config["seed"]))
+        labels, names = None, None
+        where = (
+            f"{len(clips)} seeded synthetic tones ({root} is not prepared yet: no accuracy or scale check)"
+        )
+    if "source" in spec:
+        model, match, _ = wrap(args.model, spec, names or mapped_labels(args.model, spec), rate)
+        can = np.array([c in match.label_index for c in range(len(model.classes))])
+        scorable = can[labels] if labels is not None else None
+        n_classes = len(model.classes)
+        print(f"{args.model}: {spec['source']} model at {spec['sample_rate']} Hz on {where}")
+        if match.unmatched_classes:
+            print(f"  model classes left out (no dataset label): {', '.join(match.unmatched_classes)}")
+        if match.unmatched_labels:
+            print(
+                "  dataset labels it cannot predict (their clips are not scored): "
+                + ", ".join(match.unmatched_labels)
+            )
+    else:
+        from advmir.models.zoo import build_model, load_model
+
+        ckpt = Path(config["results"]) / "models" / dataset_name / args.model / "model.ckpt"
+        if ckpt.is_file():
+            model, state = load_model(ckpt), "trained"
+        else:
+            from advmir.config import model_spec
+
+            model, state = (
+                build_model(model_spec(config, args.model), len(names or [0, 1]), rate).eval(),
+                "untrained",
+            )
+        n_classes, scorable = (len(names) if names else None), None
+        print(f"{args.model}: {state} zoo model on {where}")
+    findings = check_contract(model, clips, labels, n_classes, scorable)
+    for f in findings:
+        print("  " + f.line())
+    failed = [f.check for f in findings if not f.ok]
+    print(f"{args.model}: " + (f"FAILED {', '.join(failed)}" if failed else "every check passed"))
+    return 1 if failed else 0
+
+
+def _tones(n: int, samples: int, rate: int, seed: int) -> np.ndarray:
+    """(n, samples) seeded harmonic tones at -12 dBFS with a decay: unlabelled probe clips."""
+    rng = np.random.default_rng([seed, 0x70E5])
+    t = np.arange(samples) / rate
+    out = np.zeros((n, samples), np.float32)
+    for i in range(n):
+        f0 = 55.0 * 2 ** rng.uniform(0, 5)
+        tone = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 6) if f0 * k < rate / 2)
+        out[i] = 0.25 * tone * np.exp(-t * rng.uniform(1, 6)) / 1.5
+    return out

@@ -73,16 +73,32 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint dict with ``weights_only=True``, checked as an artifact (:mod:`advmir.artifacts`)."""
+    """Read a checkpoint dict with ``weights_only=True``, checked as an artifact (:mod:`advmir.artifacts`):
+    a trained zoo model's, or an imported model of your own's (:mod:`advmir.models.external`)."""
+    from advmir.models.external import EXTERNAL_FORMAT
+
     payload = load_torch(path, keys=())
-    if payload.get("format") != CHECKPOINT_FORMAT:
+    if payload.get("format") not in (CHECKPOINT_FORMAT, EXTERNAL_FORMAT):
         raise ArtifactError(path, f"is not an advmir model checkpoint ({CHECKPOINT_FORMAT})")
+    if payload["format"] == EXTERNAL_FORMAT:
+        from advmir.models.external import payload_problem
+
+        problem = payload_problem(payload)
+        if problem:
+            raise ArtifactError(path, f"is not a complete imported-model checkpoint: {problem}")
     return payload
 
 
-def load_model(path: str | os.PathLike, device: str = "cpu") -> WaveformClassifier:
-    """Load a trained model in eval mode on ``device``."""
+def load_model(path: str | os.PathLike, device: str = "cpu") -> nn.Module:
+    """Load a model in eval mode on ``device``: waveform (B, T) in [-1, 1] -> logits (B, n_classes).
+
+    A trained zoo model is a :class:`WaveformClassifier`; an imported model of your own an
+    :class:`advmir.models.external.ExternalClassifier` (the same contract)."""
+    from advmir.models.external import EXTERNAL_FORMAT, load_external
+
     payload = load_checkpoint(path)
+    if payload["format"] == EXTERNAL_FORMAT:
+        return load_external(payload).to(device).eval()
     spec = payload["spec"]
     model = build_model(spec, spec["n_classes"], spec["sample_rate"])
     model.load_state_dict(payload["state_dict"])

@@ -150,9 +150,11 @@ class TransferPlan(CodecPlan):
 
     def model_specs_json(self) -> str:
         keys = ("frontend", "arch", "train_subset", "seed")
-        return json.dumps(
-            {m: {k: s[k] for k in keys if k in s} for m, s in self.models.items()}, sort_keys=True
-        )
+        specs = {m: {k: s[k] for k in keys if k in s} for m, s in self.models.items()}
+        for m, s in self.models.items():
+            if "source" in s:  # a model of your own: its representation is its own
+                specs[m] = {"frontend": "external", "arch": s["source"]}
+        return json.dumps(specs, sort_keys=True)
 
     def attack_specs_json(self) -> str:
         """Algorithm and threat of every attack (a surrogate attack was crafted on its surrogate)."""
