@@ -321,9 +321,8 @@ def test_stages_that_retrain_refuse_a_model_of_your_own(scripted, tmp_path):
     """Adversarial training and the generalisation splits retrain a model from its recipe: naming a
     model of your own there is refused by key; by default the generalisation stage leaves it out,
     while attacks and transfer take it like every model."""
-    from conftest import tiny_config
-
     from advmir.config import SCHEMAS, ConfigError, check_config, generalisation_models, validate_config
+    from conftest import tiny_config
 
     config = tiny_config(tmp_path / "results")
     config["models"]["mine"] = entry(scripted)
