@@ -6,6 +6,8 @@ All functions take waveforms (N, T) float32 and work in NumPy, in batches, on CP
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from advmir.anomaly import heuristics
@@ -79,6 +81,90 @@ def duplicate_embedding(x: np.ndarray, sample_rate: int) -> np.ndarray:
     return (pooled**0.3).reshape(len(x), -1)
 
 
+FLOOR_BANDS_HZ = (31.25, 62.5, 125.0, 250.0, 500.0, 1000.0, 2000.0, 4000.0)  # lower edges, one octave each
+
+
+def band_floors(x: np.ndarray, sample_rate: int, batch: int = 128) -> np.ndarray:
+    """Noise floor per octave band: (N, T) -> (N, len(FLOOR_BANDS_HZ)) dB re the clip's loudest bin.
+
+    Per STFT bin (1024 points), the 20th percentile of its level over time; per octave band, the
+    median over its bins. Between a note's partials, below its fundamental and after it decays a
+    clean bin falls silent; stationary noise of any colour holds it up in the bands it covers.
+    Bands above the Nyquist frequency are -200 dB.
+    """
+    freqs = np.fft.rfftfreq(1024, 1 / sample_rate)
+    out = np.full((len(x), len(FLOOR_BANDS_HZ)), -200.0)
+    for i in range(0, len(x), batch):
+        level = power_db(power_spectrogram(np.asarray(x[i : i + batch], dtype=np.float32), 1024, 256))
+        floor = np.percentile(level, 20, axis=1) - level.max(axis=(1, 2))[:, None]  # (B, K)
+        for j, lo in enumerate(FLOOR_BANDS_HZ):
+            band = (freqs >= lo) & (freqs < 2 * lo)
+            if band.any():
+                out[i : i + batch, j] = np.median(floor[:, band], axis=1)
+    return out
+
+
+def distortion_measures(x: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Waveform-shape measures of saturation: (N, T) -> (N, 2).
+
+    Column 0, crest drop: median crest factor (peak / RMS, dB) of 20 ms frames 9-24 dB below the
+    loudest frame minus that of frames within 3 dB of it. A note keeps its waveform shape as it
+    decays, so the two agree; a saturator flattens only the loud frames. Column 1, top share: the
+    share of samples of the loudest 100 ms above 90% of its peak (rounded, squashed tops sit there).
+    """
+    hop = max(1, sample_rate // 50)
+    n = x.shape[1] // hop
+    frames = np.asarray(x[:, : n * hop], dtype=np.float64).reshape(len(x), n, hop)
+    rms = np.sqrt(np.mean(frames**2, axis=2)) + EPS
+    crest = db(np.abs(frames).max(axis=2) / rms)
+    level = db(rms / rms.max(axis=1, keepdims=True))
+    drop = np.zeros(len(x))
+    for k in range(len(x)):
+        loud, mid = level[k] > -3, (level[k] > -24) & (level[k] < -9)
+        drop[k] = np.median(crest[k][mid if mid.any() else loud]) - np.median(crest[k][loud])
+    span = max(1, sample_rate // 10)
+    m = x.shape[1] // span
+    seg = np.asarray(x[:, : m * span], dtype=np.float64).reshape(len(x), m, span)
+    loudest = seg[np.arange(len(x)), np.sqrt(np.mean(seg**2, axis=2)).argmax(axis=1)]
+    rel = np.abs(loudest) / (np.abs(loudest).max(axis=1, keepdims=True) + EPS)
+    return np.stack([drop, (rel > 0.9).mean(axis=1)], axis=1)
+
+
+def codec_measures(x: np.ndarray, sample_rate: int, batch: int = 128) -> np.ndarray:
+    """Low-bitrate codec artefacts: (N, T) -> (N, 4).
+
+    Column 0, spectral holes: among the bins of loud frames (within 30 dB of the loudest) that
+    their neighbours say should sound (median of 5 bins within 50 dB of the frame's peak), the
+    share lying 20 dB or more below that median: a coder that runs out of bits zeroes bands for a
+    frame or two. Columns 1-3, the band edge: the level change (dB) between adjacent bands at the top
+    of the spectrum (0.68-0.8, 0.8-0.88, 0.88-0.94, 0.94-1 of the Nyquist frequency); a coder's
+    low-pass is a cliff there, a note's own roll-off a slope.
+    """
+    from scipy.ndimage import median_filter
+
+    nyquist = sample_rate / 2
+    freqs = np.fft.rfftfreq(512, 1 / sample_rate)
+    inside = (freqs > 300) & (freqs < 0.94 * nyquist)
+    edges = np.array([0.68, 0.8, 0.88, 0.94, 1.0001]) * nyquist
+    out = np.zeros((len(x), 4))
+    for i in range(0, len(x), batch):
+        power = power_spectrogram(np.asarray(x[i : i + batch], dtype=np.float32), 512, 128)
+        level = power_db(power)
+        frame_top = level.max(axis=2)
+        loud = (frame_top > frame_top.max(axis=1, keepdims=True) - 30)[..., None]
+        expected = median_filter(level, size=(1, 5, 1), mode="nearest")
+        should = (expected > frame_top[..., None] - 50) & inside & loud
+        holes = should & (level < expected - 20)
+        out[i : i + batch, 0] = holes.sum(axis=(1, 2)) / np.maximum(should.sum(axis=(1, 2)), 1)
+        spectrum = power.mean(axis=1)
+        bands = [
+            power_db(spectrum[:, (freqs >= lo) & (freqs < hi)].mean(axis=1))
+            for lo, hi in itertools.pairwise(edges)
+        ]
+        out[i : i + batch, 1:] = np.stack([b - a for a, b in itertools.pairwise(bands)], axis=1)
+    return out
+
+
 def midi_to_hz(midi: np.ndarray | float) -> np.ndarray:
     return 440.0 * 2 ** ((np.asarray(midi, dtype=np.float64) - 69) / 12)
 
@@ -114,6 +200,28 @@ def harmonic_salience(
         val = np.maximum(np.maximum(white[:, idx - 1], white[:, idx]), white[:, idx + 1])
         out += np.where(valid, 0.85 ** (k - 1) * val, 0.0)
     return out
+
+
+def octave_evidence(
+    x: np.ndarray, sample_rate: int, labelled_midi: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Evidence that a pitch label is an octave off, which :func:`pitch_mismatch` cannot see.
+
+    Returns (label too high (N,), label too low (N,)): the log ratio of the harmonic salience an octave
+    below the label to the salience at the label (a note an octave lower explains every partial the
+    label does, and the odd ones between); and the log ratio of the label's even to its odd harmonics
+    (a label an octave too low finds partials only at its even multiples).
+    """
+    ks = np.arange(1, 9)
+    weight = 0.85 ** (ks - 1)
+    high, low = np.zeros(len(x)), np.zeros(len(x))
+    for n, midi in enumerate(np.asarray(labelled_midi, dtype=np.float64)):
+        clip = x[n : n + 1]
+        at = harmonic_salience(clip, sample_rate, np.array([midi - 12.0, midi]))[0]
+        each = harmonic_salience(clip, sample_rate, midi + 12 * np.log2(ks), n_harmonics=1)[0] * weight
+        high[n] = np.log((at[0] + 1e-3) / (at[1] + 1e-3))
+        low[n] = np.log((each[1::2].sum() + 1e-3) / (each[0::2].sum() + 1e-3))
+    return high, low
 
 
 def pitch_mismatch(
