@@ -414,7 +414,7 @@ def test_corrupt_clips_marks_held_out_implementations_and_families():
         ("distortion", "clipping", 6.0),
         ("noise_bands", "white_noise", 40.0),
         ("noise_bands", "babble_noise", 30.0),
-        ("rumble", "brown_noise", 35.0),
+        ("noise_bands", "brown_noise", 30.0),
         ("codec_artifacts", "codec", 32.0),
         ("codec_artifacts", "codec_opus", 12.0),
     ],

@@ -174,9 +174,14 @@ rule evaluate_anomalies:
 rule summarize_anomalies:
     input:
         expand(f"{RESULTS}/anomaly/{{dataset}}/metrics.csv", dataset=ANOMALY_DATASETS),
+        expand(
+            f"{RESULTS}/anomaly/{{dataset}}/generalisation.csv",
+            dataset=ANOMALY_DATASETS,
+        ),
     output:
         table=f"{RESULTS}/tables/anomaly.csv",
         comparison=f"{RESULTS}/tables/anomaly_multitask_vs_ensemble.csv",
+        generalisation=f"{RESULTS}/tables/anomaly_generalisation.csv",
     log:
         f"{RESULTS}/logs/tables/anomaly.log",
     benchmark:
@@ -192,9 +197,15 @@ rule summarize_anomalies:
             shlex.quote(f"{d}={RESULTS}/anomaly/{d}/metrics.csv")
             for d in ANOMALY_DATASETS
         ),
+        generalisation_pairs=" ".join(
+            shlex.quote(f"{d}={RESULTS}/anomaly/{d}/generalisation.csv")
+            for d in ANOMALY_DATASETS
+        ),
     shell:
-        "python -m advmir evaluate-anomalies --combine {params.pairs} --table {output.table:q}"
-        " --comparison {output.comparison:q} > {log:q} 2>&1"
+        "(python -m advmir evaluate-anomalies --combine {params.pairs} --table {output.table:q}"
+        " --comparison {output.comparison:q}"
+        " && python -m advmir evaluate-anomalies --combine {params.generalisation_pairs}"
+        " --table {output.generalisation:q}) > {log:q} 2>&1"
 
 
 rule plot_anomalies:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from advmir.anomaly import features, heuristics
+from advmir.anomaly.ensemble import robust_z
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,6 @@ def _noise_reason(bands: Sequence[int]) -> Callable[[np.ndarray, np.ndarray, int
 
 
 _ALL_BANDS = tuple(range(len(features.FLOOR_BANDS_HZ)))
-_LOW_BANDS = tuple(j for j, lo in enumerate(features.FLOOR_BANDS_HZ) if lo < 125)
 
 fit_noise_bands = _against_reference(
     features.band_floors, 3.0, lambda z: z.max(axis=1), _noise_reason(_ALL_BANDS)
@@ -159,15 +159,6 @@ fit_noise_bands = _against_reference(
 fit_noise_bands.__doc__ = (
     "Coloured noise: the octave band whose noise floor (features.band_floors) rises most above clean "
     "notes of the same family and nearby pitch (robust z, spread at least 3 dB)."
-)
-fit_rumble = _against_reference(
-    lambda x, sr: features.band_floors(x, sr)[:, list(_LOW_BANDS)],
-    3.0,
-    lambda z: z.max(axis=1),
-    lambda own, exp, j: f"floor below 125 Hz {own[j]:.0f} dB, clean notes like it {exp[j]:.0f} dB",
-)
-fit_rumble.__doc__ = (
-    "Brown noise and rumble: the noise floor below 125 Hz against clean notes of the same family and pitch."
 )
 fit_distortion = _against_reference(
     features.distortion_measures,
@@ -391,7 +382,6 @@ DETECTORS: dict[str, Callable[[Reference], Fitted]] = {
     **{name: _heuristic(name) for name in heuristics.CHECKS},
     "pitch": fit_pitch,
     "noise_bands": fit_noise_bands,
-    "rumble": fit_rumble,
     "distortion": fit_distortion,
     "codec_artifacts": fit_codec_artifacts,
     "isolation_forest": fit_isolation_forest,
@@ -406,7 +396,6 @@ NEEDS_REFERENCE = (
     "bandwidth",
     "pitch",
     "noise_bands",
-    "rumble",
     "distortion",
     "codec_artifacts",
     "isolation_forest",
@@ -416,7 +405,9 @@ NEEDS_TORCH = ("autoencoder", "max_softmax", "energy", "label_errors", "multitas
 
 
 def run_detector(name: str, ref: Reference, sets: Sequence[ScoreSet]) -> list[pd.DataFrame]:
-    """Fit detector ``name`` on ``ref`` and score every set: one table (id, score, reason) per set."""
+    """Fit detector ``name`` on ``ref`` and score every set: one table (id, score, robust_z, reason) per
+    set. ``robust_z`` is the score against the set's own distribution (median / IQR,
+    :func:`advmir.anomaly.ensemble.robust_z`), comparable across detectors and datasets."""
     if name not in DETECTORS:
         raise ValueError(f"unknown detector {name!r}; known: {', '.join(DETECTORS)}")
     scorer = DETECTORS[name](ref)
@@ -424,5 +415,14 @@ def run_detector(name: str, ref: Reference, sets: Sequence[ScoreSet]) -> list[pd
     for s in sets:
         value, reasons = scorer(s)
         value = np.nan_to_num(np.asarray(value, dtype=np.float64), nan=0.0, posinf=1e6, neginf=-1e6)
-        out.append(pd.DataFrame({"id": s.manifest["id"].to_numpy(), "score": value, "reason": reasons}))
+        out.append(
+            pd.DataFrame(
+                {
+                    "id": s.manifest["id"].to_numpy(),
+                    "score": value,
+                    "robust_z": robust_z(value),
+                    "reason": reasons,
+                }
+            )
+        )
     return out

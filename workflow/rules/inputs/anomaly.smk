@@ -17,7 +17,9 @@ ANOMALY_FRACTION = {
 ANOMALY_FAULTS = ANOMALY.get("faults") or {name: None for name in FAULTS}
 # Fault implementations kept out of the validation copy (and so out of everything fitted on faults:
 # the stacked ensemble, the multi-task net); the test copy marks them held_out.
-ANOMALY_HELD_OUT = [name for name in ANOMALY.get("held_out", []) if name in ANOMALY_FAULTS]
+ANOMALY_HELD_OUT = [
+    name for name in ANOMALY.get("held_out", []) if name in ANOMALY_FAULTS
+]
 ANOMALY_MODELS = list(ANOMALY.get("models") or undefended_models(config)[:1])
 ANOMALY_TRAIN_CLIPS = int(ANOMALY["max_train_clips"])
 BASE_DETECTORS = [
@@ -32,7 +34,6 @@ BASE_DETECTORS = [
     "bandwidth",
     "pitch",
     "noise_bands",
-    "rumble",
     "distortion",
     "codec_artifacts",
     "isolation_forest",
@@ -187,6 +188,7 @@ def anomaly_targets():
     targets = [
         f"{RESULTS}/tables/anomaly.csv",
         f"{RESULTS}/tables/anomaly_multitask_vs_ensemble.csv",
+        f"{RESULTS}/tables/anomaly_generalisation.csv",
     ]
     for dataset in ANOMALY_DATASETS:
         targets += [f"{RESULTS}/anomaly/{dataset}/review.csv"] + anomaly_figures(
