@@ -248,13 +248,10 @@ def lowpass(x: np.ndarray, severity: float, rng: np.random.Generator, sample_rat
     return _fit_range(signal.sosfiltfilt(sos, x.astype(np.float64)))
 
 
-def codec_roundtrip(x: np.ndarray, codec_name: str, kbps: float, sample_rate: int) -> np.ndarray:
-    """Encode and decode one clip with ``codec_name`` (mp3, aac, opus) at ``kbps`` through the codec
-    stage's engine (:class:`advmir.codecs.engine.CodecEngine`: sample-aligned, checked bitrates).
-
-    MP3 snaps to the nearest CBR rate of its MPEG version at this sample rate; Opus takes at least
-    10 kbps (below, libopus's narrowband mode is not sample-aligned); AAC at most 4 bits a sample.
-    """
+def codec_setting(codec_name: str, kbps: float, sample_rate: int) -> Any:
+    """The :class:`advmir.codecs.registry.CodecSetting` of a codec fault at ``kbps``: MP3 snaps to the
+    nearest CBR rate of its MPEG version at this sample rate; Opus takes at least 10 kbps (below,
+    libopus's narrowband mode is not sample-aligned); AAC at most 4 bits a sample."""
     from advmir.codecs import registry
 
     rate = round(kbps)
@@ -265,11 +262,32 @@ def codec_roundtrip(x: np.ndarray, codec_name: str, kbps: float, sample_rate: in
         rate = max(registry.OPUS_KBPS[0], rate)
     elif codec_name == "aac":
         rate = min(rate, int(registry.AAC_MAX_BITS_PER_SAMPLE * sample_rate / 1000))
-    setting = registry.parse_setting(
+    return registry.parse_setting(
         f"{codec_name}_{rate}k", {"codec": codec_name, "bitrate_kbps": rate}, sample_rate
     )
-    clip = np.clip(np.asarray(x, dtype=np.float32), -1.0, 1.0)[None, :]
-    return _fit_range(_codec_engine().roundtrip(clip, sample_rate, setting).decoded[0])
+
+
+def codec_roundtrip_batch(
+    x: np.ndarray, codec_name: str, kbps: Sequence[float], sample_rate: int
+) -> np.ndarray:
+    """Encode and decode clips (N, T) with ``codec_name`` (mp3, aac, opus), clip n at ``kbps[n]``,
+    through the codec stage's engine (:class:`advmir.codecs.engine.CodecEngine`: sample-aligned,
+    many clips per ffmpeg process); (N, T) float32 out, each clip scaled into range if it overshoots."""
+    clips = np.clip(np.asarray(x, dtype=np.float32), -1.0, 1.0)
+    settings = [codec_setting(codec_name, k, sample_rate) for k in kbps]
+    out = np.empty_like(clips)
+    for name in dict.fromkeys(s.name for s in settings):
+        rows = [n for n, s in enumerate(settings) if s.name == name]
+        setting = settings[rows[0]]
+        decoded = _codec_engine().roundtrip(clips[rows], sample_rate, setting).decoded
+        for k, n in enumerate(rows):
+            out[n] = _fit_range(decoded[k])
+    return out
+
+
+def codec_roundtrip(x: np.ndarray, codec_name: str, kbps: float, sample_rate: int) -> np.ndarray:
+    """One clip (T,) through :func:`codec_roundtrip_batch`."""
+    return codec_roundtrip_batch(np.asarray(x)[None, :], codec_name, [kbps], sample_rate)[0]
 
 
 _ENGINE: list[Any] = []  # one engine per process: finding and checking ffmpeg costs a subprocess
@@ -279,7 +297,7 @@ def _codec_engine() -> Any:
     from advmir.codecs.engine import CodecEngine
 
     if not _ENGINE:
-        _ENGINE.append(CodecEngine(workers=1, batch_size=1))
+        _ENGINE.append(CodecEngine(workers=1, batch_size=25))
     return _ENGINE[0]
 
 
@@ -446,6 +464,35 @@ FAULTS: dict[str, FaultSpec] = {
         _spec("wrong_interval", "label", wrong_pitch, "semitones", 1, 24, 12, None, "wrong_pitch"),
     ]
 }
+CODEC_FAULTS = {"codec": "mp3", "codec_aac": "aac", "codec_opus": "opus"}  # batched through one ffmpeg
+
+
+def apply_audio_faults(
+    x: np.ndarray,
+    faults: Sequence[str],
+    severities: Sequence[float],
+    rng: np.random.Generator,
+    sample_rate: int,
+) -> np.ndarray:
+    """Apply audio fault ``faults[n]`` at ``severities[n]`` to clip ``x[n]`` (N, T); (N, T) float32.
+
+    Clips are done in order (the same draws from ``rng`` as one call per clip), except the codec
+    faults, which use no randomness and go through the engine in batches afterwards.
+    """
+    out = np.array(x, dtype=np.float32, copy=True)
+    deferred: dict[str, list[int]] = {}
+    for n, (name, sev) in enumerate(zip(faults, severities, strict=True)):
+        if name in CODEC_FAULTS:
+            deferred.setdefault(name, []).append(n)
+        else:
+            out[n] = FAULTS[name].func(out[n], float(sev), rng, sample_rate)
+    for name, rows in deferred.items():
+        out[rows] = codec_roundtrip_batch(
+            out[rows], CODEC_FAULTS[name], [severities[n] for n in rows], sample_rate
+        )
+    return out
+
+
 AUDIO_FAULTS = tuple(n for n, s in FAULTS.items() if s.kind == "audio")
 
 
@@ -551,6 +598,7 @@ def corrupt_clips(
     counts = dict.fromkeys(names, 0)
     sources = rng.permutation(clean)
     n_dup = 0
+    codec_rows: list[tuple[int, str, float]] = []
 
     out_wave = np.array(waveforms, dtype=np.float32, copy=True)
     rows = manifest.to_dict("records")
@@ -571,9 +619,16 @@ def corrupt_clips(
             copied = {k: v for k, v in rows[src].items() if k not in ("id", "split")}
             row.update(copied, source_id=rows[src]["id"])
             out_wave[i] = spec.func(out_wave[src], sev, rng, sample_rate)
+        elif name in CODEC_FAULTS:
+            codec_rows.append((i, name, sev))
         else:
             out_wave[i] = spec.func(out_wave[i], sev, rng, sample_rate)
         row.update(
             is_fault=1, fault=name, fault_family=spec.family, held_out=int(name in held_out), severity=sev
+        )
+    if codec_rows:  # no randomness in them: batched through the engine after the rest
+        at = [i for i, _, _ in codec_rows]
+        out_wave[at] = apply_audio_faults(
+            out_wave[at], [f for _, f, _ in codec_rows], [v for _, _, v in codec_rows], rng, sample_rate
         )
     return out_wave, pd.DataFrame(rows)
