@@ -164,6 +164,18 @@ def test_stacked_ensemble_learns_which_detector_marks_which_fault():
     assert (contribution.idxmax(axis=1)[hum.to_numpy()] == "hum_check").mean() > 0.8
     rank, _ = ensemble.rank_average(test, test_man["id"].tolist())
     assert 0.5 < roc_auc(test_man["is_fault"], rank) < 1.0
+    # evidence is measured against the validation split's clean clips, not within the scored set: a
+    # set where most clips carry the same fault still ranks them above its clean ones
+    ids = [f"h{k}" for k in range(100)]
+    hum = np.arange(100) >= 20
+    crowded = {
+        "hum_check": pd.DataFrame({"id": ids, "score": rng.normal(size=100) + 4 * hum, "reason": "h"}),
+        "clip_check": pd.DataFrame({"id": ids, "score": rng.normal(size=100), "reason": "c"}),
+        "noise": pd.DataFrame({"id": ids, "score": rng.normal(size=100), "reason": "n"}),
+    }
+    score, _, likely = ensemble.apply_stack(model, dets, crowded, ids)
+    assert roc_auc(hum, score) > 0.95 and (likely[hum] == "hum").mean() > 0.8
+    assert set(model.clean_reference_) == set(dets) and len(model.clean_reference_["noise"]) == 100
 
 
 def test_cli_end_to_end(dataset, tmp_path):

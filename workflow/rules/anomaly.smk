@@ -116,8 +116,12 @@ rule combine_anomaly_scores:
     input:
         test_set=lambda wildcards: anomaly_set(wildcards.dataset, "test"),
         valid_set=lambda wildcards: anomaly_set(wildcards.dataset, "valid"),
-        test=lambda wildcards: anomaly_scores(wildcards.dataset),
-        valid=lambda wildcards: anomaly_scores(wildcards.dataset, "valid_scores"),
+        test=lambda wildcards: anomaly_scores(
+            wildcards.dataset, detectors=ANOMALY_ENSEMBLE_INPUTS
+        ),
+        valid=lambda wildcards: anomaly_scores(
+            wildcards.dataset, "valid_scores", ANOMALY_ENSEMBLE_INPUTS
+        ),
     output:
         f"{RESULTS}/anomaly/{{dataset}}/scores/{{ensemble}}.csv",
     log:

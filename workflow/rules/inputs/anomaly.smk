@@ -44,6 +44,11 @@ BASE_DETECTORS = [
     "duplicates",
 ]
 ANOMALY_DETECTORS = list(ANOMALY["detectors"])
+# What the ensembles combine: the configured detectors, and the multi-task net when
+# `ensemble_multitask` (it generalises to held-out noise implementations better than the checks)
+ANOMALY_ENSEMBLE_INPUTS = ANOMALY_DETECTORS + (
+    ["multitask"] if ANOMALY["ensemble_multitask"] else []
+)
 # The stacked model needs faults in the validation copy; without them the rank average ranks review.csv.
 ANOMALY_ENSEMBLES = ["ensemble_rank"] + (
     ["ensemble_stack"] if ANOMALY_FRACTION["valid"] > 0 else []
