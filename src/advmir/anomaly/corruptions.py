@@ -248,17 +248,24 @@ def lowpass(x: np.ndarray, severity: float, rng: np.random.Generator, sample_rat
     return _fit_range(signal.sosfiltfilt(sos, x.astype(np.float64)))
 
 
+CODEC_KBPS = (8, 10, 12, 16, 20, 24, 32, 40, 48, 64)  # the rates AAC and Opus faults snap to
+
+
 def codec_setting(codec_name: str, kbps: float, sample_rate: int) -> Any:
-    """The :class:`advmir.codecs.registry.CodecSetting` of a codec fault at ``kbps``: MP3 snaps to the
-    nearest CBR rate of its MPEG version at this sample rate; Opus takes at least 10 kbps (below,
-    libopus's narrowband mode is not sample-aligned); AAC at most 4 bits a sample."""
+    """The :class:`advmir.codecs.registry.CodecSetting` of a codec fault at ``kbps``, snapped to the
+    nearest common rate (one ffmpeg batch per rate, so severities drawn from a range cost a few
+    batches, not one per clip): MP3 to the CBR rates of its MPEG version at this sample rate, Opus
+    and AAC to :data:`CODEC_KBPS`. Opus takes at least 10 kbps (below, libopus's narrowband mode is
+    not sample-aligned); AAC at most 4 bits a sample."""
     from advmir.codecs import registry
 
-    rate = round(kbps)
     if codec_name == "mp3":
         mpeg1 = sample_rate in registry.MP3_MPEG1_RATES
-        rate = min(registry.MP3_MPEG1_KBPS if mpeg1 else registry.MP3_MPEG2_KBPS, key=lambda b: abs(b - kbps))
-    elif codec_name == "opus":
+        grid: Sequence[int] = registry.MP3_MPEG1_KBPS if mpeg1 else registry.MP3_MPEG2_KBPS
+    else:
+        grid = CODEC_KBPS
+    rate = min(grid, key=lambda b: abs(b - kbps))
+    if codec_name == "opus":
         rate = max(registry.OPUS_KBPS[0], rate)
     elif codec_name == "aac":
         rate = min(rate, int(registry.AAC_MAX_BITS_PER_SAMPLE * sample_rate / 1000))
