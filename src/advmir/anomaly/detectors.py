@@ -68,8 +68,9 @@ PITCH_MIN_SPREAD = (
 def pitch_measures(x: np.ndarray, sample_rate: int, labelled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The pitch check's measures (N, 3): near the label (+-7.5 semitones), label an octave too high,
     label an octave too low (see :mod:`advmir.anomaly.features`); and the best pitch near the label (N,)."""
-    near, best = features.pitch_mismatch(x, sample_rate, labelled)
-    high, low = features.octave_evidence(x, sample_rate, labelled)
+    white = features.whitened_spectrum(x)  # one long FFT pass serves both
+    near, best = features.pitch_mismatch(x, sample_rate, labelled, white=white)
+    high, low = features.octave_evidence(x, sample_rate, labelled, white=white)
     return np.stack([near, high, low], axis=1), best
 
 

@@ -169,56 +169,74 @@ def midi_to_hz(midi: np.ndarray | float) -> np.ndarray:
     return 440.0 * 2 ** ((np.asarray(midi, dtype=np.float64) - 69) / 12)
 
 
-def harmonic_salience(
-    x: np.ndarray, sample_rate: int, candidates_midi: np.ndarray, n_harmonics: int = 8, n_fft: int = 8192
-) -> np.ndarray:
-    """Harmonic-sum salience of candidate pitches: (N, T), (C,) -> (N, C).
-
-    The long-term magnitude spectrum (compressed by a square root, whitened by its smoothed
-    envelope) is summed at the first ``n_harmonics`` multiples of each candidate, weighted
-    0.85 ** (k - 1).
-    """
+def whitened_spectrum(x: np.ndarray, n_fft: int = 8192, batch: int = 64) -> np.ndarray:
+    """Long-term magnitude spectrum, square-root compressed and whitened by its smoothed envelope:
+    (N, T) -> (N, min(n_fft, T) // 2 + 1), the input of :func:`salience`."""
     n_fft = min(n_fft, x.shape[1])
     hop = n_fft // 4
-    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft, axis=1)[:, ::hop]
-    spec = np.abs(np.fft.rfft(frames * np.hanning(n_fft), axis=-1))  # (N, F, K)
-    energy = (spec**2).sum(axis=-1)
-    w = energy / (energy.sum(axis=1, keepdims=True) + EPS)
-    mag = np.sqrt((spec * w[..., None]).sum(axis=1))  # (N, K)
     kernel = np.ones(31) / 31
-    env = np.apply_along_axis(lambda m: np.convolve(m, kernel, mode="same"), 1, mag) + EPS
-    white = np.maximum(mag / env - 1.0, 0.0)
-    bin_hz = sample_rate / n_fft
+    out = []
+    for i in range(0, len(x), batch):
+        frames = np.lib.stride_tricks.sliding_window_view(np.asarray(x[i : i + batch]), n_fft, axis=1)[
+            :, ::hop
+        ]
+        spec = np.abs(np.fft.rfft(frames * np.hanning(n_fft), axis=-1))  # (B, F, K)
+        energy = (spec**2).sum(axis=-1)
+        w = energy / (energy.sum(axis=1, keepdims=True) + EPS)
+        mag = np.sqrt((spec * w[..., None]).sum(axis=1))  # (B, K)
+        env = np.apply_along_axis(lambda m: np.convolve(m, kernel, mode="same"), 1, mag) + EPS
+        out.append(np.maximum(mag / env - 1.0, 0.0))
+    return np.concatenate(out) if out else np.zeros((0, n_fft // 2 + 1))
+
+
+def salience(
+    white: np.ndarray, sample_rate: int, candidates_midi: np.ndarray, n_harmonics: int = 8
+) -> np.ndarray:
+    """Harmonic-sum salience of candidate pitches on whitened spectra: (N, K), (C,) -> (N, C).
+
+    The spectrum is summed at the first ``n_harmonics`` multiples of each candidate, weighted
+    0.85 ** (k - 1), taking the largest of +-1 bin (slight detuning, the window's spread).
+    """
+    bin_hz = sample_rate / (2 * (white.shape[1] - 1))
     f0 = midi_to_hz(candidates_midi)
-    out = np.zeros((len(x), len(f0)))
+    out = np.zeros((len(white), len(f0)))
     nyq_bin = white.shape[1] - 1
     for k in range(1, n_harmonics + 1):
         bins = f0 * k / bin_hz
         valid = bins < nyq_bin - 1
         idx = np.clip(np.round(bins).astype(int), 1, nyq_bin - 1)
-        # the max over +-1 bin tolerates slight detuning and the window's spread
         val = np.maximum(np.maximum(white[:, idx - 1], white[:, idx]), white[:, idx + 1])
         out += np.where(valid, 0.85 ** (k - 1) * val, 0.0)
     return out
 
 
+def harmonic_salience(
+    x: np.ndarray, sample_rate: int, candidates_midi: np.ndarray, n_harmonics: int = 8, n_fft: int = 8192
+) -> np.ndarray:
+    """Harmonic-sum salience of candidate pitches: (N, T), (C,) -> (N, C) (:func:`salience` of
+    :func:`whitened_spectrum`)."""
+    return salience(whitened_spectrum(x, n_fft), sample_rate, candidates_midi, n_harmonics)
+
+
 def octave_evidence(
-    x: np.ndarray, sample_rate: int, labelled_midi: np.ndarray
+    x: np.ndarray, sample_rate: int, labelled_midi: np.ndarray, white: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Evidence that a pitch label is an octave off, which :func:`pitch_mismatch` cannot see.
 
     Returns (label too high (N,), label too low (N,)): the log ratio of the harmonic salience an octave
     below the label to the salience at the label (a note an octave lower explains every partial the
     label does, and the odd ones between); and the log ratio of the label's even to its odd harmonics
-    (a label an octave too low finds partials only at its even multiples).
+    (a label an octave too low finds partials only at its even multiples). ``white``: the clips'
+    :func:`whitened_spectrum` when already computed.
     """
+    white = whitened_spectrum(x) if white is None else white
     ks = np.arange(1, 9)
     weight = 0.85 ** (ks - 1)
-    high, low = np.zeros(len(x)), np.zeros(len(x))
+    high, low = np.zeros(len(white)), np.zeros(len(white))
     for n, midi in enumerate(np.asarray(labelled_midi, dtype=np.float64)):
-        clip = x[n : n + 1]
-        at = harmonic_salience(clip, sample_rate, np.array([midi - 12.0, midi]))[0]
-        each = harmonic_salience(clip, sample_rate, midi + 12 * np.log2(ks), n_harmonics=1)[0] * weight
+        row = white[n : n + 1]
+        at = salience(row, sample_rate, np.array([midi - 12.0, midi]))[0]
+        each = salience(row, sample_rate, midi + 12 * np.log2(ks), n_harmonics=1)[0] * weight
         high[n] = np.log((at[0] + 1e-3) / (at[1] + 1e-3))
         low[n] = np.log((each[1::2].sum() + 1e-3) / (each[0::2].sum() + 1e-3))
     return high, low
@@ -231,17 +249,20 @@ def pitch_mismatch(
     window: float = 7.5,
     tolerance: float = 0.35,
     step: float = 0.1,
+    white: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """How much better a pitch near the label explains the spectrum than the labelled pitch.
 
-    Candidates within +-``window`` semitones of each clip's label (so octave ambiguity, which is
-    common for organ stops and mallets, does not count), salience as in :func:`harmonic_salience`.
+    Candidates within +-``window`` semitones of each clip's label (octaves are left to
+    :func:`octave_evidence`), salience as in :func:`harmonic_salience`; ``white``: the clips'
+    :func:`whitened_spectrum` when already computed.
     Returns (score (N,) = log of best / labelled salience, >= 0; best pitch (N,) in MIDI).
     """
+    white = whitened_spectrum(x) if white is None else white
     offsets = np.arange(-window, window + step / 2, step)
-    scores, best = np.zeros(len(x)), np.zeros(len(x))
+    scores, best = np.zeros(len(white)), np.zeros(len(white))
     for n, midi in enumerate(np.asarray(labelled_midi, dtype=np.float64)):
-        sal = harmonic_salience(x[n : n + 1], sample_rate, midi + offsets)[0]
+        sal = salience(white[n : n + 1], sample_rate, midi + offsets)[0]
         at_label = sal[np.abs(offsets) <= tolerance].max()
         scores[n] = np.log((sal.max() + 1e-3) / (at_label + 1e-3))
         best[n] = midi + offsets[np.argmax(sal)]
