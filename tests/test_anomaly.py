@@ -26,13 +26,14 @@ def note(
     release_at: float = 0.35,
     peak: float = 0.8,
     seed: int = 0,
+    top: float = 7000.0,
 ) -> np.ndarray:
-    """A harmonic note (partials up to 7 kHz, 1/k amplitudes), 5 ms attack, decay, 50 ms release to 0."""
+    """A harmonic note (partials up to ``top`` Hz, 1/k amplitudes), 5 ms attack, decay, 50 ms release to 0."""
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * SR)) / SR
     f0 = 440.0 * 2 ** ((midi - 69) / 12)
     x = sum(
-        np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 2 * np.pi)) / k for k in range(1, 80) if f0 * k < 7000
+        np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 2 * np.pi)) / k for k in range(1, 200) if f0 * k < top
     )
     env = np.minimum(1.0, t / 0.005) * np.exp(-decay * t)
     env *= np.clip(1.0 - (t - release_at) / 0.05, 0.0, 1.0)
@@ -197,7 +198,7 @@ def test_corrupt_clips_is_balanced_seeded_and_marks_every_fault():
         ),
         ({"hum": [20, 99]}, 0.3, 100, r"fault 'hum': severity 99 is out of range \[-10, 60\]"),
         ({"lowpass": 9000}, 0.3, 100, r"fault 'lowpass': severity 9000 is out of range \[50, 7840\]"),
-        (list(C.FAULTS), 0.1, 50, r"split 'test' has 50 clips: fraction 0.1 makes 5 faulty .* 16 faults"),
+        (list(C.FAULTS), 0.1, 50, r"split 'test' has 50 clips: fraction 0.1 makes 5 faulty .* 27 faults"),
         (["clipping"], 1.0, 20, r"at least one clean clip must remain"),
     ],
 )
@@ -297,3 +298,198 @@ def test_heuristics_and_features_share_dsp_without_importing_each_other_in_a_cir
         "assert f.power_spectrogram is d.power_spectrogram is h.power_spectrogram"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ------------------------------------------------------- several implementations per fault family
+def test_every_family_with_several_implementations_names_existing_faults():
+    families: dict[str, list[str]] = {}
+    for name, spec in C.FAULTS.items():
+        families.setdefault(spec.family, []).append(name)
+    for family in ("clipping", "noise", "dropout", "truncation", "codec", "wrong_pitch", "wrong_family"):
+        assert len(families[family]) >= 2, (family, families[family])
+    assert set(families["noise"]) == {"white_noise", "pink_noise", "brown_noise", "babble_noise"}
+    assert C.FAULTS["hum"].family == "hum"  # a fault with one implementation is its own family
+
+
+def test_soft_clipping_rounds_the_tops_without_flat_runs():
+    x = note()
+    y = C.soft_clipping(x, 12.0, rng(), SR)
+    peak = np.abs(x).max()
+    assert np.abs(y).max() < 0.5 * peak  # squashed: tanh(4) / 4 of the peak
+    assert heuristics._longest_run(np.abs(y) >= np.abs(y).max() * (1 - 1e-6)) <= 2  # no flat top
+    quiet = np.abs(x) < 0.01 * peak
+    assert np.allclose(y[quiet], x[quiet], rtol=1e-3, atol=1e-7)  # unity gain for quiet samples
+    mild = C.soft_clipping(x, -10.0, rng(), SR)
+    assert 10 * np.log10(np.sum(x**2) / np.sum((mild - x) ** 2)) > 30  # -10 dB drive: barely audible
+
+
+def test_asymmetric_clipping_flattens_one_polarity_only():
+    x = note()
+    y = C.asymmetric_clipping(x, 6.0, np.random.default_rng(0), SR)
+    top, bottom = y.max() < 0.6 * x.max(), y.min() > 0.6 * x.min()
+    assert top != bottom  # exactly one side was clipped (at -6 dB of its own peak: 0.5)
+    sign = 1.0 if top else -1.0
+    assert heuristics._longest_run(sign * y >= (sign * y).max() * (1 - 1e-6)) >= 3
+    other = sign * x <= 0
+    assert np.array_equal(y[other], x[other])
+
+
+@pytest.mark.parametrize("fault", ["brown_noise", "babble_noise"])
+def test_coloured_noises_land_at_the_requested_snr(fault):
+    x = note()
+    noise = C.FAULTS[fault].func(x, 20.0, rng(), SR) - x
+    assert 10 * np.log10(rms(x) ** 2 / rms(noise) ** 2) == pytest.approx(20.0, abs=0.5)
+    if fault == "brown_noise":  # 1/f^2: most power below 100 Hz
+        assert band_power(noise, 0, 100) > 0.8 * band_power(noise, 0, SR / 2)
+    else:  # voices: the power sits in the speech band
+        assert band_power(noise, 80, 4000) > 0.9 * band_power(noise, 0, SR / 2)
+
+
+def test_dropout_variants_cut_the_gaps_they_promise():
+    x = note()
+    one = C.dropout_single(x, 30.0, rng(), SR)
+    starts, ends = heuristics._runs(one == 0)
+    inner = [(s, e) for s, e in zip(starts, ends, strict=True) if e < len(x) and e - s > 100]
+    assert len(inner) == 1 and abs((inner[0][1] - inner[0][0]) - 480) <= 32  # 30 ms, minus the fades
+    burst = C.dropout_burst(x, 50.0, np.random.default_rng(1), SR)
+    removed = (burst == 0) & (np.abs(x) > 1e-3)
+    assert 2 * 16 <= removed.sum() <= 6 * 800  # 2-6 gaps of 2-50 ms
+    assert not np.array_equal(burst, x)
+
+
+def test_faded_truncation_fades_out_before_the_cut():
+    x = note()
+    y = C.truncation_faded(x, 0.5, rng(), SR)
+    last = np.flatnonzero(y != 0)[-1]
+    assert last < 0.6 * np.flatnonzero(np.abs(x) > 1e-4)[-1]
+    tail = np.abs(y[last - 40 : last + 1]).max()
+    assert tail < 0.2 * np.abs(x[last - 40 : last + 1]).max()  # faded, not a hard cut
+
+
+@pytest.mark.parametrize("fault, kbps", [("codec", 32.0), ("codec_aac", 16.0), ("codec_opus", 12.0)])
+def test_codec_implementations_run_through_the_engine_aligned(fault, kbps):
+    x = note(midi=57)
+    y = C.FAULTS[fault].func(x, kbps, rng(), SR)
+    assert y.shape == x.shape and y.dtype == np.float32
+    assert np.corrcoef(x, y)[0, 1] > 0.9  # aligned, lag 0
+    assert not np.allclose(x, y, atol=1e-3)
+
+
+def test_label_fault_implementations():
+    classes = ["keyboard", "mallet", "organ"]
+    row = {"id": "a", "label": "keyboard", "label_idx": 0, "family": "keyboard", "pitch": 60}
+    assert C.swapped_family(row, 1, rng(), classes)["label"] == "mallet"  # the only neighbour
+    middle = C.swapped_family({**row, "label": "mallet", "label_idx": 1}, 1, rng(), classes)
+    assert middle["label"] in ("keyboard", "organ") and middle["family"] == middle["label"]
+    assert abs(C.FAULTS["wrong_interval"].func(row, 12, rng(), classes)["pitch"] - 60) == 12
+
+
+def test_corrupt_clips_marks_held_out_implementations_and_families():
+    waves = np.stack([note(midi=48 + k % 24, seed=k) for k in range(24)])
+    man = pd.DataFrame({"id": [f"c{k}" for k in range(24)], "split": "test", "label": "reed", "label_idx": 0})
+    sev = C.normalize_severities({"clipping": 6, "soft_clipping": [2, 6], "dc_offset": 0.1})
+    _, out = C.corrupt_clips(waves, man, ["reed"], SR, sev, 0.5, C.split_rng(0, "test"), {"soft_clipping"})
+    fam = out.set_index("fault")["fault_family"].to_dict()
+    assert fam == {
+        "none": "none",
+        "clipping": "clipping",
+        "soft_clipping": "clipping",
+        "dc_offset": "dc_offset",
+    }
+    assert out.loc[out["held_out"] == 1, "fault"].eq("soft_clipping").all()
+    assert (out["held_out"] == 1).sum() == 4 and set(
+        out.loc[out["fault"] == "soft_clipping", "severity"]
+    ) == {
+        2.0,
+        6.0,
+    }
+
+
+# ------------------------------------------------------------------- detectors of the blind spots
+@pytest.mark.parametrize(
+    "check, fault, severity",
+    [
+        ("clipping", "asymmetric_clipping", 3.0),
+        ("distortion", "soft_clipping", 12.0),
+        ("distortion", "clipping", 6.0),
+        ("noise_bands", "white_noise", 40.0),
+        ("noise_bands", "babble_noise", 30.0),
+        ("noise_bands", "brown_noise", 30.0),
+        ("codec_artifacts", "codec", 32.0),
+        ("codec_artifacts", "codec_opus", 12.0),
+    ],
+)
+def test_blind_spot_detectors_rank_the_fault_above_clean_notes_like_it(check, fault, severity):
+    """Reference-relative checks: the reference holds clean notes within a semitone of each scored one
+    (other seeds and decays); partials up to 7.9 kHz, so a codec's low-pass has something to cut."""
+    pitches = [47, 59, 67]
+    ref_pitches = [p + d for p in pitches for d in (-1, 0, 1)]
+    ref_waves = np.stack(
+        [note(midi=m, seed=100 + k, decay=5.0 + k % 3, top=7900) for k, m in enumerate(ref_pitches)]
+    )
+    clean = np.stack([note(midi=m, seed=m, top=7900) for m in pitches])
+    faulty = np.stack([C.FAULTS[fault].func(x, severity, rng(), SR) for x in clean])
+    ref_man = pd.DataFrame({"id": [f"r{k}" for k in range(9)], "label": "reed", "pitch": ref_pitches})
+    manifest = pd.DataFrame({"id": [f"n{k}" for k in range(6)], "label": "reed", "pitch": pitches * 2})
+    ref = Reference(ref_waves, ref_man, ["reed"], SR)
+    (table,) = run_detector(check, ref, [ScoreSet(np.concatenate([clean, faulty]), manifest)])
+    score = table["score"].to_numpy()
+    assert score[3:].min() > score[:3].max(), table
+    assert all(isinstance(r, str) and r for r in table["reason"])
+
+
+@pytest.mark.parametrize("offset", [12, -12, 7])
+def test_pitch_check_flags_octave_and_fifth_labels(offset):
+    """The old check searched +-7.5 semitones and let octaves pass; now both directions count."""
+    pitches = [45, 50, 57, 62, 69]
+    ref_waves = np.stack([note(midi=m, seed=100 + m) for m in pitches])
+    ref = Reference(ref_waves, pd.DataFrame({"label": "reed", "pitch": pitches}), ["reed"], SR)
+    clean = np.stack([note(midi=m, seed=m) for m in (52, 60)])
+    manifest = pd.DataFrame(
+        {"id": list("abcd"), "label": "reed", "pitch": [52, 60, 52 + offset, 60 + offset]}
+    )
+    (table,) = run_detector("pitch", ref, [ScoreSet(np.concatenate([clean, clean]), manifest)])
+    score = table["score"].to_numpy()
+    assert score[2:].min() > score[:2].max(), table
+
+
+def test_reference_z_pools_clips_of_the_same_label_and_pitch():
+    ref_man = pd.DataFrame({"label": ["a"] * 4 + ["b"] * 4, "pitch": [60, 61, 62, 80, 60, 61, 62, 63]})
+    ref = np.array([[0.0], [1.0], [2.0], [50.0], [10.0], [11.0], [12.0], [13.0]])
+    man = pd.DataFrame({"label": ["a", "b", "c"], "pitch": [61, 61, 61]})
+    z, expected = heuristics.reference_z(np.array([[4.0], [4.0], [4.0]]), man, ref, ref_man, floor=0.5)
+    assert expected[:, 0].tolist() == [1.0, 11.5, 10.5]  # near pitch of a; all of b; everything for c
+    assert z[0, 0] == pytest.approx(3.0) and z[1, 0] < 0
+
+
+# ----------------------------------------------------------------- in-generator vs held-out tables
+def test_generalisation_table_separates_held_out_implementations():
+    fault = np.array(["none"] * 20 + ["clipping"] * 5 + ["soft_clipping"] * 5)
+    manifest = pd.DataFrame(
+        {
+            "is_fault": (fault != "none").astype(int),
+            "fault": fault,
+            "fault_family": np.where(fault == "none", "none", "clipping"),
+            "held_out": (fault == "soft_clipping").astype(int),
+            "severity": np.where(fault == "none", np.nan, 6.0),
+        }
+    )
+    # finds hard clipping perfectly, soft clipping not at all (scores like clean clips)
+    score = np.concatenate([np.linspace(0, 1, 20), np.full(5, 5.0), np.linspace(0.01, 0.99, 5)])
+    table = metrics.generalisation(manifest, {"flat_tops": score}).set_index(
+        ["implementations", "fault_family"]
+    )
+    assert table.loc[("in_generator", "all"), "roc_auc"] == 1.0
+    assert table.loc[("held_out", "clipping"), "roc_auc"] == pytest.approx(0.5, abs=0.05)
+    assert table.loc[("held_out", "clipping"), "faults"] == "soft_clipping"
+    # top 10% of the 25 clips (clean + held-out) is 3 clips: mostly clean ones
+    assert table.loc[("held_out", "all"), "precision_top10"] < 0.5
+    assert table.loc[("in_generator", "all"), "precision_top10"] == 1.0
+    sev = metrics.by_severity(manifest, {"flat_tops": score})
+    assert sev[["fault", "held_out", "n_faulty"]].values.tolist() == [
+        ["clipping", 0, 5],
+        ["soft_clipping", 1, 5],
+    ]
+    # a set written before families existed: every fault its own family, nothing held out
+    old = metrics.generalisation(manifest.drop(columns=["fault_family", "held_out"]), {"d": score})
+    assert set(old["implementations"]) == {"in_generator"} and "soft_clipping" in set(old["fault_family"])

@@ -77,7 +77,8 @@ def test_corrupt_cli_refuses_bad_input_before_writing(dataset, tmp_path, capsys)
         (["--fraction", "1.5"], "fraction must be in [0, 1], got 1.5"),
         (["--faults", "hiss"], "unknown fault 'hiss'"),
         (["--faults", "clipping=99"], "severity 99 is out of range [0.5, 40]"),
-        (["--fraction", "0.2"], "split 'test' has 36 clips"),  # 7 clips, 16 faults
+        (["--fraction", "0.2"], "split 'test' has 36 clips"),  # 7 clips, 27 faults
+        (["--faults", "clipping", "--held-out", "clippng"], "--held-out: unknown fault(s) ['clippng']"),
     ]
     for extra, words in cases:
         assert main(["corrupt-split", "--dataset", dataset, "--out", str(out), *extra]) == 2
@@ -163,12 +164,28 @@ def test_stacked_ensemble_learns_which_detector_marks_which_fault():
     assert (contribution.idxmax(axis=1)[hum.to_numpy()] == "hum_check").mean() > 0.8
     rank, _ = ensemble.rank_average(test, test_man["id"].tolist())
     assert 0.5 < roc_auc(test_man["is_fault"], rank) < 1.0
+    # evidence is measured against the validation split's clean clips, not within the scored set: a
+    # set where most clips carry the same fault still ranks them above its clean ones
+    ids = [f"h{k}" for k in range(100)]
+    hum = np.arange(100) >= 20
+    crowded = {
+        "hum_check": pd.DataFrame({"id": ids, "score": rng.normal(size=100) + 4 * hum, "reason": "h"}),
+        "clip_check": pd.DataFrame({"id": ids, "score": rng.normal(size=100), "reason": "c"}),
+        "noise": pd.DataFrame({"id": ids, "score": rng.normal(size=100), "reason": "n"}),
+    }
+    score, _, likely = ensemble.apply_stack(model, dets, crowded, ids)
+    assert roc_auc(hum, score) > 0.95 and (likely[hum] == "hum").mean() > 0.8
+    assert set(model.clean_reference_) == set(dets) and len(model.clean_reference_["noise"]) == 100
 
 
 def test_cli_end_to_end(dataset, tmp_path):
     out = tmp_path / "anomaly"
     faults = ["clipping", "silence", "dropout", "exact_duplicate", "wrong_family"]
-    for split in ("test", "valid"):
+    # the test copy also holds a held-out implementation of clipping, which the valid copy lacks
+    for split, extra in (
+        ("test", ["asymmetric_clipping=6", "--held-out", "asymmetric_clipping"]),
+        ("valid", []),
+    ):
         assert (
             cli.corrupt(
                 [
@@ -178,19 +195,25 @@ def test_cli_end_to_end(dataset, tmp_path):
                     split,
                     "--out",
                     str(out / f"corrupted_{split}"),
-                    "--faults",
-                    *faults,
                     "--fraction",
                     "0.5",
                     "--seed",
                     "3",
+                    "--faults",
+                    *faults,
+                    *extra,
                 ]
             )
             == 0
         )
     corrupted = load_dataset(out / "corrupted_test")
-    assert set(corrupted.manifest["fault"]) == {"none", *faults}
-    assert {"is_fault", "fault", "severity", "source_id"} <= set(corrupted.manifest.columns)
+    assert set(corrupted.manifest["fault"]) == {"none", "asymmetric_clipping", *faults}
+    assert set(load_dataset(out / "corrupted_valid").manifest["fault"]) == {"none", *faults}
+    assert {"is_fault", "fault", "fault_family", "held_out", "severity", "source_id"} <= set(
+        corrupted.manifest.columns
+    )
+    held = corrupted.manifest[corrupted.manifest["held_out"] == 1]
+    assert set(held["fault"]) == {"asymmetric_clipping"} and set(held["fault_family"]) == {"clipping"}
     sets = [str(out / "corrupted_test"), str(out / "corrupted_valid")]
     detectors = ["clipping", "silence", "gaps", "duplicates", "label_errors", "isolation_forest"]
     for det in detectors:
@@ -263,10 +286,26 @@ def test_cli_end_to_end(dataset, tmp_path):
                 str(out / "roc.csv"),
                 "--budget",
                 str(out / "budget.csv"),
+                "--generalisation",
+                str(out / "generalisation.csv"),
+                "--severities",
+                str(out / "severities.csv"),
             ]
         )
         == 0
     )
+    assert "robust_z" in pd.read_csv(out / "scores" / "clipping.csv").columns
+    general = pd.read_csv(out / "generalisation.csv").set_index(
+        ["detector", "implementations", "fault_family"]
+    )
+    # the flat-top check finds one-sided clipping too, and the stack (never fitted on it) follows
+    assert general.loc[("clipping", "held_out", "clipping"), "roc_auc"] > 0.9
+    assert general.loc[("ensemble_stack", "held_out", "all"), "faults"] == "asymmetric_clipping"
+    assert general.loc[("ensemble_stack", "in_generator", "all"), "n_faulty"] == corrupted.manifest[
+        "is_fault"
+    ].sum() - len(held)
+    severities = pd.read_csv(out / "severities.csv")
+    assert set(severities.loc[severities["fault"] == "asymmetric_clipping", "severity"]) == {6.0}
     metrics = pd.read_csv(out / "metrics.csv")
     auc = metrics.set_index(["detector", "fault"])["roc_auc"]
     assert auc["clipping", "clipping"] == 1.0 and auc["silence", "silence"] == 1.0
@@ -436,4 +475,4 @@ def test_score_with_detector_refuses_a_set_of_another_rate(dataset, tmp_path):
     with pytest.raises(run.AnomalyInputError, match="classes or sample rate differ"):
         run.score_with_detector("clipping", dataset, [load_dataset(other)])
     (table,) = run.score_with_detector("clipping", dataset, [load_dataset(dataset)])
-    assert len(table) == len(data.manifest) and list(table.columns) == ["id", "score", "reason"]
+    assert len(table) == len(data.manifest) and list(table.columns) == ["id", "score", "robust_z", "reason"]

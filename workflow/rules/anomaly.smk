@@ -1,5 +1,6 @@
-# Anomaly scoring: corrupt the test and valid splits with known faults, score every clip with each
-# detector (one job per detector), combine them (rank average; stacked model fitted on valid only),
+# Anomaly scoring: corrupt the test and valid splits with known faults (valid without the held-out
+# fault implementations), score every clip with each detector (one job per detector), combine them
+# (rank average; stacked model fitted on valid only),
 # train the log-mel autoencoder and the multi-task net as their own jobs, evaluate and plot.
 # The `anomaly` section is validated by workflow/schemas/anomaly.schema.yaml; severities against
 # each fault's range (and the sample rate) by advmir.anomaly.corruptions when the workflow starts.
@@ -26,12 +27,12 @@ rule corrupt_split:
         mem_mb=3000,
         runtime=10,
     params:
-        faults=ANOMALY_FAULT_ARGS,
+        faults=anomaly_corrupt_args,
         fraction=lambda wildcards: ANOMALY_FRACTION[wildcards.anomaly_split],
         seed=config["seed"],
     shell:
         'python -m advmir corrupt-split --dataset "$(dirname {input.waveforms:q})" --split {wildcards.anomaly_split}'
-        ' --out "$(dirname {output.waveforms:q})" --faults {params.faults} --fraction {params.fraction}'
+        ' --out "$(dirname {output.waveforms:q})" {params.faults} --fraction {params.fraction}'
         " --seed {params.seed} > {log:q} 2>&1"
 
 
@@ -75,7 +76,7 @@ rule train_multitask:
         mem_mb=4000,
         runtime=60,
     params:
-        faults=ANOMALY_FAULT_ARGS,
+        faults=ANOMALY_FIT_FAULT_ARGS,
         epochs=ANOMALY["multitask"]["epochs"],
         max_clips=ANOMALY_TRAIN_CLIPS,
         seed=config["seed"],
@@ -115,8 +116,12 @@ rule combine_anomaly_scores:
     input:
         test_set=lambda wildcards: anomaly_set(wildcards.dataset, "test"),
         valid_set=lambda wildcards: anomaly_set(wildcards.dataset, "valid"),
-        test=lambda wildcards: anomaly_scores(wildcards.dataset),
-        valid=lambda wildcards: anomaly_scores(wildcards.dataset, "valid_scores"),
+        test=lambda wildcards: anomaly_scores(
+            wildcards.dataset, detectors=ANOMALY_ENSEMBLE_INPUTS
+        ),
+        valid=lambda wildcards: anomaly_scores(
+            wildcards.dataset, "valid_scores", ANOMALY_ENSEMBLE_INPUTS
+        ),
     output:
         f"{RESULTS}/anomaly/{{dataset}}/scores/{{ensemble}}.csv",
     log:
@@ -149,6 +154,8 @@ rule evaluate_anomalies:
         review=f"{RESULTS}/anomaly/{{dataset}}/review.csv",
         roc=f"{RESULTS}/anomaly/{{dataset}}/roc.csv",
         budget=f"{RESULTS}/anomaly/{{dataset}}/budget.csv",
+        generalisation=f"{RESULTS}/anomaly/{{dataset}}/generalisation.csv",
+        severities=f"{RESULTS}/anomaly/{{dataset}}/severities.csv",
     log:
         f"{RESULTS}/logs/anomaly/{{dataset}}/metrics.log",
     benchmark:
@@ -164,15 +171,21 @@ rule evaluate_anomalies:
     shell:
         'python -m advmir evaluate-anomalies --set "$(dirname {input.test_set[0]:q})" --scores {input.scores:q}'
         " --ranking {params.ranking} --metrics {output.metrics:q} --review {output.review:q}"
-        " --roc {output.roc:q} --budget {output.budget:q} > {log:q} 2>&1"
+        " --roc {output.roc:q} --budget {output.budget:q} --generalisation {output.generalisation:q}"
+        " --severities {output.severities:q} > {log:q} 2>&1"
 
 
 rule summarize_anomalies:
     input:
         expand(f"{RESULTS}/anomaly/{{dataset}}/metrics.csv", dataset=ANOMALY_DATASETS),
+        expand(
+            f"{RESULTS}/anomaly/{{dataset}}/generalisation.csv",
+            dataset=ANOMALY_DATASETS,
+        ),
     output:
         table=f"{RESULTS}/tables/anomaly.csv",
         comparison=f"{RESULTS}/tables/anomaly_multitask_vs_ensemble.csv",
+        generalisation=f"{RESULTS}/tables/anomaly_generalisation.csv",
     log:
         f"{RESULTS}/logs/tables/anomaly.log",
     benchmark:
@@ -188,9 +201,15 @@ rule summarize_anomalies:
             shlex.quote(f"{d}={RESULTS}/anomaly/{d}/metrics.csv")
             for d in ANOMALY_DATASETS
         ),
+        generalisation_pairs=" ".join(
+            shlex.quote(f"{d}={RESULTS}/anomaly/{d}/generalisation.csv")
+            for d in ANOMALY_DATASETS
+        ),
     shell:
-        "python -m advmir evaluate-anomalies --combine {params.pairs} --table {output.table:q}"
-        " --comparison {output.comparison:q} > {log:q} 2>&1"
+        "(python -m advmir evaluate-anomalies --combine {params.pairs} --table {output.table:q}"
+        " --comparison {output.comparison:q}"
+        " && python -m advmir evaluate-anomalies --combine {params.generalisation_pairs}"
+        " --table {output.generalisation:q}) > {log:q} 2>&1"
 
 
 rule plot_anomalies:

@@ -77,10 +77,22 @@ def corrupt(argv: list[str]) -> int:
         default=_defaults()["fraction"],
         help="share of the split made faulty, in [0, 1]",
     )
+    p.add_argument(
+        "--held-out",
+        nargs="*",
+        default=[],
+        help="fault implementations the fitted detectors never see: marked held_out=1 in the manifest",
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     _common_logging()
     from advmir.datasets.contract import load_dataset, write_dataset
+
+    unknown = sorted(set(args.held_out) - set(FAULTS))
+    if unknown:
+        raise CorruptionConfigError(
+            f"--held-out: unknown fault(s) {unknown}; known faults: {', '.join(FAULTS)}"
+        )
 
     data = load_dataset(args.dataset)
     severities = normalize_severities(parse_faults(args.faults), data.sample_rate)
@@ -96,6 +108,7 @@ def corrupt(argv: list[str]) -> int:
         severities,
         args.fraction,
         split_rng(args.seed, args.split),
+        held_out=set(args.held_out),
     )
     write_dataset(
         args.out,
@@ -108,6 +121,7 @@ def corrupt(argv: list[str]) -> int:
         fraction=args.fraction,
         seed=args.seed,
         severities=severities,
+        held_out=sorted(args.held_out),
     )
     counts = manifest["fault"].value_counts().to_dict()
     log.info("wrote %s: %d clips, faults %s", args.out, len(manifest), counts)
@@ -261,6 +275,11 @@ def evaluate(argv: list[str]) -> int:
     p.add_argument("--review", help="output review.csv")
     p.add_argument("--roc", help="output roc.csv (ROC points, all faults pooled)")
     p.add_argument("--budget", help="output budget.csv (faults found against share reviewed)")
+    p.add_argument(
+        "--generalisation",
+        help="output generalisation.csv (in-generator vs held-out fault implementations, per family)",
+    )
+    p.add_argument("--severities", help="output severities.csv (ROC-AUC per fault and severity)")
     p.add_argument("--combine", nargs="*", default=[], help="NAME=metrics.csv pairs to stack into one table")
     p.add_argument("--table", help="output of --combine, e.g. results/tables/anomaly.csv")
     p.add_argument("--comparison", help="output of --combine: multi-task net vs ensemble, ROC-AUC per fault")

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from advmir.anomaly import features, heuristics
+from advmir.anomaly.ensemble import robust_z
 
 log = logging.getLogger(__name__)
 
@@ -58,19 +59,137 @@ def _heuristic(name: str) -> Callable[[Reference], Fitted]:
     return fit
 
 
+PITCH_REFERENCE_CLIPS = 300  # clean train clips that calibrate the pitch check's three measures
+PITCH_MIN_SPREAD = (
+    0.2  # in log salience ratio: a reference of near-identical notes must not make noise extreme
+)
+
+
+def pitch_measures(x: np.ndarray, sample_rate: int, labelled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The pitch check's measures (N, 3): near the label (+-7.5 semitones), label an octave too high,
+    label an octave too low (see :mod:`advmir.anomaly.features`); and the best pitch near the label (N,)."""
+    white = features.whitened_spectrum(x)  # one long FFT pass serves both
+    near, best = features.pitch_mismatch(x, sample_rate, labelled, white=white)
+    high, low = features.octave_evidence(x, sample_rate, labelled, white=white)
+    return np.stack([near, high, low], axis=1), best
+
+
 def fit_pitch(ref: Reference) -> Fitted:
-    """Pitch-label check: how much better a pitch within +-7.5 semitones of the label fits the spectrum."""
+    """Pitch-label check: the largest of three measures, each as a robust z against clean train clips:
+    how much better a pitch within +-7.5 semitones of the label fits the spectrum (steps, fifths),
+    and the evidence that the label is an octave too high or too low."""
+    center, spread = np.zeros(3), np.ones(3)
+    if "pitch" in ref.manifest.columns and len(ref.manifest):
+        k = min(len(ref.manifest), PITCH_REFERENCE_CLIPS)
+        rows = np.sort(np.random.default_rng(ref.seed).choice(len(ref.manifest), k, replace=False))
+        train, _ = pitch_measures(
+            np.asarray(ref.waveforms[rows], dtype=np.float32),
+            ref.sample_rate,
+            ref.manifest["pitch"].to_numpy(dtype=np.float64)[rows],
+        )
+        # the clean 95th percentile is the unit: a one-sided tail, not a symmetric spread
+        center = np.median(train, axis=0)
+        spread = np.maximum(np.percentile(train, 95, axis=0) - center, PITCH_MIN_SPREAD)
 
     def score(s: ScoreSet) -> Result:
         if "pitch" not in s.manifest.columns:
             return np.zeros(len(s.manifest)), ["no pitch labels in the manifest"] * len(s.manifest)
         labelled = s.manifest["pitch"].to_numpy(dtype=np.float64)
-        value, best = features.pitch_mismatch(s.waveforms, ref.sample_rate, labelled)
-        return value, [
-            f"labelled MIDI {p:.0f}, sounds like {b:.1f}" for p, b in zip(labelled, best, strict=True)
-        ]
+        measures, best = pitch_measures(s.waveforms, ref.sample_rate, labelled)
+        z = (measures - center) / spread
+        which = z.argmax(axis=1)
+        # a pitch found near the label explains the clip better than octave talk, when it is one
+        which[(z[:, 0] >= 1.0) & (np.abs(best - labelled) >= 0.5)] = 0
+        says = {
+            0: lambda p, b: f"labelled MIDI {p:.0f}, sounds like {b:.1f}",
+            1: lambda p, b: f"labelled MIDI {p:.0f}, sounds an octave lower (MIDI {p - 12:.0f})",
+            2: lambda p, b: f"labelled MIDI {p:.0f}, its odd harmonics are missing: an octave higher?",
+        }
+        return z.max(axis=1), [says[w](p, b) for w, p, b in zip(which, labelled, best, strict=True)]
 
     return score
+
+
+REFERENCE_CLIPS = 600  # clean train clips that the reference-relative checks compare with
+
+
+def _against_reference(
+    measure: Callable[[np.ndarray, int], np.ndarray],
+    floor: float | np.ndarray,
+    combine: Callable[[np.ndarray], np.ndarray],
+    explain: Callable[[np.ndarray, np.ndarray, int], str],
+) -> Callable[[Reference], Fitted]:
+    """A detector from per-clip measures (N, D): each measure as a z against clean train clips of the
+    same label and nearby pitch (:func:`advmir.anomaly.heuristics.reference_z`), the z's combined by
+    ``combine`` (N, D) -> (N,) into the score; ``explain(own row, expected row, worst column)`` says why."""
+
+    def fit(ref: Reference) -> Fitted:
+        k = min(len(ref.manifest), REFERENCE_CLIPS)
+        rows = np.sort(np.random.default_rng(ref.seed).choice(len(ref.manifest), k, replace=False))
+        ref_values = measure(np.asarray(ref.waveforms[rows], dtype=np.float32), ref.sample_rate)
+        ref_manifest = ref.manifest.iloc[rows].reset_index(drop=True)
+
+        def score(s: ScoreSet) -> Result:
+            own = measure(s.waveforms, ref.sample_rate)
+            z, expected = heuristics.reference_z(own, s.manifest, ref_values, ref_manifest, floor)
+            value = combine(z)
+            worst = np.argmax(z, axis=1)
+            return value, [explain(own[n], expected[n], int(worst[n])) for n in range(len(own))]
+
+        return score
+
+    return fit
+
+
+def _noise_reason(bands: Sequence[int]) -> Callable[[np.ndarray, np.ndarray, int], str]:
+    def explain(own: np.ndarray, expected: np.ndarray, worst: int) -> str:
+        j = bands[int(np.argmax(own[list(bands)] - expected[list(bands)]))]
+        lo = features.FLOOR_BANDS_HZ[j]
+        return (
+            f"noise floor {own[j]:.0f} dB in {lo:g}-{2 * lo:g} Hz, clean notes like it {expected[j]:.0f} dB"
+        )
+
+    return explain
+
+
+_ALL_BANDS = tuple(range(len(features.FLOOR_BANDS_HZ)))
+
+fit_noise_bands = _against_reference(
+    features.band_floors, 3.0, lambda z: z.max(axis=1), _noise_reason(_ALL_BANDS)
+)
+fit_noise_bands.__doc__ = (
+    "Coloured noise: the octave band whose noise floor (features.band_floors) rises most above clean "
+    "notes of the same family and nearby pitch (robust z, spread at least 3 dB)."
+)
+fit_distortion = _against_reference(
+    features.distortion_measures,
+    np.array([0.5, 0.01]),
+    lambda z: z.max(axis=1),
+    lambda own, exp, j: (
+        f"loud frames' crest factor {own[0]:.1f} dB below the quieter frames' (clean: {exp[0]:.1f} dB)"
+        if j == 0
+        else f"{100 * own[1]:.0f}% of the loudest 100 ms within 10% of its peak (clean: {100 * exp[1]:.0f}%)"
+    ),
+)
+fit_distortion.__doc__ = (
+    "Saturation (hard, soft or one-sided clipping): loud frames flatter than the same note's quiet ones, "
+    "and squashed tops, against clean notes of the same family and pitch (features.distortion_measures)."
+)
+fit_codec_artifacts = _against_reference(
+    features.codec_measures,
+    np.array([0.002, 1.0, 1.0, 1.0]),
+    lambda z: np.maximum(z[:, 0], -z[:, 1:].min(axis=1)),
+    lambda own, exp, j: (
+        f"{100 * own[0]:.1f}% of the sounding spectrum in holes (clean notes like it: {100 * exp[0]:.1f}%)"
+        if own[0] > exp[0] and j == 0
+        else f"spectrum falls {-own[1:].min():.0f} dB at one band edge near the top "
+        f"(clean: {-exp[1:].min():.0f} dB)"
+    ),
+)
+fit_codec_artifacts.__doc__ = (
+    "Low-bitrate coding: spectral holes in loud frames and a cliff at the top of the band, against "
+    "clean notes of the same family and pitch (features.codec_measures)."
+)
 
 
 def _robust_scale(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -263,6 +382,9 @@ def fit_multitask(ref: Reference) -> Fitted:
 DETECTORS: dict[str, Callable[[Reference], Fitted]] = {
     **{name: _heuristic(name) for name in heuristics.CHECKS},
     "pitch": fit_pitch,
+    "noise_bands": fit_noise_bands,
+    "distortion": fit_distortion,
+    "codec_artifacts": fit_codec_artifacts,
     "isolation_forest": fit_isolation_forest,
     "autoencoder": fit_autoencoder,
     "max_softmax": _confidence("max_softmax"),
@@ -271,12 +393,22 @@ DETECTORS: dict[str, Callable[[Reference], Fitted]] = {
     "duplicates": fit_duplicates,
     "multitask": fit_multitask,
 }
-NEEDS_REFERENCE = ("bandwidth", "isolation_forest", "label_errors")  # fitted on clean train clips
+NEEDS_REFERENCE = (
+    "bandwidth",
+    "pitch",
+    "noise_bands",
+    "distortion",
+    "codec_artifacts",
+    "isolation_forest",
+    "label_errors",
+)  # fitted on clean train clips
 NEEDS_TORCH = ("autoencoder", "max_softmax", "energy", "label_errors", "multitask")
 
 
 def run_detector(name: str, ref: Reference, sets: Sequence[ScoreSet]) -> list[pd.DataFrame]:
-    """Fit detector ``name`` on ``ref`` and score every set: one table (id, score, reason) per set."""
+    """Fit detector ``name`` on ``ref`` and score every set: one table (id, score, robust_z, reason) per
+    set. ``robust_z`` is the score against the set's own distribution (median / IQR,
+    :func:`advmir.anomaly.ensemble.robust_z`), comparable across detectors and datasets."""
     if name not in DETECTORS:
         raise ValueError(f"unknown detector {name!r}; known: {', '.join(DETECTORS)}")
     scorer = DETECTORS[name](ref)
@@ -284,5 +416,14 @@ def run_detector(name: str, ref: Reference, sets: Sequence[ScoreSet]) -> list[pd
     for s in sets:
         value, reasons = scorer(s)
         value = np.nan_to_num(np.asarray(value, dtype=np.float64), nan=0.0, posinf=1e6, neginf=-1e6)
-        out.append(pd.DataFrame({"id": s.manifest["id"].to_numpy(), "score": value, "reason": reasons}))
+        out.append(
+            pd.DataFrame(
+                {
+                    "id": s.manifest["id"].to_numpy(),
+                    "score": value,
+                    "robust_z": robust_z(value),
+                    "reason": reasons,
+                }
+            )
+        )
     return out

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 ENSEMBLES = ("ensemble_rank", "ensemble_stack")
 REVIEW_COLUMNS = ("label", "pitch", "is_fault", "fault", "severity")  # manifest columns review.csv keeps
-OUTPUTS = ("metrics", "roc", "budget", "review")  # what :func:`evaluate_set` can make
+OUTPUTS = ("metrics", "roc", "budget", "review", "generalisation", "severities")  # what evaluate_set makes
 
 
 class AnomalyInputError(InputError, ValueError):
@@ -186,7 +186,9 @@ def evaluate_set(
 ) -> dict[str, pd.DataFrame]:
     """The tables of ``outputs`` (of :data:`OUTPUTS`) for one corrupted set: ``metrics`` (per detector
     and fault, :func:`advmir.anomaly.metrics.evaluate`), ``roc`` (ROC points, all faults pooled),
-    ``budget`` (faults found against share reviewed) and ``review`` (:func:`review_table`).
+    ``budget`` (faults found against share reviewed), ``review`` (:func:`review_table`),
+    ``generalisation`` (in-generator vs held-out fault implementations per family,
+    :func:`advmir.anomaly.metrics.generalisation`) and ``severities`` (ROC-AUC per fault and severity).
 
     Args:
         manifest: the set's manifest (N rows; ``id`` as strings, ``is_fault``, ``fault``, ``severity``).
@@ -204,6 +206,8 @@ def evaluate_set(
         "roc": lambda: metrics.roc_points(manifest, scores),
         "budget": lambda: metrics.budget_curve(manifest, scores),
         "review": lambda: review_table(manifest, tables, ranking),
+        "generalisation": lambda: metrics.generalisation(manifest, scores),
+        "severities": lambda: metrics.by_severity(manifest, scores),
     }
     return {name: make[name]() for name in OUTPUTS if name in outputs}
 

@@ -18,21 +18,26 @@ Check = Callable[..., tuple[np.ndarray, list[str]]]
 
 
 def clipping(x: np.ndarray, sample_rate: int) -> tuple[np.ndarray, list[str]]:
-    """Samples sitting exactly at the clip's peak magnitude and the longest flat run there.
+    """Samples sitting exactly at the clip's positive or negative extreme, and the longest flat run there.
 
-    Clean audio reaches its peak once or twice; a clipped clip sits there for hundreds of samples.
-    Score: log2 of the count of samples at the peak, plus log2 of the longest run.
+    Clean audio reaches its extremes once or twice; a clipped clip sits there for hundreds of samples.
+    Each polarity is checked on its own, so a clip flattened on one side only (an overloaded
+    single-ended stage) counts too. Score, for the worse polarity: log2 of the count of samples at
+    the extreme, plus log2 of the longest run.
     """
-    peak = np.max(np.abs(x), axis=1, keepdims=True)
-    at_peak = (np.abs(x) >= peak * (1 - 1e-6)) & (peak > 1e-4)
-    count = at_peak.sum(axis=1)
-    longest = np.array([_longest_run(row) for row in at_peak])
-    score = np.log2(1 + count) + np.log2(1 + longest)
-    reasons = [
-        f"{c} samples at the peak level {p:.3f}, longest flat run {r}"
-        for c, p, r in zip(count, peak[:, 0], longest, strict=True)
-    ]
-    return score, reasons
+    scores, reasons = np.zeros(len(x)), []
+    for n, row in enumerate(x):
+        best = (-1.0, 0, 0.0, 0)
+        for side in (row, -row):
+            peak = float(side.max())
+            at = (side >= peak * (1 - 1e-6)) & (peak > 1e-4)
+            count, longest = int(at.sum()), _longest_run(at)
+            value = np.log2(1 + count) + np.log2(1 + longest)
+            if value > best[0]:
+                best = (value, count, peak, longest)
+        scores[n] = best[0]
+        reasons.append(f"{best[1]} samples at the extreme level {best[2]:.3f}, longest flat run {best[3]}")
+    return scores, reasons
 
 
 def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -194,6 +199,45 @@ def bandwidth_hz(x: np.ndarray, sample_rate: int, drop_db: float = 50.0, batch: 
     return out
 
 
+def reference_z(
+    own: np.ndarray,
+    manifest: pd.DataFrame,
+    reference: np.ndarray,
+    ref_manifest: pd.DataFrame,
+    floor: float | np.ndarray,
+    min_pool: int = 3,
+    pitch_window: float = 3.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Measures of clips against clean clips of the same label and nearby pitch.
+
+    Args:
+        own: (N, D) measures of the scored clips, rows of ``manifest`` (``label``, optional ``pitch``).
+        reference: (M, D) the same measures of clean clips, rows of ``ref_manifest``.
+        floor: smallest spread, per measure or one for all (a tight pool must not make noise extreme).
+        min_pool: fewest clips a pool may have: nearby pitch (+-``pitch_window``) of the same label,
+            else the same label, else every reference clip.
+    Returns:
+        (z (N, D) = (own - pool median) / max(pool MAD, floor), the pool medians (N, D)).
+    """
+    own, reference = np.atleast_2d(own.T).T, np.atleast_2d(reference.T).T
+    expected, z = np.zeros(own.shape), np.zeros(own.shape)
+    ref_label = ref_manifest["label"].to_numpy()
+    has_pitch = "pitch" in manifest.columns and "pitch" in ref_manifest.columns
+    ref_pitch = ref_manifest["pitch"].to_numpy(dtype=np.float64) if has_pitch else None
+    labels = manifest["label"].to_numpy()
+    pitches = manifest["pitch"].to_numpy(dtype=np.float64) if has_pitch else None
+    for n in range(len(own)):
+        same = ref_label == labels[n]
+        if has_pitch:
+            near = same & (np.abs(ref_pitch - pitches[n]) <= pitch_window)
+            same = near if near.sum() >= min_pool else same
+        pool = reference[same] if same.sum() >= min_pool else reference
+        expected[n] = np.median(pool, axis=0)
+        spread = np.maximum(np.median(np.abs(pool - expected[n]), axis=0), floor)
+        z[n] = (own[n] - expected[n]) / spread
+    return z, expected
+
+
 def bandwidth(
     x: np.ndarray,
     sample_rate: int,
@@ -202,25 +246,15 @@ def bandwidth(
 ) -> tuple[np.ndarray, list[str]]:
     """How much narrower the clip's band is than clean clips of its family and nearby pitch.
 
-    Score: (reference median - own) log2 bandwidth, in octaves, divided by the reference spread.
-    Without a reference the score is minus the bandwidth in octaves.
+    Score: (reference median - own) log2 bandwidth, in octaves, divided by the reference spread
+    (:func:`reference_z`). Without a reference the score is minus the bandwidth in octaves.
     """
     own = np.log2(bandwidth_hz(x, sample_rate) + 50.0)
     if reference is None or manifest is None:
         return -own, [f"bandwidth {2**o - 50:.0f} Hz" for o in own]
     ref_bw, ref_man = reference
-    ref_log = np.log2(ref_bw + 50.0)
-    expected, spread = np.zeros(len(x)), np.ones(len(x))
-    has_pitch = "pitch" in manifest.columns and "pitch" in ref_man.columns
-    for n, row in enumerate(manifest.itertuples(index=False)):
-        same = ref_man["label"].to_numpy() == row.label
-        if has_pitch:
-            near = same & (np.abs(ref_man["pitch"].to_numpy() - row.pitch) <= 3)
-            same = near if near.sum() >= 3 else same
-        pool = ref_log[same] if same.sum() >= 3 else ref_log
-        expected[n] = np.median(pool)
-        spread[n] = max(np.median(np.abs(pool - expected[n])), 0.1)
-    score = (expected - own) / spread
+    z, expected = reference_z(own[:, None], manifest, np.log2(ref_bw + 50.0)[:, None], ref_man, 0.1)
+    score, expected = -z[:, 0], expected[:, 0]
     return score, [
         f"bandwidth {2**o - 50:.0f} Hz, clean {row_label} notes near this pitch reach {2**e - 50:.0f} Hz"
         for o, e, row_label in zip(own, expected, manifest["label"], strict=True)

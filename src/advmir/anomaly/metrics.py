@@ -59,20 +59,106 @@ def found_within(target: np.ndarray, score: np.ndarray, budget: float) -> float:
     return float((target & above).sum() + share_of_ties * (target & tied).sum()) / float(target.sum())
 
 
+def precision_within(target: np.ndarray, score: np.ndarray, budget: float) -> float:
+    """Share of ``target`` clips in the top ``ceil(budget * N)`` of all N clips (the review list's
+    precision; expected over ties); NaN when the list is empty."""
+    k = math.ceil(budget * len(score))
+    if k <= 0 or not np.asarray(target, dtype=bool).any():
+        return float("nan")
+    return found_within(target, score, budget) * float(np.sum(target)) / k
+
+
+def fault_columns(manifest: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fault, fault_family, held_out) arrays of a corrupted manifest; a set written before fault
+    families existed has each fault its own family and nothing held out."""
+    fault = manifest["fault"].astype(str).to_numpy()
+    family = manifest["fault_family"].astype(str).to_numpy() if "fault_family" in manifest else fault
+    held = manifest["held_out"].to_numpy() == 1 if "held_out" in manifest else np.zeros(len(fault), bool)
+    return fault, family, held
+
+
+def generalisation(
+    manifest: pd.DataFrame, scores: Mapping[str, np.ndarray], budget: float = 0.10, max_fpr: float = 0.1
+) -> pd.DataFrame:
+    """Per detector, fault implementations seen in fitting (``in_generator``) or not (``held_out``),
+    and fault family (``all`` pools them): ROC-AUC, pAUC, AP, precision and recall of the top
+    ``budget`` review list. Each row ranks its own faulty clips among all clean clips (the other
+    faulty clips left out), so ``held_out`` rows are what a curator would get on faults the
+    fitted models never saw."""
+    fault, family, held = fault_columns(manifest)
+    clean = manifest["is_fault"].to_numpy() == 0
+    pct = round(100 * budget)
+    rows = []
+    for det, score in scores.items():
+        score = np.asarray(score, dtype=np.float64)
+        for part, in_part in (("in_generator", ~held & ~clean), ("held_out", held)):
+            for fam in ["all", *sorted(set(family[in_part]))]:
+                target = in_part & ((family == fam) if fam != "all" else True)
+                if not target.any():
+                    continue
+                keep = target | clean
+                rows.append(
+                    {
+                        "detector": det,
+                        "implementations": part,
+                        "fault_family": fam,
+                        "faults": " ".join(sorted(set(fault[target]))),
+                        "n_faulty": int(target.sum()),
+                        "n_clean": int(clean.sum()),
+                        "roc_auc": roc_auc(target[keep], score[keep]),
+                        "pauc": pauc(target[keep], score[keep], max_fpr),
+                        "average_precision": average_precision(target[keep], score[keep]),
+                        f"precision_top{pct}": precision_within(target[keep], score[keep], budget),
+                        f"found_top{pct}": found_within(target[keep], score[keep], budget),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def by_severity(manifest: pd.DataFrame, scores: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """ROC-AUC of every detector per fault implementation and severity, against all clean clips:
+    tidy (detector, fault, fault_family, held_out, severity, n_faulty, roc_auc)."""
+    fault, family, held = fault_columns(manifest)
+    clean = manifest["is_fault"].to_numpy() == 0
+    severity = pd.to_numeric(manifest["severity"], errors="coerce").to_numpy()
+    cells = sorted({(f, s) for f, s in zip(fault[~clean], severity[~clean], strict=True)})
+    rows = []
+    for det, score in scores.items():
+        score = np.asarray(score, dtype=np.float64)
+        for f, sev in cells:
+            target = ~clean & (fault == f) & (severity == sev)
+            keep = target | clean
+            rows.append(
+                {
+                    "detector": det,
+                    "fault": f,
+                    "fault_family": family[target][0],
+                    "held_out": int(held[target][0]),
+                    "severity": sev,
+                    "n_faulty": int(target.sum()),
+                    "roc_auc": roc_auc(target[keep], score[keep]),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
 def evaluate(
     manifest: pd.DataFrame,
     scores: Mapping[str, np.ndarray],
     budgets: Sequence[float] = BUDGETS,
     max_fpr: float = 0.1,
 ) -> pd.DataFrame:
-    """Tidy metrics: one row per detector x fault (``all`` pools every fault) on a corrupted split.
+    """Tidy metrics: one row per detector x fault (``all`` pools every fault) on a corrupted split,
+    with the fault's family and whether it was held out of fitting (1) or not (0).
 
     For a fault, positives are its clips and negatives the clean clips; clips of other faults are
     left out. Review budgets rank the whole split (what a curator would listen to).
     """
-    fault = manifest["fault"].astype(str).to_numpy()
+    fault, family, held = fault_columns(manifest)
     clean = manifest["is_fault"].to_numpy() == 0
     groups = ["all", *sorted(set(fault[~clean]))]
+    family_of = dict(zip(fault, family, strict=True))
+    held_of = dict(zip(fault, held.astype(int), strict=True))
     rows = []
     for det, score in scores.items():
         score = np.asarray(score, dtype=np.float64)
@@ -82,6 +168,8 @@ def evaluate(
             row = {
                 "detector": det,
                 "fault": g,
+                "fault_family": "all" if g == "all" else family_of[g],
+                "held_out": np.nan if g == "all" else held_of[g],
                 "n_faulty": int(target.sum()),
                 "n_clean": int(clean.sum()),
                 "roc_auc": roc_auc(target[keep], score[keep]),

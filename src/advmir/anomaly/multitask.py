@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from advmir.anomaly.corruptions import AUDIO_FAULTS, FAULTS
+from advmir.anomaly.corruptions import AUDIO_FAULTS, FAULTS, apply_audio_faults
 from advmir.artifacts import load_torch
 
 log = logging.getLogger(__name__)
@@ -157,11 +157,16 @@ def corrupt_batch(
     fault_idx = np.zeros(len(x), dtype=np.int64)
     if not faults:
         return out, fault_idx
+    rows, names, severities = [], [], []
     for n in np.flatnonzero(rng.random(len(x)) < fault_prob):
         k = int(rng.integers(len(faults)))
         lo, hi = ranges[faults[k]]
-        out[n] = FAULTS[faults[k]].func(out[n], float(rng.uniform(lo, hi)), rng, sample_rate)
+        rows.append(n)
+        names.append(faults[k])
+        severities.append(float(rng.uniform(lo, hi)))
         fault_idx[n] = k + 1
+    if rows:  # apply_audio_faults: one clip at a time, codecs batched through one ffmpeg
+        out[rows] = apply_audio_faults(out[rows], names, severities, rng, sample_rate)
     return out, fault_idx
 
 

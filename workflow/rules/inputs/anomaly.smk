@@ -15,6 +15,11 @@ ANOMALY_FRACTION = {
     "valid": float(ANOMALY.get("valid_fraction", ANOMALY["fraction"])),
 }
 ANOMALY_FAULTS = ANOMALY.get("faults") or {name: None for name in FAULTS}
+# Fault implementations kept out of the validation copy (and so out of everything fitted on faults:
+# the stacked ensemble, the multi-task net); the test copy marks them held_out.
+ANOMALY_HELD_OUT = [
+    name for name in ANOMALY.get("held_out", []) if name in ANOMALY_FAULTS
+]
 ANOMALY_MODELS = list(ANOMALY.get("models") or undefended_models(config)[:1])
 ANOMALY_TRAIN_CLIPS = int(ANOMALY["max_train_clips"])
 BASE_DETECTORS = [
@@ -28,6 +33,9 @@ BASE_DETECTORS = [
     "hum",
     "bandwidth",
     "pitch",
+    "noise_bands",
+    "distortion",
+    "codec_artifacts",
     "isolation_forest",
     "autoencoder",
     "max_softmax",
@@ -36,6 +44,11 @@ BASE_DETECTORS = [
     "duplicates",
 ]
 ANOMALY_DETECTORS = list(ANOMALY["detectors"])
+# What the ensembles combine: the configured detectors, and the multi-task net when
+# `ensemble_multitask` (it generalises to held-out noise implementations better than the checks)
+ANOMALY_ENSEMBLE_INPUTS = ANOMALY_DETECTORS + (
+    ["multitask"] if ANOMALY["ensemble_multitask"] else []
+)
 # The stacked model needs faults in the validation copy; without them the rank average ranks review.csv.
 ANOMALY_ENSEMBLES = ["ensemble_rank"] + (
     ["ensemble_stack"] if ANOMALY_FRACTION["valid"] > 0 else []
@@ -62,16 +75,28 @@ def _check_anomaly_config():
     for dataset in ANOMALY_DATASETS:
         rate = int(config[dataset]["sample_rate"])
         normalize_severities(ANOMALY_FAULTS, rate)
+    unknown = [n for n in ANOMALY.get("held_out", []) if n not in FAULTS]
+    if unknown:
+        raise ValueError(
+            f"anomaly.held_out: unknown fault(s) {unknown}; known: {', '.join(FAULTS)}"
+        )
+    if ANOMALY_FAULTS and all(n in ANOMALY_HELD_OUT for n in ANOMALY_FAULTS):
+        raise ValueError(
+            "anomaly.held_out holds every fault: leave at least one to fit the ensemble on"
+        )
 
 
 if ANOMALY_ENABLED:
     _check_anomaly_config()
 
 
-def _fault_args():
-    """`name=sev[,sev]` words for the CLI, in config order (the order fixes the fault assignment)."""
+def _fault_args(skip=()):
+    """`name=sev[,sev]` words for the CLI, in config order (the order fixes the fault assignment),
+    leaving out the faults in `skip`."""
     words = []
     for name, sev in ANOMALY_FAULTS.items():
+        if name in skip:
+            continue
         if sev is None:
             words.append(name)
         else:
@@ -81,6 +106,17 @@ def _fault_args():
 
 
 ANOMALY_FAULT_ARGS = _fault_args()
+# what is fitted on faults (the validation copy, the multi-task net) sees only these
+ANOMALY_FIT_FAULT_ARGS = _fault_args(skip=ANOMALY_HELD_OUT)
+
+
+def anomaly_corrupt_args(wildcards):
+    """--faults (and --held-out) of corrupt-split: the test copy has every fault, its held-out ones
+    marked; the validation copy only the faults the ensemble is fitted on."""
+    if wildcards.anomaly_split == "valid":
+        return f"--faults {ANOMALY_FIT_FAULT_ARGS}"
+    held = " ".join(ANOMALY_HELD_OUT)
+    return f"--faults {ANOMALY_FAULT_ARGS}" + (f" --held-out {held}" if held else "")
 
 
 wildcard_constraints:
@@ -157,6 +193,7 @@ def anomaly_targets():
     targets = [
         f"{RESULTS}/tables/anomaly.csv",
         f"{RESULTS}/tables/anomaly_multitask_vs_ensemble.csv",
+        f"{RESULTS}/tables/anomaly_generalisation.csv",
     ]
     for dataset in ANOMALY_DATASETS:
         targets += [f"{RESULTS}/anomaly/{dataset}/review.csv"] + anomaly_figures(
