@@ -10,14 +10,29 @@ workflow/profiles/slurm plus the test cluster's account and short status interva
   as its own completed SLURM job, with the CPUs, memory and time limit Snakemake gave it;
 - a three-rule workflow written here, submitted from a shell whose PATH lacks the venv: its jobs
   must run this venv's python inside their SLURM job, and its failing rule must be FAILED in `sacct`,
-  submitted once, with Snakemake exiting non-zero.
+  submitted once, with Snakemake exiting non-zero;
+- a sweep of cheap jobs (codecs, rooms, transfer evaluation and its table, on a tiny config whose
+  model and attack are made locally first), run from two copies of one folder: one job per SLURM
+  job, then with the profile's job grouping. `sacct` counts the sbatch submissions and the wall
+  time of each. In the grouped run one member is made to fail: Snakemake must name it, its group
+  job must be FAILED, and a rerun must redo exactly the jobs left without outputs. The group jobs
+  must be sized for members in series (one member's CPUs, their summed time limit), and the two
+  folders must end with the same outputs (bar the timing fields of codec jobs' setting.json).
+
+The first two run on a copy of the profile without its `groups` (each job its own SLURM job, as
+they check); the sweep runs the profile with smaller groups (--group-components, so that a tiny
+sweep makes several group jobs of each kind). ADVMIR_SLURM_SWEEP_MP3=N sets the sweep's size
+(N MP3 settings besides FLAC and one room: 2 * (N + 2) codec jobs, 2 * (N + 3) transfer jobs).
 
 Needs root and apt (or the packages installed); otherwise it is skipped, and the reason printed.
-Set ADVMIR_SKIP_SLURM=1 to skip it on purpose. About two minutes once the packages are in.
+Set ADVMIR_SKIP_SLURM=1 to skip it on purpose. About two minutes once the packages are in, plus
+the sweep: 27 jobs one per SLURM job, then in groups with a failure and its rerun (17 minutes for
+the whole module here, on 2 cores shared with other work; the ungrouped run is most of it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -269,12 +284,24 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         ).startswith(str(base)), "cluster.sh stop left the /etc/slurm/slurm.conf symlink"
 
 
-def _start_snakemake(workdir: Path, *extra: str, venv_on_path: bool) -> subprocess.Popen:
-    """Start Snakemake with the slurm profile in WORKDIR; its output goes to WORKDIR/snakemake.{out,err}."""
+def _ungrouped_profile(folder: Path) -> Path:
+    """A copy of the slurm profile without job grouping (every job its own SLURM job), in FOLDER."""
+    settings = yaml.safe_load((PROFILE / "config.yaml").read_text())
+    for key in ("groups", "group-components"):
+        assert settings.pop(key, None), f"the slurm profile has no {key!r}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(settings))
+    return folder
+
+
+def _start_snakemake(
+    workdir: Path, *extra: str, venv_on_path: bool, profile: Path = PROFILE, env: dict | None = None
+) -> subprocess.Popen:
+    """Start Snakemake with PROFILE in WORKDIR; its output goes to WORKDIR/snakemake.{out,err}."""
     command = [
         str(SNAKEMAKE),
         "--profile",
-        str(PROFILE),
+        str(profile),
         "--directory",
         str(workdir),
         *TEST_OVERRIDES,
@@ -282,7 +309,7 @@ def _start_snakemake(workdir: Path, *extra: str, venv_on_path: bool) -> subproce
     ]
     with open(workdir / "snakemake.out", "w") as out, open(workdir / "snakemake.err", "w") as err:
         return subprocess.Popen(
-            command, cwd=workdir, stdout=out, stderr=err, text=True, env=_env(venv_on_path)
+            command, cwd=workdir, stdout=out, stderr=err, text=True, env={**_env(venv_on_path), **(env or {})}
         )
 
 
@@ -412,8 +439,10 @@ def runs(
 
     advmir: the repo's workflow on the tiny config with its first model and one epoch, submitted
     with the venv on PATH, as `make` does. probe: the three-rule workflow with `combine` failing,
-    submitted without the venv on PATH.
+    submitted without the venv on PATH. Both with the profile less its job grouping: these tests
+    check each job against its own SLURM job (the sweep below checks the grouping).
     """
+    ungrouped = _ungrouped_profile(tmp_path_factory.mktemp("slurm-profile") / "slurm")
     advmir = tmp_path_factory.mktemp("slurm-advmir")
     config = tiny_config(advmir / "results")
     config["models"] = dict(list(config["models"].items())[:1])
@@ -433,8 +462,14 @@ def runs(
         str(advmir / "config.yaml"),
     ]
     processes = {
-        "advmir": (advmir, _start_snakemake(advmir, *advmir_args, venv_on_path=False)),
-        "probe": (probe, _start_snakemake(probe, "--config", "fail=1", venv_on_path=False)),
+        "advmir": (
+            advmir,
+            _start_snakemake(advmir, *advmir_args, venv_on_path=False, profile=ungrouped),
+        ),
+        "probe": (
+            probe,
+            _start_snakemake(probe, "--config", "fail=1", venv_on_path=False, profile=ungrouped),
+        ),
     }
     finished = _wait_for_all(processes)
     for name, run in finished.items():
@@ -492,3 +527,281 @@ def test_a_failing_rule_is_failed_in_slurm_and_not_retried(probe_run: Run) -> No
     assert "SLURM status is: 'FAILED'" in probe_run.result.stderr, _log(probe_run)
     assert "failing on purpose" in (probe_run.workdir / "logs" / "combined.log").read_text()
     assert not (probe_run.workdir / "combined.json").exists(), "Snakemake kept the output of a failed job"
+
+
+# --- The sweep: the profile's job grouping, measured against one SLURM job per job -------------
+
+# MP3 bitrates LAME honours at 16 kHz (advmir.codecs.registry.MP3_MPEG2_KBPS), none a training codec
+SWEEP_MP3_KBPS = (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)
+SWEEP_MP3 = int(os.environ.get("ADVMIR_SLURM_SWEEP_MP3", "4"))
+SWEEP_TARGET = "results/tables/transfer.csv"
+# Groups smaller than the profile's (a tiny sweep would make one group of each kind): several group
+# jobs of each kind, so that they queue side by side and one of them fails alone.
+SWEEP_GROUPS = ("--group-components", "codecs=5", "transfer=5", "report=100")
+# The member made to fail: a sitecustomize on PYTHONPATH (which SLURM jobs inherit from the
+# submitting shell) ends the python of that one job, before advmir runs; outputs and config stay.
+FAILING_RULE, FAILING_CODEC = "encode_clean_with_codec", "mp3_24k"
+FAULT = f"""\
+import os
+import sys
+
+_argv = getattr(sys, "orig_argv", [])
+if "encode-with-codec" in _argv and "{FAILING_CODEC}" in _argv and "clean" in _argv:
+    print("injected fault: this codec job fails on purpose", file=sys.stderr)
+    os._exit(3)
+"""
+# What a rerun after the failure must redo, and nothing else: the member and what needs its output.
+RERUN = {FAILING_RULE: 1, "evaluate_transfer": 1, "summarize_transfer": 1}
+
+
+def sweep_config() -> dict:
+    """The tiny config with one model, one cheap attack (FGSM) and many codec settings: the cheap
+    stages make 4 * SWEEP_MP3 + 11 jobs (codecs, rooms, transfer evaluation, its table)."""
+    config = tiny_config(Path("results"))
+    config["results"] = "results"  # relative: a copy of the folder is a copy of the run
+    config["models"] = dict(list(config["models"].items())[:1])
+    config["training"].update({"max_epochs": 1, "min_epochs": 1})
+    for stage in ("training_codecs", "generalisation", "anomaly", "defenses"):
+        config[stage]["enabled"] = False
+    config["attacks"] = {"fgsm": {"name": "fgsm", "params": {"snr_db": 30}}}
+    config["attack_settings"].update({"eval_size": 8, "listen": 0})
+    assert 0 < SWEEP_MP3 <= len(SWEEP_MP3_KBPS), f"ADVMIR_SLURM_SWEEP_MP3 must be 1..{len(SWEEP_MP3_KBPS)}"
+    # 24 kbps first: the failing member's setting is always in the sweep
+    kbps = sorted(SWEEP_MP3_KBPS, key=lambda k: (k != 24, k))[:SWEEP_MP3]
+    config["codecs"]["settings"] = {
+        "flac": {"codec": "flac"},
+        **{f"mp3_{k}k": {"codec": "mp3", "bitrate_kbps": k} for k in kbps},
+    }
+    config["codecs"]["rooms"] = {"room": dict(config["codecs"]["rooms"]["room"], n_rooms=1)}
+    config["transfer"].update(
+        {"attacks": ["fgsm"], "max_examples": 8, "clean_examples": 8, "heatmap_conditions": ["none"]}
+    )
+    return config
+
+
+@dataclass
+class Accounting:
+    """What sacct says of one Snakemake run's SLURM jobs."""
+
+    rows: list[dict[str, str]]
+
+    @property
+    def submissions(self) -> int:
+        return len(self.rows)
+
+    @property
+    def seconds(self) -> float:
+        """First submission to last end."""
+        start = min(_epoch(row["Submit"]) for row in self.rows)
+        return max(_epoch(row["End"]) for row in self.rows) - start
+
+
+def _epoch(stamp: str) -> float:
+    return time.mktime(time.strptime(stamp, "%Y-%m-%dT%H:%M:%S"))
+
+
+def _accounting(run: Run) -> Accounting:
+    """sacct's rows of RUN's SLURM jobs (the plugin names each job by the run's SLURM run ID)."""
+    run_id = re.findall(r"SLURM run ID: (\S+)", run.result.stderr)
+    assert run_id, f"no SLURM run ID in Snakemake's output\n{_log(run)}"
+    fields = ("JobIDRaw", "JobName", "State", "AllocCPUS", "Timelimit", "Submit", "End", "Comment")
+    out = subprocess.run(
+        ["sacct", "--allusers", "-X", "--parsable2", "--noheader", "--starttime", "2000-01-01",
+         "--name", run_id[-1], "--format", ",".join(fields)],
+        capture_output=True, text=True, check=True, env=_env(venv_on_path=False),
+    ).stdout  # fmt: skip
+    rows = [dict(zip(fields, line.split("|"), strict=True)) for line in out.splitlines() if line]
+    assert rows, f"sacct lists no job named {run_id[-1]}\n{_log(run)}"
+    return Accounting(rows)
+
+
+# Keys of a codec job's setting.json that time the job (its .sha256 sidecar digests those too)
+TIMING_KEYS = ("seconds", "clips_per_second")
+
+
+def _digests(workdir: Path) -> dict[str, str]:
+    """SHA-256 of every output under WORKDIR/results, bar what holds times: logs, benchmarks, the
+    timing keys of setting.json files and their .sha256 sidecars."""
+    root = workdir / "results"
+    digests = {}
+    for path in sorted(root.rglob("*")):
+        name = str(path.relative_to(root))
+        if not path.is_file() or name.split("/")[0] in ("logs", "benchmarks"):
+            continue
+        if path.name == "setting.json.sha256":
+            continue
+        data = path.read_bytes()
+        if path.name == "setting.json":
+            setting = json.loads(data)  # a codec's holds the timing keys, a room's none
+            data = json.dumps(
+                {k: v for k, v in setting.items() if k not in TIMING_KEYS}, sort_keys=True
+            ).encode()
+        digests[name] = hashlib.sha256(data).hexdigest()
+    return digests
+
+
+def _run_sweep(workdir: Path, *extra: str, profile: Path = PROFILE, env: dict | None = None) -> Run:
+    args = [SWEEP_TARGET, "--snakefile", str(REPO / "Snakefile"), "--configfile", "config.yaml"]
+    process = _start_snakemake(
+        workdir, *args, "--replace-workflow-config", *extra, venv_on_path=True, profile=profile, env=env
+    )
+    return _wait_for_all({"sweep": (workdir, process)})["sweep"]
+
+
+def _dry_run_jobs(workdir: Path) -> dict[str, int]:
+    """rule -> count of the jobs a plain `snakemake -n` of the sweep would run in WORKDIR."""
+    out = subprocess.run(
+        [str(SNAKEMAKE), SWEEP_TARGET, "-n", "--snakefile", str(REPO / "Snakefile"),
+         "--configfile", "config.yaml", "--replace-workflow-config", "--quiet", "rules"],
+        cwd=workdir, capture_output=True, text=True, env=_env(venv_on_path=True), timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out.stdout + out.stderr, flags=re.MULTILINE))
+    return {rule: int(n) for rule, n in counts.items() if rule not in ("total", "count")}
+
+
+@dataclass
+class Sweep:
+    ungrouped: Run
+    grouped: Run  # with one member failing
+    rerun: Run  # the grouped run again, after the fault was removed
+    dry_run_after_failure: dict[str, int]
+    missing_after_failure: dict[str, int]
+    accounting: dict[str, Accounting]
+    planned: dict[str, int]  # rule -> jobs of the sweep
+
+
+@pytest.fixture(scope="module")
+def sweep(
+    cluster: Cluster, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Sweep:
+    """The sweep's model and attack made locally once, then two copies of that folder run the
+    cheap stages on SLURM one after the other: without grouping, then with it (and a fault)."""
+    base = tmp_path_factory.mktemp("slurm-sweep") / "base"
+    base.mkdir()
+    (base / "config.yaml").write_text(yaml.safe_dump(sweep_config()))
+    common = [
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--configfile",
+        "config.yaml",
+        "--replace-workflow-config",
+    ]
+    local = subprocess.run(
+        [str(SNAKEMAKE), SWEEP_TARGET, *common, "--cores", "2", "--quiet", "all",
+         "--until", "craft_adversarial", "select_clean_clips"],
+        cwd=base, capture_output=True, text=True, env=_env(venv_on_path=True), timeout=600,
+    )  # fmt: skip
+    assert local.returncode == 0, local.stderr[-3000:]
+    planned = _dry_run_jobs(base)
+    copies = {}
+    for name in ("ungrouped", "grouped"):
+        copies[name] = base.parent / name
+        shutil.copytree(base, copies[name], symlinks=True)
+
+    ungrouped = _run_sweep(copies["ungrouped"], profile=_ungrouped_profile(base.parent / "profile"))
+    assert ungrouped.result.returncode == 0, _log(ungrouped)
+
+    fault = base.parent / "fault"
+    fault.mkdir()
+    (fault / "sitecustomize.py").write_text(FAULT)
+    pythonpath = os.pathsep.join(p for p in [str(fault), os.environ.get("PYTHONPATH", "")] if p)
+    grouped = _run_sweep(copies["grouped"], *SWEEP_GROUPS, env={"PYTHONPATH": pythonpath})
+    after_failure = _dry_run_jobs(copies["grouped"])
+    missing = _missing_outputs(copies["grouped"], sweep_config())
+    rerun = _run_sweep(copies["grouped"], *SWEEP_GROUPS)
+    assert rerun.result.returncode == 0, _log(rerun)
+
+    runs = {"ungrouped": ungrouped, "grouped": grouped, "rerun": rerun}
+    accounting = {name: _accounting(run) for name, run in runs.items()}
+    for name, acc in accounting.items():
+        _announce(
+            request.config,
+            f"sweep of {sum(planned.values())} jobs, {name}: {acc.submissions} sbatch submissions, "
+            f"{acc.seconds:.0f} s from first submission to last end (Snakemake {runs[name].seconds:.0f} s)",
+        )
+    return Sweep(ungrouped, grouped, rerun, after_failure, missing, accounting, planned)
+
+
+def _missing_outputs(workdir: Path, config: dict) -> dict[str, int]:
+    """How many codec jobs (their setting.json) and transfer evaluations (their CSV) have no output."""
+    conditions = [*config["codecs"]["settings"], *config["codecs"]["rooms"]]
+    sources = {"clean": "clean", "fgsm": "logmel_cnn/fgsm"}
+    root = workdir / "results"
+    codecs = sum(
+        not (root / "codecs" / "synth_notes" / source / c / "setting.json").exists()
+        for source in sources.values()
+        for c in conditions
+    )
+    transfer = sum(
+        not (root / "transfer" / "synth_notes" / attack / f"{c}.csv").exists()
+        for attack in sources
+        for c in ["none", *conditions]
+    )
+    return {"codecs": codecs, "transfer": transfer}
+
+
+def test_the_sweep_without_grouping_is_one_slurm_job_per_job(sweep: Sweep) -> None:
+    acc = sweep.accounting["ungrouped"]
+    assert acc.submissions == sum(sweep.planned.values()), (acc.submissions, sweep.planned)
+    assert {row["State"] for row in acc.rows} == {"COMPLETED"}, acc.rows
+
+
+def test_grouping_bundles_the_cheap_jobs_into_a_few_serial_group_jobs(sweep: Sweep) -> None:
+    """Codec and room jobs in groups of 5, transfer evaluations in groups of 5, the table alone:
+    each group job asks for one CPU (its members run one after another) and the summed runtime of
+    its members (2 minutes per codec member, 6 per transfer member, as the profile sets them)."""
+    codec_jobs = sum(n for rule, n in sweep.planned.items() if rule.startswith(("encode", "simulate")))
+    groups = -(-codec_jobs // 5) + -(-sweep.planned["evaluate_transfer"] // 5) + 1
+    rows = sweep.accounting["grouped"].rows + sweep.accounting["rerun"].rows
+    # every job of the sweep ran in a group job; the failed run and its rerun submitted each group
+    # once, but for the failed one, submitted again (smaller) in the rerun
+    submitted = [*re.findall(r"Group job (\w+) \(jobs in", sweep.grouped.result.stderr),
+                 *re.findall(r"Group job (\w+) \(jobs in", sweep.rerun.result.stderr)]  # fmt: skip
+    assert sorted(set(submitted)) == ["codecs", "report", "transfer"], submitted
+    assert len(rows) == len(submitted), (rows, submitted)
+    assert groups <= len(rows) <= groups + 3, (len(rows), groups, sweep.planned)
+    assert len(rows) * 3 < sweep.accounting["ungrouped"].submissions, len(rows)
+    for row in rows:
+        assert row["AllocCPUS"] == "1", row
+        kind = row["Comment"].removeprefix("rule_").split("_")[0]
+        assert kind in ("codecs", "transfer", "report"), row
+        if kind != "report":
+            per_member = {"codecs": 2, "transfer": 6}[kind]
+            assert _minutes(row["Timelimit"]) % per_member == 0, row
+            assert per_member <= _minutes(row["Timelimit"]) <= 5 * per_member, row
+    assert max(_minutes(row["Timelimit"]) for row in rows) == 5 * 6, rows  # 5 transfer members
+
+
+def test_a_failed_member_fails_its_group_and_is_named(sweep: Sweep) -> None:
+    run = sweep.grouped
+    assert run.result.returncode != 0, _log(run)
+    failed = [row for row in sweep.accounting["grouped"].rows if row["State"] != "COMPLETED"]
+    assert len(failed) == 1 and failed[0]["State"] == "FAILED", sweep.accounting["grouped"].rows
+    assert failed[0]["Comment"].startswith("rule_codecs"), failed
+    # Snakemake names the failed member: its rule and its codec setting
+    errors = re.findall(r"Error in rule (\w+):\n((?:    .*\n)+)", run.result.stderr)
+    named = [(rule, text) for rule, text in errors if rule == FAILING_RULE and FAILING_CODEC in text]
+    assert named, _log(run)
+
+
+def test_a_rerun_redoes_only_what_the_failure_left_undone(sweep: Sweep) -> None:
+    missing = sweep.missing_after_failure
+    redo = sweep.dry_run_after_failure
+    assert 1 <= missing["codecs"] <= 5, missing  # the failed member, at most its group's others
+    assert redo.get(FAILING_RULE, 0) >= 1, redo
+    assert sum(n for rule, n in redo.items() if rule.startswith(("encode", "simulate"))) == missing["codecs"]
+    assert redo.get("evaluate_transfer", 0) == missing["transfer"], (redo, missing)
+    assert redo.get("summarize_transfer") == 1, redo
+    # every codec job of the other groups is done: the rerun does not redo them
+    assert sum(redo.values()) < sum(sweep.planned.values()), redo
+    acc = sweep.accounting["rerun"]
+    assert {row["State"] for row in acc.rows} == {"COMPLETED"}, acc.rows
+    assert acc.submissions <= 5, acc.rows
+
+
+def test_grouped_and_ungrouped_runs_write_the_same_bytes(sweep: Sweep) -> None:
+    ungrouped, grouped = _digests(sweep.ungrouped.workdir), _digests(sweep.grouped.workdir)
+    assert len(ungrouped) > 4 * sum(sweep.planned.values()), len(ungrouped)
+    differ = sorted(k for k in ungrouped.keys() | grouped.keys() if ungrouped.get(k) != grouped.get(k))
+    assert not differ, differ[:20]
