@@ -231,3 +231,31 @@ def test_cli_writes_the_table_and_the_figure(tiny, tmp_path):
     png = tmp_path / "f.png"
     assert main_transforms(["--table", str(out), "--out", str(png)]) == 0
     assert png.stat().st_size > 1000
+
+
+def test_verdict_needs_the_margin_and_more_than_sampling_noise():
+    """Robust at a budget only if the adaptive robust accuracy beats the undefended model's by the
+    margin and by two standard errors: 6 points on 100 clips is noise, 30 points is not."""
+
+    def rows(undefended: float, adaptive: float, n: int) -> pd.DataFrame:
+        base = {"transform": "t", "kind": "mp3", "label": "MP3", "model": "m", "budget_db": 30.0, "order": 0}
+        base |= {"attack": "pgd", "n": n, "clean_accuracy": 1.0, "eot_samples": 1, "bpda": True}
+        scorings = {"undefended": undefended, "non_adaptive": 0.9, "adaptive": adaptive}
+        return pd.DataFrame(
+            [
+                {**base, "scoring": k, "robust_accuracy": v, "success": 1 - v, "n_fooled": 1}
+                for k, v in scorings.items()
+            ]
+        )
+
+    noisy = summarize_transform(rows(0.49, 0.55, 100), "d", margin=0.05).iloc[0]
+    assert noisy["verdict"] == "broken" and noisy["broken_by"] == "pgd"
+    assert noisy["adaptive_gain"] == pytest.approx(0.06) and noisy["gain_se"] == pytest.approx(
+        0.0705, abs=1e-3
+    )
+    assert summarize_transform(rows(0.49, 0.55, 10_000), "d", margin=0.05).iloc[0]["verdict"] == "robust"
+    assert summarize_transform(rows(0.2, 0.5, 100), "d", margin=0.05).iloc[0]["verdict"] == "robust"
+    assert summarize_transform(rows(0.2, 0.5, 100), "d", margin=0.4).iloc[0]["verdict"] == "broken"
+    assert summarize_transform(rows(0.2, 0.5, 100), "d").iloc[0]["adaptive_vs_undefended"] == pytest.approx(
+        0.625
+    )

@@ -19,8 +19,10 @@ gets wrong clean is never robust). A random defense is judged on one seeded draw
 (reseeded to ``seed`` before each judgement, so two runs agree).
 
 The verdict of a budget: ``robust`` only if the adaptive robust accuracy exceeds the undefended
-model's by at least ``margin``; else ``broken``, and ``broken_by`` names the adaptive attack that
-fooled the most clips there.
+model's (``adaptive_gain``) by at least ``margin`` and by more than two standard errors of that
+difference (``gain_se``, two binomial proportions on n clips: with 100 clips a gain of a few points is
+sampling noise); else ``broken``, and ``broken_by`` names the adaptive attack that fooled the most
+clips there.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ SUMMARY_COLUMNS = [
     "dataset", "transform", "kind", "label", "model", "budget_db", "n", "clean_accuracy_undefended",
     "clean_accuracy_defended", "clean_cost", "robust_undefended", "robust_non_adaptive",
     "robust_adaptive", "success_undefended", "success_non_adaptive", "success_adaptive",
-    "adaptive_vs_undefended", "bpda", "eot_samples", "broken_by", "verdict",
+    "adaptive_vs_undefended", "adaptive_gain", "gain_se", "bpda", "eot_samples", "broken_by", "verdict",
 ]  # fmt: skip
 
 
@@ -172,7 +174,11 @@ def summarize_transform(rows: pd.DataFrame, dataset: str, margin: float = 0.05) 
         broken_by = (
             str(adaptive.loc[adaptive["n_fooled"].idxmax(), "attack"]) if adaptive["n_fooled"].sum() else ""
         )
-        robust = a["robust_accuracy"] - u["robust_accuracy"] >= margin
+        n = max(int(u["n"]), 1)
+        p_u, p_a = float(u["robust_accuracy"]), float(a["robust_accuracy"])
+        gain = p_a - p_u
+        se = float(np.sqrt((p_u * (1 - p_u) + p_a * (1 - p_a)) / n))
+        robust = gain >= margin and gain > 2 * se
         out.append(
             {
                 "dataset": dataset,
@@ -192,10 +198,15 @@ def summarize_transform(rows: pd.DataFrame, dataset: str, margin: float = 0.05) 
                 "success_non_adaptive": na["success"],
                 "success_adaptive": a["success"],
                 "adaptive_vs_undefended": a["success"] / u["success"] if u["success"] > 0 else float("nan"),
+                "adaptive_gain": gain,
+                "gain_se": se,
                 "bpda": bool(a["bpda"]),
                 "eot_samples": int(a["eot_samples"]),
                 "broken_by": broken_by,
                 "verdict": "robust" if robust else "broken",
             }
         )
-    return pd.DataFrame(out, columns=SUMMARY_COLUMNS)
+    table = pd.DataFrame(out, columns=SUMMARY_COLUMNS)
+    numeric = table.select_dtypes("float").columns
+    table[numeric] = table[numeric].round(4)
+    return table

@@ -220,10 +220,8 @@ def plot_transforms(table: pd.DataFrame) -> plt.Figure:
         ax.plot(x, sel["robust_non_adaptive"], color="C0", ls="--", marker="o", label="non-adaptive")
         ax.plot(x, sel["robust_adaptive"], color="C3", ls="-", marker="o", label="adaptive (BPDA/EOT)")
         ax.axhline(sel["clean_accuracy_defended"].iloc[0], color="C0", ls=":", lw=1)
-        broken = (sel["verdict"] == "broken").all()
-        ax.set_title(
-            f"{sel['label'].iloc[0]}\n{sel['model'].iloc[0]}, {'broken' if broken else 'robust'}", fontsize=9
-        )
+        verdicts = ", ".join(f"{v} at {b:g}" for b, v in zip(sel["budget_db"], sel["verdict"], strict=True))
+        ax.set_title(f"{sel['label'].iloc[0]} ({sel['model'].iloc[0]})\n{verdicts} dB", fontsize=8)
         ax.set_xticks(sorted(x.unique()))
         ax.invert_xaxis()
         ax.set_xlabel("SNR budget (dB)")
