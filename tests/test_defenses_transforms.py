@@ -28,7 +28,7 @@ from advmir.defenses.transforms import (
     build_transform,
     parse_transform,
 )
-from conftest import tiny_config
+from conftest import run_snakemake, tiny_config
 from tiny_tones import SR, correct_clips, five_tone_model
 
 SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
@@ -120,6 +120,20 @@ def test_plan_runs_one_job_per_transform_and_refuses_bad_ones_at_start(tmp_path)
     config["defenses"]["transform_evaluation"] = {"eot_samples": 0}
     with pytest.raises(ConfigError, match=r"defenses.transform_evaluation.eot_samples: 0 is less than"):
         checked(config)
+
+
+def test_snakemake_dry_run_plans_the_jobs_and_refuses_a_codec_setting_by_key(tmp_path):
+    config = tiny_config(tmp_path / "results")
+    config["defenses"]["transforms"] = {
+        "mp3_128k": {"kind": "mp3", "bitrate_kbps": 128, "model": "logmel_cnn"}
+    }
+    out = run_snakemake(tmp_path, config, "-n", "--quiet", "rules").stdout
+    assert all(rule in out for rule in ("evaluate_transform", "summarize_transforms", "plot_transforms"))
+    config["defenses"]["transforms"]["mp3_128k"]["bitrate_kbps"] = 320
+    proc = run_snakemake(tmp_path, config, "-n", check=False)
+    assert proc.returncode != 0
+    assert "codec setting 'mp3_128k' (mp3): MP3 at 16000 Hz cannot take 320 kbps" in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()
 
 
 # ------------------------------------------------------------------------------------- modules
