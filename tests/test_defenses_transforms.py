@@ -273,3 +273,18 @@ def test_verdict_needs_the_margin_and_more_than_sampling_noise():
     assert summarize_transform(rows(0.2, 0.5, 100), "d").iloc[0]["adaptive_vs_undefended"] == pytest.approx(
         0.625
     )
+
+
+def test_the_undefended_reference_is_the_same_for_every_defense(tiny):
+    """The examples of the undefended model are crafted on every clip in the same batches whatever
+    the defense, so two defenses are compared against one reference; the first attack of a budget
+    runs on every clean-correct clip (its own success), the next ones on the clips still robust."""
+    cols = ["budget_db", "order", "n_attacked", "n_fooled", "robust_accuracy", "success"]
+    quantized, _ = score(tiny, {"kind": "quantize", "bits": 6}, budgets=(25.0,))
+    lowpassed, _ = score(tiny, {"kind": "lowpass", "cutoff_hz": 1000}, budgets=(25.0,))
+    reference = quantized[quantized["scoring"] == "undefended"][cols].reset_index(drop=True)
+    pd.testing.assert_frame_equal(
+        reference, lowpassed[lowpassed["scoring"] == "undefended"][cols].reset_index(drop=True)
+    )
+    first = quantized[(quantized["order"] == 0) & (quantized["scoring"] == "adaptive")].iloc[0]
+    assert first["n_attacked"] == first["n_clean_correct"] > 0

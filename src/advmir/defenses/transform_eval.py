@@ -3,10 +3,12 @@
 For clips x (n, T) of the attack stage's seeded evaluation subset and each budget (quietest first,
 cumulative as in :func:`advmir.defenses.robust.evaluate_ensemble`: a clip not robust at 40 dB is not
 robust at 30 dB), with the attacks of ``attacks`` (name -> {name, params}, run in order, each on the
-clips still robust; the attack stage's PGD / APGD built by :func:`advmir.defenses.robust.build_member`):
+clips still robust, the first on every clean-correct clip so that its own success is known; the
+attack stage's PGD / APGD built by :func:`advmir.defenses.robust.build_member`):
 
-- ``undefended``: the attacks crafted on the undefended model and judged on it (its success is the
-  reference of the adaptive attack);
+- ``undefended``: the attacks crafted on the undefended model (on every clip, in the same batches
+  whatever the defense, so this reference is the same for every defense) and judged on it (its
+  success is the reference of the adaptive attack);
 - ``non_adaptive``: the same adversarial examples (crafted on the undefended model, the attacker
   ignores the defense), judged on the defended model;
 - ``adaptive``: the attacks crafted on the defended model itself: through the straight-through
@@ -88,21 +90,20 @@ def evaluate_transform(
     rows = []
     for budget in sorted({float(b) for b in budgets_db}, reverse=True):
         for order, (name, spec) in enumerate(attacks.items()):
-            # crafted on the undefended model once, judged on both (undefended, non-adaptive)
-            todo = robust["undefended"] | robust["non_adaptive"]
-            idx = np.flatnonzero(todo)
+            # the first attack on every clean-correct clip (its own success), the others on the clips
+            # still robust; the examples of the undefended model on every clip, in the same batches
+            # whatever the defense: the undefended reference is the same for every defense
+            attacked = {s: (clean[s] if order == 0 else robust[s]).copy() for s in SCORINGS}
             start = time.perf_counter()
             fooled = {s: np.zeros(n, dtype=bool) for s in SCORINGS}
             attack = build_member(spec, budget, seed, batch_size, model)
-            if idx.size:
-                x_adv = attack(x[idx], y[idx]).x_adv
-                fooled["undefended"][idx] = fooled_within(model, x[idx], x_adv, y[idx], budget, batch_size)
-                fooled["non_adaptive"][idx] = _judge(
-                    defended, seed, x[idx], x_adv, y[idx], budget, batch_size
-                )
+            if n:
+                x_adv = attack(x, y).x_adv
+                fooled["undefended"] = fooled_within(model, x, x_adv, y, budget, batch_size)
+                fooled["non_adaptive"] = _judge(defended, seed, x, x_adv, y, budget, batch_size)
             crafted = time.perf_counter() - start
             # adaptive: crafted on the defended model (BPDA through its backward, EOT if random)
-            idx_a = np.flatnonzero(robust["adaptive"])
+            idx_a = np.flatnonzero(attacked["adaptive"])
             start = time.perf_counter()
             attack_a = build_member(spec, budget, seed, batch_size, attacker)
             if idx_a.size:
@@ -117,9 +118,8 @@ def evaluate_transform(
                 "adaptive": time.perf_counter() - start,
             }
             for scoring in SCORINGS:
-                attacked = todo if scoring != "adaptive" else robust["adaptive"].copy()
-                hit = fooled[scoring] & robust[scoring]
-                robust[scoring] &= ~hit
+                hit = fooled[scoring] & attacked[scoring]
+                robust[scoring] &= ~fooled[scoring]
                 n_clean = int(clean[scoring].sum())
                 adaptive = scoring == "adaptive"
                 rows.append(
@@ -139,7 +139,7 @@ def evaluate_transform(
                         "eot_samples": eot if adaptive else 1,
                         "bpda": bool(setting.bpda and adaptive),
                         "n_clean_correct": n_clean,
-                        "n_attacked": int(attacked.sum()),
+                        "n_attacked": int(attacked[scoring].sum()),
                         "n_fooled": int(hit.sum()),
                         "clean_accuracy": float(clean[scoring].mean()) if n else float("nan"),
                         "robust_accuracy": float(robust[scoring].mean()) if n else float("nan"),
