@@ -261,11 +261,11 @@ def evaluate_transform(argv: list[str]) -> int:
         raise TransformConfigError(f"--eot-samples must be an integer >= 1, got {args.eot_samples}")
     seed_everything(args.seed)
     attacks = parse_ensemble(args.attacks)
+    rate = int(json.loads((Path(args.dataset_dir) / "classes.json").read_text())["sample_rate"])
+    setting = parse_transform(args.name, json.loads(args.transform), rate)
     job = plan_robust(
         args.dataset_dir, args.checkpoint, eval_size=args.eval_size, seed=args.seed, device=args.device
     )
-    rate = int(json.loads((Path(args.dataset_dir) / "classes.json").read_text())["sample_rate"])
-    setting = parse_transform(args.name, json.loads(args.transform), rate)
     defended = DefendedModel(
         job.model, build_transform(setting, rate, seed=args.seed), args.name, setting.random
     )
