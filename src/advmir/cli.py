@@ -62,6 +62,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "summarize-defenses": ("advmir.defenses.cli:summarize", "tables of robust accuracy and sanity checks"),
     "plot-defenses": ("advmir.plotting.defenses:main", "figure: robust accuracy vs SNR budget"),
+    "evaluate-transform": (
+        "advmir.defenses.cli:evaluate_transform",
+        "a transformation defense scored clean, non-adaptively and adaptively (BPDA, EOT)",
+    ),
+    "summarize-transforms": (
+        "advmir.defenses.cli:summarize_transforms",
+        "table of every transformation defense (defense_transforms.csv)",
+    ),
+    "plot-transforms": (
+        "advmir.plotting.defenses:main_transforms",
+        "figure: transformation defenses, non-adaptive vs adaptive robust accuracy",
+    ),
     "summarize-augmentation": (
         "advmir.defenses.cli:summarize_augmentation",
         "table: accuracy of each adversarially augmented model beside its base model, by condition",

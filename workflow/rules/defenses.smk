@@ -163,3 +163,95 @@ rule plot_augmentation:
     shell:
         "python -m advmir plot-augmentation --table {input:q} --out {output.png:q} {output.pdf:q}"
         " > {log:q} 2>&1"
+
+
+# Input-transformation defenses (advmir.defenses.transforms): a zoo model behind a codec,
+# quantisation, resampling, low-pass, noise or a random combination, scored clean, non-adaptively
+# (attacks crafted on the undefended model) and adaptively (through the defense: BPDA, EOT).
+rule evaluate_transform:
+    input:
+        unpack(transform_inputs),
+    output:
+        summary=f"{RESULTS}/defenses/{{dataset}}/transforms/{{transform}}/summary.csv",
+        rows=f"{RESULTS}/defenses/{{dataset}}/transforms/{{transform}}/transform.csv",
+        meta=f"{RESULTS}/defenses/{{dataset}}/transforms/{{transform}}/transform.json",
+    log:
+        f"{RESULTS}/logs/defenses/{{dataset}}/transforms/{{transform}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/defenses/{{dataset}}/transforms/{{transform}}.tsv"
+    wildcard_constraints:
+        transform=DEFENSE_PLAN.transform_constraint(),
+    conda:
+        "../../envs/torch.yaml"
+    threads: DEFENSE_PLAN.threads
+    resources:
+        mem_mb=3000,
+        runtime=120,
+        gpu=GPUS,
+    params:
+        spec=transform_spec,
+        attacks=DEFENSE_PLAN.transform_attacks_json(),
+        budgets=DEFENSE_PLAN.transform_budgets_option(),
+        eot_samples=DEFENSE_PLAN.transform_option("eot_samples"),
+        margin=DEFENSE_PLAN.transform_option("margin"),
+        eval_size=DEFENSE_PLAN.transform_eval_size,
+        batch_size=DEFENSE_PLAN.batch_size,
+        seed=config["seed"],
+        device=config["device"],
+    shell:
+        'python -m advmir evaluate-transform --dataset-dir "$(dirname {input.waveforms:q})"'
+        " --checkpoint {input.checkpoint:q} --name {wildcards.transform:q} --transform {params.spec:q}"
+        " --attacks {params.attacks:q} --budgets-db {params.budgets} --eot-samples {params.eot_samples}"
+        " --margin {params.margin} --eval-size {params.eval_size} --batch-size {params.batch_size}"
+        " --seed {params.seed} --device {params.device} --threads {threads}"
+        ' --out-dir "$(dirname {output.summary:q})" > {log:q} 2>&1'
+
+
+rule summarize_transforms:
+    input:
+        DEFENSE_PLAN.transform_files("summary.csv"),
+    output:
+        report(
+            DEFENSE_PLAN.table("defense_transforms"),
+            caption="../report/defense_transforms.rst",
+            category="5. Defenses",
+            labels={"table": "transformation defenses"},
+        ),
+    log:
+        f"{RESULTS}/logs/tables/defense_transforms.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/tables/defense_transforms.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    shell:
+        "python -m advmir summarize-transforms --runs {input:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule plot_transforms:
+    input:
+        DEFENSE_PLAN.table("defense_transforms"),
+    output:
+        png=report(
+            DEFENSE_PLAN.figure("png", "defense_transforms"),
+            caption="../report/defense_transforms.rst",
+            category="5. Defenses",
+            labels={"figure": "transformation defenses: non-adaptive vs adaptive"},
+        ),
+        pdf=DEFENSE_PLAN.figure("pdf", "defense_transforms"),
+    log:
+        f"{RESULTS}/logs/figures/defense_transforms.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/figures/defense_transforms.tsv"
+    conda:
+        "../../envs/plot.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    shell:
+        "python -m advmir plot-transforms --table {input:q} --out {output.png:q} {output.pdf:q}"
+        " > {log:q} 2>&1"

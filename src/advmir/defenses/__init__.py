@@ -7,6 +7,9 @@ model zoo, switched on by ``training["adversarial"]`` (absent: ordinary training
 the config's ``defenses.models`` names defended models that the workflow adds to the zoo
 (:func:`advmir.config.expand_defenses`). :mod:`advmir.defenses.robust` measures robust accuracy
 under an AutoAttack-style ensemble and :mod:`advmir.defenses.sanity` the gradient-masking checks.
+Input-transformation defenses (:mod:`advmir.defenses.transforms`: a codec, quantisation, resampling,
+low-pass, noise or a random combination in front of a model, ``defenses.transforms``) are scored
+clean, non-adaptively and adaptively with BPDA / EOT by :mod:`advmir.defenses.transform_eval`.
 
 Names are imported lazily: checking a config (:mod:`advmir.defenses.settings`, the plan) does not
 import pytorch_lightning.

@@ -26,6 +26,7 @@ from advmir.errors import InputError
 TABLES = ("defenses", "defense_sanity")
 FIGURE = "defense_robustness"
 AUGMENTATION = "defense_augmentation"  # the augmentation study's table and figure
+TRANSFORMS = "defense_transforms"  # the transformation defenses' table and figure
 
 
 class DefensePlanError(InputError, ValueError):
@@ -67,6 +68,17 @@ class DefensePlan:
         }
         self.budgets = [float(b) for b in self.evaluation.get("budgets_db") or []]
         self.sanity: dict[str, Any] = dict(self.evaluation.get("sanity") or {})
+        # input-transformation defenses (advmir.defenses.transforms), scored three ways
+        self.transforms: dict[str, dict[str, Any]] = (
+            dict(section.get("transforms") or {}) if self.enabled else {}
+        )
+        self.transform_evaluation: dict[str, Any] = dict(section.get("transform_evaluation") or {})
+        self.transform_eval_size = self.transform_evaluation.get("eval_size") or settings["eval_size"]
+        self.transform_attacks: dict[str, dict[str, Any]] = {
+            name: {"name": spec["name"], "params": dict(spec.get("params") or {})}
+            for name, spec in (self.transform_evaluation.get("attacks") or {}).items()
+        }
+        self.sample_rates = {d: int((config.get(d) or {}).get("sample_rate", 16000)) for d in self.datasets}
         # the split synth_notes' zoo trains on: its generalisation rows are the models' test split
         self.default_split = str((config.get("synth_notes") or {}).get("split", "notes"))
         if self.enabled:
@@ -120,8 +132,12 @@ class DefensePlan:
                 f"defenses.evaluation.models {unknown} must be models of the zoo or of defenses.models "
                 f"({sorted(self.models)})"
             )
-        if not self.evaluated_models:
-            problems.append("defenses.enabled is true but nothing is evaluated: add defenses.models")
+        if not self.evaluated_models and not self.transforms:
+            problems.append(
+                "defenses.enabled is true but nothing is evaluated: add defenses.models or "
+                "defenses.transforms"
+            )
+        problems += self._transform_problems()
         sanity_budget = self.sanity.get("budget_db")
         if sanity_budget is not None and float(sanity_budget) not in self.budgets:
             problems.append(
@@ -132,8 +148,59 @@ class DefensePlan:
             from advmir.defenses.robust import ensemble_problems
 
             problems += ensemble_problems(self.ensemble, "defenses.evaluation.ensemble")
+            if self.transforms:
+                problems += ensemble_problems(self.transform_attacks, "defenses.transform_evaluation.attacks")
         if problems:
             raise DefensePlanError("invalid defenses configuration:\n  - " + "\n  - ".join(problems))
+
+    def _transform_problems(self) -> list[str]:
+        """Each transformation defense checked for every dataset's sample rate (a codec setting with
+        the codec stage's checks and messages), and the EOT samples."""
+        from advmir.defenses.transforms import transform_problems
+
+        problems: list[str] = []
+        for rate in dict.fromkeys(self.sample_rates.values()):
+            for problem in transform_problems(self.transforms, rate, self.models):
+                if problem not in problems:
+                    problems.append(problem)
+        eot = self.transform_evaluation.get("eot_samples", 20)
+        if isinstance(eot, bool) or not isinstance(eot, int) or eot < 1:
+            problems.append(f"defenses.transform_evaluation.eot_samples must be an integer >= 1, got {eot!r}")
+        return problems
+
+    # -- the transformation defenses -------------------------------------------------------------
+
+    def transform_dir(self, dataset: str, name: str) -> str:
+        return f"{self.results}/defenses/{dataset}/transforms/{name}"
+
+    def transform_files(self, name: str = "summary.csv") -> list[str]:
+        return [f"{self.transform_dir(d, t)}/{name}" for d in self.datasets for t in self.transforms]
+
+    def transform_checkpoint(self, dataset: str, name: str) -> str:
+        """The checkpoint of the model that the transformation defense ``name`` wraps."""
+        return f"{self.results}/models/{dataset}/{self.transforms[name]['model']}/model.ckpt"
+
+    def transform_json(self, name: str) -> str:
+        return json.dumps(self.transforms[name], sort_keys=True)
+
+    def transform_attacks_json(self) -> str:
+        return json.dumps(self.transform_attacks)
+
+    def transform_budgets_option(self) -> str:
+        return " ".join(f"{float(b):g}" for b in self.transform_evaluation.get("budgets_db") or [40, 30])
+
+    def transform_option(self, key: str) -> Any:
+        """A transform_evaluation setting (eot_samples, margin) as the schema defaulted it."""
+        return self.transform_evaluation.get(key, {"eot_samples": 20, "margin": 0.05}.get(key))
+
+    def transform_constraint(self) -> str:
+        return "|".join(self.transforms) or "no-transform-defense"
+
+    def transform_targets(self) -> list[str]:
+        """The transformation defenses' table and figure (none without a transformation defense)."""
+        if not self.transforms:
+            return []
+        return [self.table(TRANSFORMS), *(self.figure(ext, TRANSFORMS) for ext in ("png", "pdf"))]
 
     # -- one job -------------------------------------------------------------------------------
 
@@ -186,9 +253,9 @@ class DefensePlan:
         """Final files of the stage (none when it is disabled)."""
         if not self.enabled:
             return []
+        robust = [*[self.table(t) for t in TABLES], self.figure("png"), self.figure("pdf")]
         return [
-            *[self.table(t) for t in TABLES],
-            self.figure("png"),
-            self.figure("pdf"),
+            *(robust if self.evaluated_models else []),
             *self.augmentation_targets(),
+            *self.transform_targets(),
         ]

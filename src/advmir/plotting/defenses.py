@@ -7,6 +7,10 @@ last attack's row at each budget; the dotted line at the left edge of each colou
 clean accuracy on the same clips. The x axis runs from quiet (high SNR, small perturbations) to
 loud, so the budget grows to the right.
 
+plot-transforms (results/tables/defense_transforms.csv): one panel per transformation defense,
+robust accuracy against the SNR budget: non-adaptive dashed, adaptive (BPDA / EOT) solid, the
+undefended model grey.
+
 plot-augmentation (results/tables/defense_augmentation.csv): the augmentation study, one panel per
 (dataset, augmented model): its accuracy and its base model's under each condition (a row each, in
 the table's order), joined by a line, the change in points written at the right.
@@ -188,5 +192,57 @@ def main(argv: list[str]) -> int:
         ),
     )
     save_figure(plot_robust_accuracy(table), args.out)
+    log.info("wrote %s", ", ".join(args.out))
+    return 0
+
+
+TRANSFORM_COLUMNS = (
+    "dataset", "transform", "label", "model", "budget_db", "clean_accuracy_defended",
+    "robust_undefended", "robust_non_adaptive", "robust_adaptive", "verdict",
+)  # fmt: skip
+
+
+def plot_transforms(table: pd.DataFrame) -> plt.Figure:
+    """Robust accuracy vs SNR budget, one panel per (dataset, transformation defense): non-adaptive
+    dashed, adaptive solid, the undefended model grey; the defended clean accuracy dotted."""
+    panels = table[["dataset", "transform"]].drop_duplicates().values.tolist()
+    cols = min(4, max(len(panels), 1))
+    rows = max(math.ceil(len(panels) / cols), 1)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.8 * cols, 3.2 * rows), squeeze=False, sharey=True)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for k, (dataset, transform) in enumerate(panels):
+        ax = axes[k // cols, k % cols]
+        sel = table[(table["dataset"] == dataset) & (table["transform"] == transform)]
+        sel = sel.sort_values("budget_db", ascending=False)
+        x = sel["budget_db"]
+        ax.plot(x, sel["robust_undefended"], color="0.6", marker="o", label="undefended")
+        ax.plot(x, sel["robust_non_adaptive"], color="C0", ls="--", marker="o", label="non-adaptive")
+        ax.plot(x, sel["robust_adaptive"], color="C3", ls="-", marker="o", label="adaptive (BPDA/EOT)")
+        ax.axhline(sel["clean_accuracy_defended"].iloc[0], color="C0", ls=":", lw=1)
+        verdicts = ", ".join(f"{v} at {b:g}" for b, v in zip(sel["budget_db"], sel["verdict"], strict=True))
+        ax.set_title(f"{sel['label'].iloc[0]} ({sel['model'].iloc[0]})\n{verdicts} dB", fontsize=8)
+        ax.set_xticks(sorted(x.unique()))
+        ax.invert_xaxis()
+        ax.set_xlabel("SNR budget (dB)")
+        ax.set_ylim(0, 1.02)
+        if k % cols == 0:
+            ax.set_ylabel("robust accuracy")
+    if panels:
+        axes[0, 0].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+def main_transforms(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m advmir plot-transforms", description=plot_transforms.__doc__
+    )
+    parser.add_argument("--table", required=True, help="results/tables/defense_transforms.csv")
+    parser.add_argument("--out", nargs="+", required=True, help="figure paths (.png and/or .pdf)")
+    args = parser.parse_args(argv)
+    setup_logging()
+    table = read_csv(args.table, columns=TRANSFORM_COLUMNS)
+    save_figure(plot_transforms(table), args.out)
     log.info("wrote %s", ", ".join(args.out))
     return 0

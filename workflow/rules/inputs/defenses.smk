@@ -46,3 +46,17 @@ def augmentation_tables(wildcards, input):
         for key in ("generalisation", "codecs")
         if key in input.keys()
     )
+
+
+def transform_inputs(wildcards):
+    """The dataset and the checkpoint of the model the transformation defense wraps."""
+    return {
+        **dataset_files(wildcards),
+        "checkpoint": DEFENSE_PLAN.transform_checkpoint(
+            wildcards.dataset, wildcards.transform
+        ),
+    }
+
+
+def transform_spec(wildcards):
+    return DEFENSE_PLAN.transform_json(wildcards.transform)
