@@ -341,3 +341,17 @@ def test_stages_that_retrain_refuse_a_model_of_your_own(scripted, tmp_path):
     del bad["defenses"]["models"]["mine_fast_at"]
     with pytest.raises(ConfigError, match=r"generalisation.models \['mine'\] are models of your own"):
         check_config(bad)
+
+
+def test_a_transformation_defense_wraps_a_model_of_your_own(tiny_dataset, scripted):
+    """defenses.transforms may name a model of your own; the defended model (8-bit rounding,
+    straight-through) still passes a gradient to the 16 kHz waveform."""
+    from advmir.defenses.transforms import DefendedModel, build_transform, parse_transform
+
+    setting = parse_transform("q8", {"kind": "quantize", "bits": 8, "model": "mine"}, 16000, ["mine"])
+    dataset = load_dataset(tiny_dataset, mmap=False)
+    model, _, _ = wrap("mine", entry(scripted), dataset.classes, dataset.sample_rate)
+    defended = DefendedModel(model, build_transform(setting, 16000), "q8").eval()
+    x = torch.from_numpy(dataset.float_waveforms(dataset.split_indices("test")[:4])).requires_grad_(True)
+    (grad,) = torch.autograd.grad(defended(x).logsumexp(1).sum(), x)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
