@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -142,6 +143,17 @@ def tiny_config(results: Path) -> dict:
             "sanity": {"transfer_steps": 5},
         },
     }
+    return config
+
+
+def checked_config(config: dict) -> dict:
+    """A copy of ``config`` as the workflow sees it: validated (defaults filled), checked, defenses
+    expanded into the zoo."""
+    from advmir.config import SCHEMAS, check_config, validate_config
+
+    config = copy.deepcopy(config)
+    validate_config(config, SCHEMAS / "config.schema.yaml")
+    check_config(config)
     return config
 
 

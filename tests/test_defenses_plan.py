@@ -20,10 +20,9 @@ from advmir.config import (
     model_spec,
     training_for,
     undefended_models,
-    validate_config,
 )
 from advmir.defenses.plan import DefensePlan, DefensePlanError
-from conftest import run_snakemake, tiny_config
+from conftest import checked_config, run_snakemake, tiny_config
 
 SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
 
@@ -33,18 +32,10 @@ def config(tmp_path):
     return tiny_config(tmp_path / "results")
 
 
-def checked(config: dict) -> dict:
-    """The config as the workflow sees it: validated (defaults filled), checked, defenses expanded."""
-    config = copy.deepcopy(config)
-    validate_config(config, SCHEMA)
-    check_config(config)
-    return config
-
-
 def test_a_defended_model_is_a_zoo_model(config):
     config["models"]["logmel_cnn"]["training"] = {"augment": {"room_prob": 0.4}, "batch_size": 8}
     config["defenses"]["models"]["logmel_cnn_fast_at"]["training"]["augment"] = {"eq_prob": 0.1}
-    seen = checked(config)
+    seen = checked_config(config)
     assert list(seen["models"]) == ["logmel_cnn", "wave_cnn", "logmel_cnn_fast_at", "logmel_cnn_adv_aug"]
     assert model_spec(seen, "logmel_cnn_fast_at") == model_spec(seen, "logmel_cnn")
     training = training_for(seen, "logmel_cnn_fast_at")
@@ -67,7 +58,7 @@ def test_a_defended_model_is_a_zoo_model(config):
 
 def test_disabled_stage_adds_nothing(config):
     config["defenses"]["enabled"] = False
-    seen = checked(config)
+    seen = checked_config(config)
     assert "logmel_cnn_fast_at" not in seen["models"]
     plan = DefensePlan(seen, "r", ["synth_notes"], seen["models"])
     assert plan.targets() == [] and plan.evaluated_models == []
@@ -75,7 +66,7 @@ def test_disabled_stage_adds_nothing(config):
 
 def test_every_model_defaults_mean_the_undefended_zoo(config):
     config["attacks"]["pgd"].pop("models", None)
-    seen = checked(config)
+    seen = checked_config(config)
     attacks = AttackPlan(seen, "r", ["synth_notes"], seen["models"])
     assert attacks.attacked_models("pgd") == ["logmel_cnn", "wave_cnn"]
     seen["attacks"]["pgd"]["models"] = ["logmel_cnn_fast_at"]  # named: it runs
@@ -84,7 +75,7 @@ def test_every_model_defaults_mean_the_undefended_zoo(config):
 
 
 def test_plan_grid_inputs_and_targets(config):
-    seen = checked(config)
+    seen = checked_config(config)
     plan = DefensePlan(seen, "results", ["synth_notes"], seen["models"])
     assert plan.evaluated_models == ["logmel_cnn", "logmel_cnn_fast_at"]
     assert plan.inputs("synth_notes", "logmel_cnn_fast_at") == {
@@ -106,7 +97,7 @@ def test_plan_grid_inputs_and_targets(config):
 def test_augmentation_study_only_with_an_augmented_model(config):
     """The augmentation table and figure are targets only when a defended model is trained in an
     augmentation mode (adv_aug); its inputs are both models' metrics.json on every dataset."""
-    seen = checked(config)
+    seen = checked_config(config)
     plan = DefensePlan(seen, "results", ["synth_notes"], seen["models"])
     assert plan.augmented_models == ["logmel_cnn_adv_aug"]
     assert plan.augmentation_pairs() == "--pair logmel_cnn_adv_aug logmel_cnn"
@@ -122,7 +113,7 @@ def test_augmentation_study_only_with_an_augmented_model(config):
     assert set(augmentation) <= set(plan.targets()) and plan.default_split == "notes"
     assert plan.evaluated_models == ["logmel_cnn", "logmel_cnn_fast_at"]  # evaluation.models names them
     del config["defenses"]["models"]["logmel_cnn_adv_aug"]
-    seen = checked(config)
+    seen = checked_config(config)
     plan = DefensePlan(seen, "results", ["synth_notes"], seen["models"])
     assert plan.augmented_models == [] and not set(augmentation) & set(plan.targets())
     assert "results/tables/defenses.csv" in plan.targets()
@@ -162,7 +153,7 @@ def test_bad_defenses_are_refused_by_key(config, change, words):
         for key in ("guard_clips", "guard_steps"):
             defense(config).pop(key)
     with pytest.raises(ConfigError) as info:
-        checked(config)
+        checked_config(config)
     for word in words:
         assert word in str(info.value), str(info.value)
 
@@ -184,7 +175,7 @@ def test_bad_defenses_are_refused_by_key(config, change, words):
 def test_bad_evaluations_are_refused_by_key(config, change, words):
     change(config["defenses"]["evaluation"])
     with pytest.raises((ConfigError, DefensePlanError)) as info:
-        seen = checked(config)
+        seen = checked_config(config)
         DefensePlan(seen, "r", ["synth_notes"], seen["models"])
     for word in words:
         assert word in str(info.value), str(info.value)

@@ -4,7 +4,6 @@ the three scorings (clean cost, non-adaptive, adaptive with BPDA / EOT) on the t
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 
@@ -14,7 +13,7 @@ import pytest
 import torch
 
 from advmir.codecs.registry import CodecSettingError
-from advmir.config import REPO, ConfigError, check_config, validate_config
+from advmir.config import REPO, ConfigError
 from advmir.defenses.plan import DefensePlan, DefensePlanError
 from advmir.defenses.transform_eval import SUMMARY_COLUMNS, evaluate_transform, summarize_transform
 from advmir.defenses.transforms import (
@@ -28,7 +27,7 @@ from advmir.defenses.transforms import (
     build_transform,
     parse_transform,
 )
-from conftest import run_snakemake, tiny_config
+from conftest import checked_config, run_snakemake, tiny_config
 from tiny_tones import SR, correct_clips, five_tone_model
 
 SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
@@ -86,20 +85,13 @@ def test_a_transform_must_wrap_a_zoo_model():
     assert not parse_transform("t", {"kind": "lowpass", "cutoff_hz": 4000, "model": "a"}, 16000).bpda
 
 
-def checked(config: dict) -> dict:
-    config = copy.deepcopy(config)
-    validate_config(config, SCHEMA)
-    check_config(config)
-    return config
-
-
 def test_plan_runs_one_job_per_transform_and_refuses_bad_ones_at_start(tmp_path):
     config = tiny_config(tmp_path / "results")
     config["defenses"]["transforms"] = {
         "mp3_128k": {"kind": "mp3", "bitrate_kbps": 128, "model": "logmel_cnn"},
         "noisy": {"kind": "noise", "snr_db": 30, "model": "wave_cnn"},
     }
-    seen = checked(config)
+    seen = checked_config(config)
     plan = DefensePlan(seen, "results", ["synth_notes"], seen["models"])
     assert plan.transform_files() == [
         "results/defenses/synth_notes/transforms/mp3_128k/summary.csv",
@@ -119,7 +111,7 @@ def test_plan_runs_one_job_per_transform_and_refuses_bad_ones_at_start(tmp_path)
     # EOT samples < 1: refused by the schema with the key
     config["defenses"]["transform_evaluation"] = {"eot_samples": 0}
     with pytest.raises(ConfigError, match=r"defenses.transform_evaluation.eot_samples: 0 is less than"):
-        checked(config)
+        checked_config(config)
 
 
 def test_snakemake_dry_run_plans_the_jobs_and_refuses_a_codec_setting_by_key(tmp_path):
