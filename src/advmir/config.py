@@ -219,7 +219,7 @@ def defended_models(config: dict[str, Any]) -> dict[str, str]:
 
 
 def external_models(config: dict[str, Any]) -> list[str]:
-    """Models of your own (``source:`` torchscript or python): imported, never trained."""
+    """Models of your own (``source:`` torchscript, export or python): imported, never trained."""
     return [name for name, spec in config["models"].items() if "source" in spec]
 
 
@@ -376,24 +376,23 @@ def _clip_length_problems(config: dict[str, Any]) -> list[str]:
     from advmir.models.external import ExternalModelError, check_entry, mapped_labels, wrap
     from advmir.models.zoo import build_model
 
-    problems, broken = [], set()
-    for name in external_models(config):
+    problems, checked = [], {}
+    for name in external_models(config):  # loaded once, wrapped for every dataset below
         try:
-            check_entry(name, config["models"][name])
+            checked[name] = check_entry(name, config["models"][name])
         except ExternalModelError as exc:
             problems.append(str(exc))
-            broken.add(name)
     for dataset in config["datasets"]:
         section = config.get(dataset) or {}
         rate, seconds = int(section.get("sample_rate", 16000)), float(section.get("clip_seconds", 1.0))
         samples = max(1, round(rate * seconds))
         for name in config["models"]:
-            if name in broken:
-                continue
             spec = config["models"][name]
+            if "source" in spec and name not in checked:  # could not be loaded: said above
+                continue
             try:
                 if "source" in spec:  # the labels its classes map to: the dataset's are not known yet
-                    model = wrap(name, spec, mapped_labels(name, spec), rate)[0]
+                    model = wrap(name, spec, mapped_labels(name, spec), rate, checked[name])[0]
                 else:
                     model = build_model(model_spec(config, name), n_classes=2, sample_rate=rate).eval()
                 with torch.no_grad():

@@ -240,7 +240,7 @@ def import_model(argv: list[str]) -> int:
             "dataset labels the model cannot predict (their clips are not scored): %s", match.unmatched_labels
         )
     labels = dataset.manifest["label_idx"].to_numpy()
-    can = np.array([any(i == c for i in match.label_index) for c in range(len(dataset.classes))])
+    can = model.predictable()
     rows, clips = _contract_clips(dataset, args.check_clips, args.seed)
     findings = check_contract(model, clips, labels[rows], len(dataset.classes), can[labels[rows]])
     for f in findings:
@@ -352,8 +352,7 @@ def check_model(argv: list[str]) -> int:
         )
     if "source" in spec:
         model, match, _ = wrap(args.model, spec, names or mapped_labels(args.model, spec), rate)
-        can = np.array([c in match.label_index for c in range(len(model.classes))])
-        scorable = can[labels] if labels is not None else None
+        scorable = model.predictable()[labels] if labels is not None else None
         n_classes = len(model.classes)
         print(f"{args.model}: {spec['source']} model at {spec['sample_rate']} Hz on {where}")
         if match.unmatched_classes:

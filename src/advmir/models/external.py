@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -45,11 +46,6 @@ from advmir.errors import InputError
 
 EXTERNAL_FORMAT = "advmir-external-model-1"
 SOURCES = ("torchscript", "export", "python")
-#: Keys of a zoo entry that make it an external model (the rest are the zoo's own: frontend, arch ...).
-EXTERNAL_KEYS = (
-    "source", "path", "factory", "factory_args", "weights", "code_dir", "sample_rate", "input_seconds",
-    "window", "hop_seconds", "pool", "scale", "output", "classes", "class_map",
-)  # fmt: skip
 #: How far below the lowest matched score a dataset label with no model class sits: never predicted.
 UNMATCHED_GAP = 100.0
 
@@ -59,11 +55,6 @@ class ExternalModelError(InputError, ValueError):
 
     def __init__(self, name: str, problem: str) -> None:
         super().__init__(f"models.{name}: {problem}")
-
-
-def is_external(spec: Mapping[str, Any]) -> bool:
-    """Whether a zoo entry is a model of your own (it has a ``source``)."""
-    return "source" in spec
 
 
 @dataclass(frozen=True)
@@ -144,6 +135,11 @@ class ExternalClassifier(nn.Module):
         # for each dataset label, the model classes that map to it (empty: never predicted)
         self.members = [torch.nonzero(index == c).flatten().tolist() for c in range(len(self.classes))]
         self.spec = {"source": "external", "n_classes": len(self.classes), "sample_rate": self.dataset_rate}
+
+    def predictable(self) -> np.ndarray:
+        """(n_labels,) bool: the dataset labels some model class maps to (the others are never
+        predicted, so their clips are not scored)."""
+        return np.array([bool(m) for m in self.members])
 
     def windows(self, x: Tensor) -> Tensor:
         """(B, T) at the dataset's rate -> (B, W, L) model inputs at the model's rate, scaled."""
@@ -499,10 +495,15 @@ def check_entry(name: str, spec: Mapping[str, Any]) -> tuple[nn.Module, InputCon
 
 
 def wrap(
-    name: str, spec: Mapping[str, Any], labels: Sequence[str], dataset_rate: int
+    name: str,
+    spec: Mapping[str, Any],
+    labels: Sequence[str],
+    dataset_rate: int,
+    checked: tuple[nn.Module, InputContract, list[str]] | None = None,
 ) -> tuple[ExternalClassifier, ClassMatch, list[str]]:
-    """The zoo entry as an :class:`ExternalClassifier` over ``labels``, its class match and classes."""
-    inner, contract, classes = check_entry(name, spec)
+    """The zoo entry as an :class:`ExternalClassifier` over ``labels``, its class match and classes;
+    ``checked`` is :func:`check_entry`'s result when the caller has it (not loaded again)."""
+    inner, contract, classes = checked or check_entry(name, spec)
     match = match_classes(name, classes, read_class_map(name, spec.get("class_map")), labels)
     model = ExternalClassifier(inner, contract, match.label_index, labels, dataset_rate)
     return model.eval(), match, classes
