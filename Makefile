@@ -14,7 +14,7 @@ NODEPS := tinysoundfont==0.3.7 torchattacks==3.5.1
 
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup check-yaml run unlock-stale verify test lint report dry-run clean-results
+.PHONY: setup check-yaml run review unlock-stale verify test lint report dry-run clean-results
 
 setup: $(STAMP) $(FONTS)
 
@@ -46,6 +46,11 @@ check-yaml: setup
 # its --directory), and re-run what the killed run left incomplete.
 run: setup check-yaml unlock-stale
 	$(SMK) --cores $(CORES) --rerun-incomplete
+
+# Only the review lists of anomaly.review.datasets (and what they need), e.g. your own recordings:
+# `make review OVERLAY=config/folder.yaml`.
+review: setup check-yaml unlock-stale
+	$(SMK) --cores $(CORES) --rerun-incomplete review
 
 unlock-stale:
 	@if [ -n "$$(ls -A .snakemake/locks 2>/dev/null)" ]; then \

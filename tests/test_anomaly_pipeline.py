@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -154,8 +157,8 @@ def test_stacked_ensemble_learns_which_detector_marks_which_fault():
 
     valid, valid_man = split(200)
     test, test_man = split(200)
-    model, dets = ensemble.fit_stack(valid, valid_man)
-    score, contribution, likely = ensemble.apply_stack(model, dets, test, test_man["id"].tolist())
+    stack = ensemble.fit_stack(valid, valid_man)
+    score, contribution, likely, _ = ensemble.apply_stack(stack, test, test_man["id"].tolist())
     from advmir.anomaly.metrics import roc_auc
 
     assert roc_auc(test_man["is_fault"], score) > 0.95
@@ -173,9 +176,9 @@ def test_stacked_ensemble_learns_which_detector_marks_which_fault():
         "clip_check": pd.DataFrame({"id": ids, "score": rng.normal(size=100), "reason": "c"}),
         "noise": pd.DataFrame({"id": ids, "score": rng.normal(size=100), "reason": "n"}),
     }
-    score, _, likely = ensemble.apply_stack(model, dets, crowded, ids)
+    score, _, likely, _ = ensemble.apply_stack(stack, crowded, ids)
     assert roc_auc(hum, score) > 0.95 and (likely[hum] == "hum").mean() > 0.8
-    assert set(model.clean_reference_) == set(dets) and len(model.clean_reference_["noise"]) == 100
+    assert set(stack.reference) == set(stack.detectors) and len(stack.reference["noise"]) == 100
 
 
 def test_cli_end_to_end(dataset, tmp_path):
@@ -262,6 +265,10 @@ def test_cli_end_to_end(dataset, tmp_path):
                 "--scores",
                 *test_csvs,
                 *valid_csvs,
+                "--save-ensemble",
+                str(out / "ensemble"),
+                "--ensemble-info",
+                "dataset=tiny",
             ]
         )
         == 0
@@ -290,6 +297,8 @@ def test_cli_end_to_end(dataset, tmp_path):
                 str(out / "generalisation.csv"),
                 "--severities",
                 str(out / "severities.csv"),
+                "--roc-families",
+                str(out / "roc_families.csv"),
             ]
         )
         == 0
@@ -316,6 +325,8 @@ def test_cli_end_to_end(dataset, tmp_path):
     assert set(review["detector"]) <= set(detectors) and (review["reason"] != "").all()
     top = review.head(int(corrupted.manifest["is_fault"].sum()))
     assert top["is_fault"].mean() > 0.8
+    assert review["reason_1"].str.contains(": ").all()  # "clipped: ..." in a curator's words
+    _check_saved_ensemble(out, dataset, sets[0])
     combine = ["--combine", f"tiny={out / 'metrics.csv'}", "--table", str(out / "table.csv")]
     assert cli.evaluate([*combine, "--comparison", str(out / "vs.csv")]) == 0
     assert pd.read_csv(out / "table.csv")["dataset"].eq("tiny").all()
@@ -326,6 +337,64 @@ def test_cli_end_to_end(dataset, tmp_path):
     assert (versus["ensemble"] == "ensemble_stack").all()
     _plot({k: str(out / f"{k}.csv") for k in ("metrics", "roc", "budget")}, out, ("roc", "heat", "budget"))
     assert all((out / f"{name}.png").stat().st_size > 1000 for name in ("roc", "heat", "budget"))
+    # per fault family, held-out implementations apart; the budget curve counts held-out faults alone
+    families = pd.read_csv(out / "roc_families.csv")
+    held_clip = families[
+        (families["fault_family"] == "clipping") & (families["implementations"] == "held_out")
+    ]
+    assert set(held_clip["n_faulty"]) == {len(held)} and (held_clip["tpr"].between(0, 1)).all()
+    budget = pd.read_csv(out / "budget.csv")
+    assert set(budget["implementations"]) == {"all", "in_generator", "held_out"}
+    assert budget.groupby(["detector", "implementations"])["clips"].max().eq(len(corrupted.manifest)).all()
+    argv = [f"--{k}={out / f'{k}.csv'}" for k in ("metrics", "roc", "budget")]
+    figs = [f"--{k}-out={out / f'{k}.png'}" for k in ("roc", "heatmap", "budget", "families", "held-out")]
+    assert plots.main([*argv, f"--roc-families={out / 'roc_families.csv'}", *figs]) == 0
+    assert (out / "families.png").stat().st_size > 1000 and (out / "held-out.png").stat().st_size > 1000
+
+
+def _check_saved_ensemble(out, dataset: str, test_set: str) -> None:
+    """The saved ensemble (JSON + npz, no pickle) applied by review-dataset to the test copy, as to
+    any other prepared dataset, ranks it exactly as the stage's own ensemble_stack scores did."""
+    stack, info = ensemble.load_stack(out / "ensemble")
+    assert info["dataset"] == "tiny" and sorted(p.name for p in (out / "ensemble").iterdir()) == [
+        "calibration.npz",
+        "calibration.npz.sha256",
+        "stack.json",
+        "stack.json.sha256",
+    ]
+    files = {
+        k: str(out / "applied" / f"{k}.{e}")
+        for k, e in (("review", "csv"), ("scores", "csv"), ("summary", "json"))
+    }
+    argv = ["--ensemble", str(out / "ensemble"), "--source", dataset, "--dataset", test_set]
+    assert cli.review([*argv, *(f"--{k}={v}" for k, v in files.items())]) == 0
+    applied = pd.read_csv(files["review"], keep_default_na=False).set_index("id")
+    own = pd.read_csv(out / "scores" / "ensemble_stack.csv").set_index("id")
+    assert np.allclose(applied.loc[own.index, "score"], own["score"])
+    assert applied["rank"].tolist() == list(range(1, len(own) + 1)) and applied["p_fault"].between(0, 1).all()
+    top = applied[applied["rank"] <= 5]
+    assert top["reason_1"].str.contains(r"clean clips this extreme: ").all()
+    clipped = applied[(applied["fault"] == "clipping") & (applied["rank"] <= len(applied) // 2)]
+    assert clipped["reason_1"].str.startswith("clipped: ").any()
+    scores = pd.read_csv(files["scores"])
+    assert set(scores["detector"]) == set(stack.detectors) and len(scores) == len(own) * len(stack.detectors)
+    summary = json.loads(Path(files["summary"]).read_text())
+    assert summary["roc_auc"] > 0.9 and summary["n_clips"] == len(own)
+    # a dataset with labels of its own (a folder with `labels: none`): confident learning cannot speak
+    # about them and gives no evidence; the other detectors rank it as before
+    theirs = load_dataset(test_set)
+    relabelled = theirs.manifest.assign(label="unlabelled", label_idx=0)
+    write_dataset(
+        out / "own_labels",
+        theirs.float_waveforms(slice(None)),
+        relabelled,
+        ["unlabelled"],
+        theirs.sample_rate,
+    )
+    argv[-1] = str(out / "own_labels")
+    assert cli.review([*argv, f"--review={out / 'own.csv'}", f"--scores={out / 'own_scores.csv'}"]) == 0
+    assert "label_errors" not in set(pd.read_csv(out / "own_scores.csv")["detector"])
+    assert pd.read_csv(out / "own.csv")["rank"].tolist() == list(range(1, len(own) + 1))
 
 
 def _plot(tables: dict[str, str], folder, names: tuple[str, str, str]) -> None:
@@ -472,7 +541,7 @@ def test_score_with_detector_refuses_a_set_of_another_rate(dataset, tmp_path):
         CLASSES,
         SR // 2,
     )
-    with pytest.raises(run.AnomalyInputError, match="classes or sample rate differ"):
+    with pytest.raises(run.AnomalyInputError, match=r"sampled at 8000 Hz, the reference .* at 16000 Hz"):
         run.score_with_detector("clipping", dataset, [load_dataset(other)])
     (table,) = run.score_with_detector("clipping", dataset, [load_dataset(dataset)])
     assert len(table) == len(data.manifest) and list(table.columns) == ["id", "score", "robust_z", "reason"]

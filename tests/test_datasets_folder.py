@@ -238,7 +238,11 @@ def overlay_config(tmp_path, path: str) -> dict:
 
 def test_overlay_refuses_a_folder_that_does_not_exist(tmp_path):
     overlay = yaml.safe_load((REPO / "config/folder.yaml").read_text())
-    assert set(overlay) == {"datasets", "folder"} and overlay["datasets"] == ["folder"]
+    assert set(overlay) == {"datasets", "folder", "anomaly"} and overlay["datasets"] == [
+        "synth_notes",
+        "folder",
+    ]
+    assert overlay["anomaly"]["review"]["datasets"] == ["folder"]
     proc = run_snakemake(tmp_path, overlay_config(tmp_path, str(tmp_path / "nowhere")), "-n", check=False)
     assert proc.returncode != 0
     said = proc.stdout + proc.stderr

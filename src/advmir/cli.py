@@ -85,6 +85,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "corrupt-split": ("advmir.anomaly.cli:corrupt", "inject known faults into a split"),
     "score-anomalies": ("advmir.anomaly.cli:score", "score every clip with one detector"),
     "evaluate-anomalies": ("advmir.anomaly.cli:evaluate", "metrics of every detector"),
+    "review-dataset": (
+        "advmir.anomaly.cli:review",
+        "rank a prepared dataset with a saved anomaly ensemble (review.csv, reasons in words)",
+    ),
     "plot-anomalies": ("advmir.plotting.anomaly:main", "figures of anomaly detection"),
     "train-anomaly-autoencoder": ("advmir.anomaly.cli:train_autoencoder", "train the anomaly autoencoder"),
     "train-multitask": ("advmir.anomaly.cli:train_multitask", "train the multi-task anomaly net"),

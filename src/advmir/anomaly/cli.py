@@ -227,9 +227,21 @@ def score(argv: list[str]) -> int:
         default=_defaults()["max_train_clips"],
         help="use at most this many train clips (0: all)",
     )
+    p.add_argument(
+        "--save-ensemble",
+        help="ensemble_stack: also write the fitted ensemble to this folder (stack.json, calibration.npz)",
+    )
+    p.add_argument(
+        "--ensemble-info",
+        nargs="*",
+        default=[],
+        help="KEY=VALUE pairs recorded in the saved ensemble's stack.json (e.g. dataset=synth_notes)",
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     _common_logging()
+    if args.save_ensemble and args.detector != "ensemble_stack":
+        raise UsageError("--save-ensemble is for --detector ensemble_stack")
     if args.detector in ENSEMBLES and len(args.out) != 1:
         raise UsageError(
             f"{args.detector} writes one CSV (for the first set); got {len(args.out)} --out files"
@@ -244,7 +256,10 @@ def score(argv: list[str]) -> int:
 
     sets = [load_dataset(s) for s in args.sets]
     if args.detector in ENSEMBLES:
-        tables = [score_ensemble(args.detector, args.scores, sets)]
+        info = dict(item.partition("=")[::2] for item in args.ensemble_info)
+        tables = [
+            score_ensemble(args.detector, args.scores, sets, args.save_ensemble, seed=args.seed, **info)
+        ]
     else:
         if not args.dataset:
             raise UsageError(f"detector {args.detector!r} needs --dataset (the clean reference)")
@@ -280,6 +295,11 @@ def evaluate(argv: list[str]) -> int:
         help="output generalisation.csv (in-generator vs held-out fault implementations, per family)",
     )
     p.add_argument("--severities", help="output severities.csv (ROC-AUC per fault and severity)")
+    p.add_argument(
+        "--roc-families",
+        dest="roc_families",
+        help="output roc_families.csv (ROC points per fault family, in-generator and held-out apart)",
+    )
     p.add_argument("--combine", nargs="*", default=[], help="NAME=metrics.csv pairs to stack into one table")
     p.add_argument("--table", help="output of --combine, e.g. results/tables/anomaly.csv")
     p.add_argument("--comparison", help="output of --combine: multi-task net vs ensemble, ROC-AUC per fault")
@@ -307,10 +327,57 @@ def evaluate(argv: list[str]) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------- review
+def review(argv: list[str]) -> int:
+    """Rank every clip of a prepared dataset with a saved ensemble: review.csv with reasons in words."""
+    p = argparse.ArgumentParser(prog="advmir review-dataset", description=review.__doc__)
+    p.add_argument(
+        "--ensemble", required=True, help="saved ensemble folder (results/anomaly/SOURCE/ensemble)"
+    )
+    p.add_argument("--source", required=True, help="the prepared dataset the ensemble was fitted on")
+    p.add_argument("--dataset", required=True, help="the prepared dataset to review")
+    p.add_argument("--model", nargs="*", default=[], help="the source's classifiers as NAME=CKPT")
+    p.add_argument("--autoencoder", help="the source's autoencoder checkpoint")
+    p.add_argument("--multitask", help="the source's multi-task net checkpoint")
+    p.add_argument("--max-reference", type=int, default=_defaults()["max_train_clips"])
+    p.add_argument("--review", required=True, help="output review.csv (one row per clip, ranked)")
+    p.add_argument("--scores", required=True, help="output scores.csv (one row per clip and detector)")
+    p.add_argument(
+        "--summary", help="output JSON: ROC-AUC and top-10%% shares, when the dataset has is_fault"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    _common_logging()
+    from advmir.anomaly.review import apply_ensemble, cross_domain
+    from advmir.io import write_csv, write_json
+
+    scores, table = apply_ensemble(
+        args.ensemble,
+        args.source,
+        args.dataset,
+        models=_parse_models(args.model),
+        autoencoder=args.autoencoder,
+        multitask=args.multitask,
+        max_reference=args.max_reference,
+        seed=args.seed,
+    )
+    write_csv(args.scores, scores)
+    write_csv(args.review, table)
+    if args.summary:
+        if "is_fault" not in table:
+            raise UsageError(
+                f"--summary needs a dataset with known faults (is_fault); {args.dataset} has none"
+            )
+        write_json(args.summary, cross_domain(table))
+    log.info("wrote %s (%d clips)", args.review, len(table))
+    return 0
+
+
 COMMANDS = {
     "corrupt-split": corrupt,
     "score-anomalies": score,
     "evaluate-anomalies": evaluate,
+    "review-dataset": review,
     "train-anomaly-autoencoder": train_autoencoder,
     "train-multitask": train_multitask,
 }

@@ -314,16 +314,23 @@ def fit_label_errors(ref: Reference) -> Fitted:
         parts += [_softmax(v) for v in model_logits(ref.models, s.waveforms).values()] if ref.models else []
         probs = np.mean(parts, axis=0)
         given = s.manifest["label_idx"].to_numpy()
-        quality = get_label_quality_scores(given, probs, method="self_confidence")
-        present = np.unique(given)
+        known = given >= 0  # -1: a label that is not one of the reference's classes
+        value = np.zeros(len(given))
         issues = np.zeros(len(given), dtype=bool)
-        if len(present) == n_classes:  # cleanlab's thresholds need every class present
-            issues = find_label_issues(given, probs, filter_by="prune_by_noise_rate")
+        if known.any():
+            value[known] = 1.0 - get_label_quality_scores(
+                given[known], probs[known], method="self_confidence"
+            )
+            if len(np.unique(given[known])) == n_classes:  # cleanlab's thresholds need every class present
+                issues[known] = find_label_issues(given[known], probs[known], filter_by="prune_by_noise_rate")
         top = probs.argmax(axis=1)
-        return 1.0 - quality, [
+        return value, [
             f"labelled {ref.classes[g]!r} (p={probs[n, g]:.2f}), "
             f"sounds like {ref.classes[t]!r} (p={probs[n, t]:.2f})"
             + ("; cleanlab flags it" if issues[n] else "")
+            if g >= 0
+            else f"label {s.manifest['label'].iloc[n]!r} is not a class the models know; sounds like "
+            f"{ref.classes[t]!r} (p={probs[n, t]:.2f})"
             for n, (g, t) in enumerate(zip(given, top, strict=True))
         ]
 
@@ -362,7 +369,8 @@ def fit_multitask(ref: Reference) -> Fitted:
     def score(s: ScoreSet) -> Result:
         fam, fault = predict(model, s.waveforms)
         given = s.manifest["label_idx"].to_numpy()
-        p_label = fam[np.arange(len(given)), given]
+        # a label the family head does not know (-1) is no evidence: the fault head alone speaks
+        p_label = np.where(given >= 0, fam[np.arange(len(given)), np.maximum(given, 0)], 1.0)
         value = 1.0 - fault[:, 0] * p_label
         reasons = []
         for n in range(len(given)):

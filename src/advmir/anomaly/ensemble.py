@@ -14,15 +14,15 @@ the "any detector's own fault fires" structure that a single linear sum of evide
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
-
-if TYPE_CHECKING:
-    from sklearn.linear_model import LogisticRegression
 
 
 def quantiles(score: np.ndarray) -> np.ndarray:
@@ -81,14 +81,46 @@ def clean_evidence(
     return pd.DataFrame(cols, index=list(ids))
 
 
+@dataclass
+class Stack:
+    """The fitted stacked ensemble: a multinomial logistic regression over fault types and, per
+    detector, the calibration it measures evidence against.
+
+    Attributes:
+        detectors: detector names, in column order (D).
+        classes: fault types (K), ``none`` for clean clips.
+        coef: (K, D) weights; intercept: (K,).
+        reference: per detector, the sorted scores (M,) of the clean validation clips.
+    """
+
+    detectors: list[str]
+    classes: list[str]
+    coef: np.ndarray
+    intercept: np.ndarray
+    reference: dict[str, np.ndarray]
+
+    def evidence(self, tables: Mapping[str, pd.DataFrame], ids: Sequence[str]) -> pd.DataFrame:
+        """(N, D) ``-log p`` of each clip against the clean reference; a detector missing from
+        ``tables`` (not applicable to the set) gives no evidence (0)."""
+        there = {d: self.reference[d] for d in self.detectors if d in tables}
+        x = clean_evidence(tables, ids, there)
+        return x.reindex(columns=self.detectors, fill_value=0.0)
+
+    def proba(self, x: np.ndarray) -> np.ndarray:
+        """Fault type probabilities (N, K) of evidence rows (N, D)."""
+        logits = x @ self.coef.T + self.intercept
+        logits -= logits.max(axis=1, keepdims=True)
+        e = np.exp(logits)
+        return e / e.sum(axis=1, keepdims=True)
+
+
 def fit_stack(
     tables: Mapping[str, pd.DataFrame], manifest: pd.DataFrame, seed: int = 0, c: float = 1.0
-) -> tuple[LogisticRegression, list[str]]:
+) -> Stack:
     """Multinomial logistic regression from detector evidence to the fault type (``none`` = clean).
 
-    Fitted on a corrupted validation split: ``manifest`` has ``id``, ``is_fault`` and ``fault``.
-    Returns (model, detector names in column order); the model keeps the clean clips' scores it
-    measures evidence against as ``model.clean_reference_``.
+    Fitted on a corrupted validation split: ``manifest`` has ``id``, ``is_fault`` and ``fault``;
+    ``tables`` the validation scores of every detector.
     """
     from sklearn.linear_model import LogisticRegression
 
@@ -101,28 +133,78 @@ def fit_stack(
     x = clean_evidence(tables, manifest["id"].astype(str).tolist(), reference)
     model = LogisticRegression(C=c, max_iter=5000, random_state=seed)
     model.fit(x.to_numpy(), y)
-    model.clean_reference_ = reference
-    return model, list(tables)
+    coef, intercept = model.coef_, model.intercept_
+    if len(model.classes_) == 2:  # sklearn's binary form: p(second class) = sigmoid(w x + b)
+        coef = np.vstack([np.zeros_like(coef[0]), coef[0]])
+        intercept = np.array([0.0, intercept[0]])
+    return Stack(list(tables), [str(c) for c in model.classes_], coef, intercept, reference)
 
 
 def apply_stack(
-    model: LogisticRegression,
-    detectors: Sequence[str],
-    tables: Mapping[str, pd.DataFrame],
-    ids: Sequence[str],
-) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
+    stack: Stack, tables: Mapping[str, pd.DataFrame], ids: Sequence[str]
+) -> tuple[np.ndarray, pd.DataFrame, np.ndarray, pd.DataFrame]:
     """Stacked score ``-log p(none)`` (N,), each detector's contribution to the most likely fault
-    type (N, detectors), and that fault type (N,)."""
-    x = clean_evidence({d: tables[d] for d in detectors}, ids, model.clean_reference_)
-    probs = model.predict_proba(x.to_numpy())
-    classes = list(model.classes_)
-    none = classes.index("none")
+    type (N, D), that fault type (N,), and the evidence (N, D) it was computed from."""
+    x = stack.evidence(tables, ids)
+    probs = stack.proba(x.to_numpy())
+    none = stack.classes.index("none")
     score = -np.log(np.maximum(probs[:, none], 1e-300))
     faulty = probs.copy()
     faulty[:, none] = -1.0
     likely = faulty.argmax(axis=1)
-    contribution = pd.DataFrame(x.to_numpy() * model.coef_[likely], index=x.index, columns=list(detectors))
-    return score, contribution, np.asarray(classes, dtype=object)[likely]
+    contribution = pd.DataFrame(x.to_numpy() * stack.coef[likely], index=x.index, columns=stack.detectors)
+    return score, contribution, np.asarray(stack.classes, dtype=object)[likely], x
+
+
+STACK_FILE, CALIBRATION_FILE = "stack.json", "calibration.npz"
+
+
+def save_stack(folder: str | Path, stack: Stack, **info: Any) -> Path:
+    """Write the fitted ensemble as a folder, atomically: ``stack.json`` (detectors, fault types,
+    weights, ``info``) and ``calibration.npz`` (each detector's sorted clean scores). No pickle."""
+    from advmir.io import atomic_path
+
+    folder = Path(folder)
+    with atomic_path(folder) as tmp:
+        tmp.mkdir()
+        meta = {
+            "format": 1,
+            "detectors": stack.detectors,
+            "fault_types": stack.classes,
+            "coef": stack.coef.tolist(),
+            "intercept": stack.intercept.tolist(),
+            **info,
+        }
+        (tmp / STACK_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        with open(tmp / CALIBRATION_FILE, "wb") as handle:
+            np.savez(handle, **{d: stack.reference[d] for d in stack.detectors})
+    return folder
+
+
+def load_stack(folder: str | Path) -> tuple[Stack, dict[str, Any]]:
+    """A saved ensemble (:func:`save_stack`) and its info (what it was fitted on)."""
+    from advmir.artifacts import ArtifactError, load_npz, read_json
+
+    folder = Path(folder)
+    meta = read_json(folder / STACK_FILE, keys=("detectors", "fault_types", "coef", "intercept"))
+    reference = load_npz(folder / CALIBRATION_FILE)
+    missing = [d for d in meta["detectors"] if d not in reference]
+    if missing:
+        raise ArtifactError(folder / CALIBRATION_FILE, f"has no calibration for detector(s) {missing}")
+    coef = np.asarray(meta["coef"], dtype=np.float64)
+    if coef.shape != (len(meta["fault_types"]), len(meta["detectors"])):
+        raise ArtifactError(
+            folder / STACK_FILE, f"holds weights of shape {coef.shape}, not (fault types, detectors)"
+        )
+    stack = Stack(
+        list(meta["detectors"]),
+        list(meta["fault_types"]),
+        coef,
+        np.asarray(meta["intercept"], dtype=np.float64),
+        {d: np.asarray(reference[d], dtype=np.float64) for d in meta["detectors"]},
+    )
+    info = {k: v for k, v in meta.items() if k not in ("detectors", "fault_types", "coef", "intercept")}
+    return stack, info
 
 
 def flagged_by(

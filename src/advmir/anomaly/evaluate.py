@@ -24,7 +24,15 @@ if TYPE_CHECKING:
 
 ENSEMBLES = ("ensemble_rank", "ensemble_stack")
 REVIEW_COLUMNS = ("label", "pitch", "is_fault", "fault", "severity")  # manifest columns review.csv keeps
-OUTPUTS = ("metrics", "roc", "budget", "review", "generalisation", "severities")  # what evaluate_set makes
+OUTPUTS = (
+    "metrics",
+    "roc",
+    "budget",
+    "review",
+    "generalisation",
+    "severities",
+    "roc_families",
+)  # evaluate_set
 
 
 class AnomalyInputError(InputError, ValueError):
@@ -91,10 +99,25 @@ def score_with_detector(
         multitask=multitask,
     )
     for s in sets:
-        if s.classes != data.classes or s.sample_rate != data.sample_rate:
-            raise AnomalyInputError(f"{s.root} does not match {dataset} (classes or sample rate differ)")
-    score_sets = [ScoreSet(s.float_waveforms(slice(None)), s.manifest) for s in sets]
+        if s.sample_rate != data.sample_rate:
+            raise AnomalyInputError(
+                f"{s.root} is sampled at {s.sample_rate} Hz, the reference {dataset} at"
+                f" {data.sample_rate} Hz: prepare it at the reference's rate (e.g. folder.sample_rate)"
+            )
+    score_sets = [
+        ScoreSet(s.float_waveforms(slice(None)), in_classes(s.manifest, data.classes)) for s in sets
+    ]
     return run_detector(detector, ref, score_sets)
+
+
+def in_classes(manifest: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
+    """``manifest`` with ``label_idx`` re-indexed by label name into ``classes`` (-1: a label that is
+    not one of them, e.g. a folder's own labels against the embedded dataset's families)."""
+    index = {str(c): i for i, c in enumerate(classes)}
+    mapped = manifest["label"].astype(str).map(index).fillna(-1).astype(int)
+    if (mapped.to_numpy() == manifest["label_idx"].to_numpy()).all():
+        return manifest
+    return manifest.assign(label_idx=mapped.to_numpy())
 
 
 def read_scores(paths: Sequence[str | Path]) -> dict[str, pd.DataFrame]:
@@ -104,12 +127,20 @@ def read_scores(paths: Sequence[str | Path]) -> dict[str, pd.DataFrame]:
     }
 
 
-def score_ensemble(kind: str, score_paths: Sequence[str | Path], sets: Sequence[Dataset]) -> pd.DataFrame:
+def score_ensemble(
+    kind: str,
+    score_paths: Sequence[str | Path],
+    sets: Sequence[Dataset],
+    save: str | Path | None = None,
+    **stack_info: Any,
+) -> pd.DataFrame:
     """Combine base detectors' scores of ``sets[0]`` into ensemble ``kind`` (one of
-    :data:`ENSEMBLES`): one table (id, score, detector, reason[, likely_fault]) in the set's order.
+    :data:`ENSEMBLES`): one table (id, score, detector, reason[, likely_fault, reason_1..3]) in the
+    set's order.
 
     With two sets, ``score_paths`` are the first set's CSVs, then as many of the second
-    (validation) set's; ``ensemble_stack`` needs them, to fit its weights on the validation set.
+    (validation) set's; ``ensemble_stack`` needs them, to fit its weights on the validation set,
+    and writes the fitted ensemble to the folder ``save`` (with ``stack_info``) when given.
     """
     from advmir.anomaly import ensemble
 
@@ -136,13 +167,18 @@ def score_ensemble(kind: str, score_paths: Sequence[str | Path], sets: Sequence[
             raise AnomalyInputError(
                 f"validation scores {sorted(valid)} do not match test scores {sorted(tables)}"
             )
-        model, dets = ensemble.fit_stack(valid, sets[1].manifest)
-        value, contribution, likely = ensemble.apply_stack(model, dets, tables, ids)
+        stack = ensemble.fit_stack(valid, sets[1].manifest)
+        if save is not None:
+            ensemble.save_stack(save, stack, **stack_info)
+        value, contribution, likely, evidence = ensemble.apply_stack(stack, tables, ids)
     detectors, reasons = ensemble.flagged_by(contribution, tables)
     # `detector`: the base detector that weighed most for the clip; `reason`: what it said
     table = pd.DataFrame({"id": ids, "score": value, "detector": detectors, "reason": reasons})
     if kind == "ensemble_stack":
+        from advmir.anomaly.review import curator_reasons
+
         table["likely_fault"] = likely
+        table = pd.concat([table, curator_reasons(contribution, evidence, tables)], axis=1)
     return table
 
 
@@ -162,14 +198,15 @@ def aligned_scores(manifest: pd.DataFrame, tables: Mapping[str, pd.DataFrame]) -
 
 def review_table(manifest: pd.DataFrame, tables: Mapping[str, pd.DataFrame], ranking: str) -> pd.DataFrame:
     """review.csv: every clip of ``manifest``, most suspicious first by detector ``ranking`` (the first
-    table's if it has none): rank, id, ranked_by, score, detector, reason[, likely_fault], and the
-    manifest's :data:`REVIEW_COLUMNS`."""
+    table's if it has none): rank, id, ranked_by, score, detector, reason[, likely_fault, the
+    stack's reasons in words reason_1..3], and the manifest's :data:`REVIEW_COLUMNS`."""
     ranking = ranking if ranking in tables else next(iter(tables))
     t = tables[ranking].set_index("id").loc[manifest["id"]].reset_index()
     detector = t["detector"] if "detector" in t else ranking
     review = pd.DataFrame({"id": t["id"], "score": t["score"], "detector": detector, "reason": t["reason"]})
-    if "likely_fault" in t:
-        review["likely_fault"] = t["likely_fault"].to_numpy()
+    for column in ("likely_fault", *(c for c in t.columns if c.startswith("reason_"))):
+        if column in t:
+            review[column] = t[column].to_numpy()
     extra = [c for c in REVIEW_COLUMNS if c in manifest.columns]
     review = review.merge(manifest[["id", *extra]], on="id", how="left")
     review = review.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
@@ -188,7 +225,8 @@ def evaluate_set(
     and fault, :func:`advmir.anomaly.metrics.evaluate`), ``roc`` (ROC points, all faults pooled),
     ``budget`` (faults found against share reviewed), ``review`` (:func:`review_table`),
     ``generalisation`` (in-generator vs held-out fault implementations per family,
-    :func:`advmir.anomaly.metrics.generalisation`) and ``severities`` (ROC-AUC per fault and severity).
+    :func:`advmir.anomaly.metrics.generalisation`), ``severities`` (ROC-AUC per fault and severity)
+    and ``roc_families`` (ROC points per fault family, in-generator and held-out apart).
 
     Args:
         manifest: the set's manifest (N rows; ``id`` as strings, ``is_fault``, ``fault``, ``severity``).
@@ -208,6 +246,7 @@ def evaluate_set(
         "review": lambda: review_table(manifest, tables, ranking),
         "generalisation": lambda: metrics.generalisation(manifest, scores),
         "severities": lambda: metrics.by_severity(manifest, scores),
+        "roc_families": lambda: metrics.family_roc_points(manifest, scores),
     }
     return {name: make[name]() for name in OUTPUTS if name in outputs}
 

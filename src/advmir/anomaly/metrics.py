@@ -195,12 +195,59 @@ def roc_points(manifest: pd.DataFrame, scores: Mapping[str, np.ndarray]) -> pd.D
 
 
 def budget_curve(manifest: pd.DataFrame, scores: Mapping[str, np.ndarray], steps: int = 50) -> pd.DataFrame:
-    """Share of faults found against the share of the split reviewed: tidy (detector, budget, found)."""
+    """Share of faults found against the share of the split reviewed (the whole split ranked, as a
+    curator listens to it): tidy (detector, implementations, budget, clips, found), where
+    ``implementations`` counts all faults (``all``), those of implementations seen in fitting
+    (``in_generator``) or only the held-out ones (``held_out``, when the split has any), and
+    ``clips`` is the number of clips listened to."""
     y = manifest["is_fault"].to_numpy() == 1
+    _, _, held = fault_columns(manifest)
+    parts = {"all": y, "in_generator": y & ~held, "held_out": y & held}
     budgets = np.linspace(0, 1, steps + 1)
     rows = [
-        {"detector": det, "budget": b, "found": found_within(y, score, b)}
+        {
+            "detector": det,
+            "implementations": part,
+            "budget": b,
+            "clips": math.ceil(b * len(y)),
+            "found": found_within(target, score, b),
+        }
         for det, score in scores.items()
+        for part, target in parts.items()
+        if part == "all" or target.any()
         for b in budgets
     ]
     return pd.DataFrame(rows)
+
+
+def family_roc_points(manifest: pd.DataFrame, scores: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """ROC curve of every detector per fault family, in-generator and held-out implementations apart,
+    each family's faulty clips against all clean clips: tidy (detector, fault_family, implementations,
+    n_faulty, roc_auc, fpr, tpr)."""
+    _, family, held = fault_columns(manifest)
+    clean = manifest["is_fault"].to_numpy() == 0
+    frames = []
+    for det, score in scores.items():
+        score = np.asarray(score, dtype=np.float64)
+        for fam in sorted(set(family[~clean])):
+            for part, in_part in (("in_generator", ~held), ("held_out", held)):
+                target = ~clean & in_part & (family == fam)
+                if not target.any() or not clean.any():
+                    continue
+                keep = target | clean
+                fpr, tpr, _ = roc_curve(target[keep], score[keep])
+                frames.append(
+                    pd.DataFrame(
+                        {
+                            "detector": det,
+                            "fault_family": fam,
+                            "implementations": part,
+                            "n_faulty": int(target.sum()),
+                            "roc_auc": roc_auc(target[keep], score[keep]),
+                            "fpr": fpr,
+                            "tpr": tpr,
+                        }
+                    )
+                )
+    columns = ["detector", "fault_family", "implementations", "n_faulty", "roc_auc", "fpr", "tpr"]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)

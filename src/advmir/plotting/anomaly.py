@@ -1,8 +1,10 @@
-"""Figures of anomaly detection, from the tables only: ROC curves, AUC heatmap, review budget."""
+"""Figures of anomaly detection, from the tables only: ROC curves (pooled and per fault family), AUC
+heatmap, review budget (all faults, and in-generator vs held-out fault implementations)."""
 
 from __future__ import annotations
 
 import argparse
+import math
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -83,6 +85,8 @@ def plot_budget(budget: pd.DataFrame, metrics: pd.DataFrame) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(6.5, 5.0))
     order = _order(metrics)
     palette = sns.color_palette("tab20", n_colors=max(3, len(order)))
+    if "implementations" in budget:
+        budget = budget[budget["implementations"] == "all"]
     for k, det in enumerate(order):
         curve = budget[budget["detector"] == det]
         if curve.empty:
@@ -114,6 +118,95 @@ def plot_budget(budget: pd.DataFrame, metrics: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+PART_STYLE = {"in_generator": "-", "held_out": "--"}
+
+
+def _best_base(table: pd.DataFrame, shown: tuple[str, ...]) -> str | None:
+    """The detector (not one of ``shown``) with the highest ROC-AUC in ``table``."""
+    rest = table[~table["detector"].isin(shown)].drop_duplicates("detector")
+    return None if rest.empty else str(rest.sort_values("roc_auc", ascending=False)["detector"].iloc[0])
+
+
+def plot_family_roc(roc: pd.DataFrame, shown: tuple[str, ...] = HIGHLIGHT) -> plt.Figure:
+    """One panel per fault family: ROC of the ensembles, the multi-task net and the family's best
+    single detector, implementations seen in fitting solid, held-out ones dashed (ROC-AUC in the legend)."""
+    families = sorted(roc["fault_family"].unique()) if len(roc) else []
+    cols = 4
+    rows = max(1, math.ceil(len(families) / cols))
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(3.1 * cols, 2.8 * rows), squeeze=False, sharex=True, sharey=True
+    )
+    colours = dict(zip((*shown, "best single"), sns.color_palette("tab10", len(shown) + 1), strict=True))
+    for ax, fam in zip(axes.flat, families, strict=False):
+        part = roc[roc["fault_family"] == fam]
+        best = _best_base(part[part["implementations"] == "held_out"], shown) or _best_base(part, shown)
+        for det in (*shown, best):
+            if det is None:
+                continue
+            colour = colours["best single" if det == best else det]
+            for impl, style in PART_STYLE.items():
+                curve = part[(part["detector"] == det) & (part["implementations"] == impl)]
+                if curve.empty:
+                    continue
+                ax.plot(
+                    curve["fpr"],
+                    curve["tpr"],
+                    ls=style,
+                    color=colour,
+                    lw=1.8 if det == "ensemble_stack" else 1.0,
+                    label=f"{det}{' held out' if impl == 'held_out' else ''} {curve['roc_auc'].iloc[0]:.2f}",
+                )
+        ax.plot([0, 1], [0, 1], ls=":", color="grey", lw=0.6)
+        n = part.drop_duplicates("implementations").set_index("implementations")["n_faulty"].to_dict()
+        ax.set_title(f"{fam} (n={n.get('in_generator', 0)} / {n.get('held_out', 0)} held out)", fontsize=8)
+        ax.legend(fontsize=5, loc="lower right")
+    for ax in axes.flat[len(families) :]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("false positive rate", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("true positive rate", fontsize=8)
+    if not families:
+        axes[0, 0].text(0.5, 0.5, "no injected faults in this split", ha="center", va="center")
+    fig.suptitle(
+        "ROC per fault family: solid = implementations seen in fitting, dashed = held out", fontsize=9
+    )
+    fig.tight_layout()
+    return fig
+
+
+def plot_budget_held_out(budget: pd.DataFrame, shown: tuple[str, ...] = HIGHLIGHT) -> plt.Figure:
+    """Faults found against clips listened to (the whole split ranked), for the ensembles and the
+    multi-task net: all faults, in-generator and held-out implementations apart."""
+    fig, ax = plt.subplots(figsize=(6.5, 5.0))
+    colours = dict(zip(shown, sns.color_palette("tab10", len(shown)), strict=True))
+    styles = {"all": ":", **PART_STYLE}
+    for det in shown:
+        for impl, style in styles.items():
+            curve = budget[(budget["detector"] == det) & (budget["implementations"] == impl)]
+            if curve.empty:
+                continue
+            ax.plot(
+                curve["clips"],
+                100 * curve["found"],
+                ls=style,
+                color=colours[det],
+                lw=2.0 if det == "ensemble_stack" else 1.0,
+                label=f"{det}, {impl.replace('_', '-')}",
+            )
+    if len(budget):
+        total = int(budget["clips"].max())
+        for b in (0.05, 0.10):
+            ax.axvline(b * total, ls="--", color="grey", lw=0.5)
+    ax.set_xlabel("clips listened to, best-ranked first")
+    ax.set_ylabel("share of faulty clips found (%)")
+    ax.set_ylim(0, 101)
+    ax.set_title("review budget: implementations seen in fitting vs held out")
+    ax.legend(fontsize=6.5, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="advmir plot-anomalies", description=__doc__)
     parser.add_argument("--metrics", required=True, help="results/anomaly/DATASET/metrics.csv")
@@ -122,10 +215,22 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--roc-out", nargs="+", required=True, help="figure paths (.png and/or .pdf)")
     parser.add_argument("--heatmap-out", nargs="+", required=True)
     parser.add_argument("--budget-out", nargs="+", required=True)
+    parser.add_argument("--roc-families", help="results/anomaly/DATASET/roc_families.csv")
+    parser.add_argument("--families-out", nargs="+", default=[], help="figure: ROC per fault family")
+    parser.add_argument(
+        "--held-out-out", nargs="+", default=[], help="figure: review budget, held-out faults"
+    )
     args = parser.parse_args(argv)
     setup_logging()
     metrics = read_csv(args.metrics)
+    budget = read_csv(args.budget)
     save_figure(plot_roc(read_csv(args.roc), metrics), args.roc_out)
     save_figure(plot_auc_heatmap(metrics), args.heatmap_out)
-    save_figure(plot_budget(read_csv(args.budget), metrics), args.budget_out)
+    save_figure(plot_budget(budget, metrics), args.budget_out)
+    if args.families_out:
+        if not args.roc_families:
+            parser.error("--families-out needs --roc-families")
+        save_figure(plot_family_roc(read_csv(args.roc_families)), args.families_out)
+    if args.held_out_out:
+        save_figure(plot_budget_held_out(budget), args.held_out_out)
     return 0

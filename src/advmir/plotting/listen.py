@@ -1,4 +1,5 @@
-"""A page of listenable examples for the report: clean, adversarial and amplified perturbation.
+"""Pages of listenable clips for the report: clean, adversarial and amplified perturbation of each
+attack; the top clips of a review list with their reasons.
 
 Snakemake's report shows a WAV only as a download link, so the examples are embedded as
 ``<audio>`` players (base64 data URIs) in one self-contained HTML page flagged for the report.
@@ -19,8 +20,21 @@ KINDS = ("clean", "adversarial", "perturbation_x10")
 
 
 def _player(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return _player_bytes(path.read_bytes())
+
+
+def _player_bytes(wav: bytes) -> str:
+    data = base64.b64encode(wav).decode("ascii")
     return f'<audio controls preload="auto" src="data:audio/wav;base64,{data}"></audio>'
+
+
+def _page(title: str, heading: str, table: str, note: str = "") -> str:
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        "<style>body{font-family:sans-serif}td,th{padding:4px 8px;border-bottom:1px solid #ddd;"
+        "vertical-align:top}audio{width:220px}</style></head>"
+        f"<body><h2>{html.escape(heading)}</h2>{note}<table>{table}</table></body></html>\n"
+    )
 
 
 def listening_page(runs: list[Path], per_run: int = 1) -> str:
@@ -46,22 +60,59 @@ def listening_page(runs: list[Path], per_run: int = 1) -> str:
                 f"<td>{html.escape(clip)}<br><small>{html.escape(verdict)}</small></td>{cells}</tr>"
             )
     head = "".join(f"<th>{h}</th>" for h in ("model", "attack", "clip", *KINDS))
-    return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Listen</title>"
-        "<style>body{font-family:sans-serif}td,th{padding:4px 8px;border-bottom:1px solid #ddd}"
-        "audio{width:220px}</style></head><body><h2>Adversarial examples: listen</h2>"
-        f"<table><tr>{head}</tr>{''.join(rows)}</table></body></html>\n"
+    return _page("Listen", "Adversarial examples: listen", f"<tr>{head}</tr>{''.join(rows)}")
+
+
+def review_page(dataset: Path, review: Path, top: int = 20) -> str:
+    """HTML with the ``top`` clips of a review list (review.csv of ``dataset``): rank, clip (and its
+    file), p_fault, the reasons in words, and a player of the clip as prepared (mono, resampled)."""
+    import io
+
+    import soundfile as sf
+
+    from advmir.datasets.contract import load_dataset
+
+    data = load_dataset(dataset)
+    table = read_csv(review, columns=["rank", "id"], keep_default_na=False).sort_values("rank").head(top)
+    row_of = {str(i): n for n, i in enumerate(data.manifest["id"].astype(str))}
+    reasons = [c for c in table.columns if c.startswith("reason_")] or ["reason"]
+    rows = []
+    for _, r in table.iterrows():
+        buf = io.BytesIO()
+        sf.write(buf, data.float_waveforms([row_of[str(r["id"])]])[0], data.sample_rate, format="WAV")
+        where = f"<br><small>{html.escape(str(r['path']))}</small>" if "path" in r else ""
+        p = f"{float(r['p_fault']):.2f}" if "p_fault" in r else f"{float(r['score']):.2f}"
+        said = "<br>".join(html.escape(str(r[c])) for c in reasons if str(r.get(c, "")))
+        rows.append(
+            f"<tr><td>{int(r['rank'])}</td><td>{html.escape(str(r['id']))}{where}</td><td>{p}</td>"
+            f"<td>{said}</td><td>{_player_bytes(buf.getvalue())}</td></tr>"
+        )
+    head = "".join(f"<th>{h}</th>" for h in ("rank", "clip", "p_fault", "why", "listen"))
+    note = (
+        f"<p>The {len(rows)} most suspicious clips of {html.escape(dataset.name)}, as prepared "
+        "(mono, resampled, cut or padded); the full ranked list is review.csv.</p>"
     )
+    return _page("Review", "Listen first: the most suspicious clips", f"<tr>{head}</tr>{''.join(rows)}", note)
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="advmir listening-page", description=__doc__)
-    parser.add_argument("--runs", nargs="+", required=True, help="attack run folders (with listen/)")
+    parser.add_argument("--runs", nargs="+", help="attack run folders (with listen/)")
     parser.add_argument("--per-run", type=int, default=1, help="examples per run")
+    parser.add_argument("--review", help="a review.csv: a page of its top clips instead (with --dataset)")
+    parser.add_argument("--dataset", help="the prepared dataset the review list ranks")
+    parser.add_argument("--top", type=int, default=20, help="clips of the review list to play")
     parser.add_argument("--out", required=True, help="HTML page to write")
     args = parser.parse_args(argv)
     setup_logging()
-    page = listening_page([Path(r) for r in args.runs], args.per_run)
+    if args.review:
+        if not args.dataset:
+            parser.error("--review needs --dataset")
+        page = review_page(Path(args.dataset), Path(args.review), args.top)
+    elif args.runs:
+        page = listening_page([Path(r) for r in args.runs], args.per_run)
+    else:
+        parser.error("give --runs or --review")
     with atomic_path(args.out, suffix=".html") as tmp:
         tmp.write_text(page)
     return 0

@@ -54,6 +54,10 @@ ANOMALY_ENSEMBLES = ["ensemble_rank"] + (
     ["ensemble_stack"] if ANOMALY_FRACTION["valid"] > 0 else []
 )
 ANOMALY_RANKING = ANOMALY_ENSEMBLES[-1]
+# Other datasets ranked by one dataset's saved ensemble (rule review_dataset; `make review`)
+REVIEW = ANOMALY["review"]
+REVIEW_DATASETS = list(REVIEW["datasets"])
+REVIEW_SOURCE = REVIEW["ensemble"] or (ANOMALY_DATASETS[:1] or [None])[0]
 
 
 def _check_anomaly_config():
@@ -83,6 +87,21 @@ def _check_anomaly_config():
     if ANOMALY_FAULTS and all(n in ANOMALY_HELD_OUT for n in ANOMALY_FAULTS):
         raise ValueError(
             "anomaly.held_out holds every fault: leave at least one to fit the ensemble on"
+        )
+
+    unknown = [d for d in REVIEW_DATASETS if d not in DATASETS]
+    if unknown:
+        raise ValueError(
+            f"anomaly.review.datasets {unknown} are not in `datasets` ({', '.join(DATASETS)})"
+        )
+    if REVIEW_DATASETS and REVIEW_SOURCE not in ANOMALY_DATASETS:
+        raise ValueError(
+            f"anomaly.review.ensemble {REVIEW_SOURCE!r} is not one of the datasets the anomaly"
+            f" stage scores (anomaly.datasets: {ANOMALY_DATASETS})"
+        )
+    if REVIEW_DATASETS and ANOMALY_FRACTION["valid"] <= 0:
+        raise ValueError(
+            "anomaly.review needs the stacked ensemble: set anomaly.valid_fraction > 0"
         )
 
 
@@ -122,7 +141,6 @@ def anomaly_corrupt_args(wildcards):
 wildcard_constraints:
     anomaly_split="test|valid",
     detector="|".join(BASE_DETECTORS + ["multitask"]),
-    ensemble="ensemble_rank|ensemble_stack",
 
 
 def anomaly_set(dataset, split):
@@ -150,6 +168,29 @@ def anomaly_detector_inputs(wildcards):
         inputs["multitask"] = (
             f"{RESULTS}/anomaly/{wildcards.dataset}/multitask/model.ckpt"
         )
+    return inputs
+
+
+def review_inputs(wildcards):
+    """The dataset to review, and what the saved ensemble of REVIEW_SOURCE needs to score it: that
+    dataset (its clean train clips), its classifiers and trained detectors."""
+    root = f"{RESULTS}/anomaly/{REVIEW_SOURCE}"
+    source = f"{RESULTS}/data/{REVIEW_SOURCE}"
+    inputs = {
+        "dataset": dataset_files(wildcards)["waveforms"],
+        "source": [
+            f"{source}/{f}" for f in ("waveforms.npy", "manifest.csv", "classes.json")
+        ],
+        "ensemble": [f"{root}/ensemble/stack.json", f"{root}/ensemble/calibration.npz"],
+    }
+    if "autoencoder" in ANOMALY_DETECTORS:
+        inputs["autoencoder"] = f"{root}/autoencoder/model.ckpt"
+    if "multitask" in ANOMALY_ENSEMBLE_INPUTS:
+        inputs["multitask"] = f"{root}/multitask/model.ckpt"
+    if {"max_softmax", "energy", "label_errors"} & set(ANOMALY_DETECTORS):
+        inputs["models"] = [
+            f"{RESULTS}/models/{REVIEW_SOURCE}/{m}/model.ckpt" for m in ANOMALY_MODELS
+        ]
     return inputs
 
 
@@ -181,7 +222,13 @@ def anomaly_figures(dataset):
     root = f"{RESULTS}/figures/anomaly/{dataset}"
     return [
         f"{root}/{name}.{ext}"
-        for name in ("roc", "auc_heatmap", "review_budget")
+        for name in (
+            "roc",
+            "auc_heatmap",
+            "review_budget",
+            "roc_families",
+            "review_budget_held_out",
+        )
         for ext in ("png", "pdf")
     ]
 
@@ -199,4 +246,18 @@ def anomaly_targets():
         targets += [f"{RESULTS}/anomaly/{dataset}/review.csv"] + anomaly_figures(
             dataset
         )
-    return targets
+    return targets + review_targets()
+
+
+def review_targets():
+    """review.csv and the listening page of every dataset of anomaly.review.datasets."""
+    if not ANOMALY_ENABLED:
+        return []
+    return [
+        path
+        for d in REVIEW_DATASETS
+        for path in (
+            f"{RESULTS}/anomaly/{d}/reviewed/review.csv",
+            f"{RESULTS}/figures/anomaly/{d}/review_listen.html",
+        )
+    ]
