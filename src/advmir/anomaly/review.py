@@ -56,6 +56,8 @@ HEADLINES = {
     "multitask": "fault network",
 }
 N_REASONS = 3
+#: evidence a second or third reason needs: a score that at most 5% of clean clips reach
+EVIDENT = -np.log(0.05)
 #: detectors that need the dataset's labels to be the ensemble's classes
 NEEDS_KNOWN_LABELS = ("label_errors",)
 
@@ -72,7 +74,8 @@ def curator_reasons(
     n: int = N_REASONS,
 ) -> pd.DataFrame:
     """Per clip, up to ``n`` reasons in words: ``reason_1..n`` columns (N rows, ``contribution``'s
-    order; empty when fewer detectors pushed the clip up).
+    order). The first is the detector that pushed the clip up most; the others only detectors that
+    pushed it up too with a score at most 5% of clean clips reach (empty otherwise).
 
     Args:
         contribution: (N, D) each detector's push towards the most likely fault (weight x evidence).
@@ -89,7 +92,8 @@ def curator_reasons(
         words = []
         for j in order[k]:
             det = names[j]
-            if det not in said or (words and contribution.iat[k, j] <= 0):
+            weak = contribution.iat[k, j] <= 0 or evidence.at[clip, det] < EVIDENT
+            if det not in said or (words and weak):  # the first reason always, more only when telling
                 continue
             reason = said[det].get(str(clip), "")
             rare = _rarity(evidence.at[clip, det])

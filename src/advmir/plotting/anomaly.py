@@ -175,9 +175,12 @@ def plot_family_roc(roc: pd.DataFrame, shown: tuple[str, ...] = HIGHLIGHT) -> pl
     return fig
 
 
-def plot_budget_held_out(budget: pd.DataFrame, shown: tuple[str, ...] = HIGHLIGHT) -> plt.Figure:
+def plot_budget_held_out(
+    budget: pd.DataFrame, n_faulty: int = 0, shown: tuple[str, ...] = HIGHLIGHT
+) -> plt.Figure:
     """Faults found against clips listened to (the whole split ranked), for the ensembles and the
-    multi-task net: all faults, in-generator and held-out implementations apart."""
+    multi-task net: all faults, in-generator and held-out implementations apart; with ``n_faulty``
+    (faulty clips in the split), the perfect ranking's curve."""
     fig, ax = plt.subplots(figsize=(6.5, 5.0))
     colours = dict(zip(shown, sns.color_palette("tab10", len(shown)), strict=True))
     styles = {"all": ":", **PART_STYLE}
@@ -198,6 +201,16 @@ def plot_budget_held_out(budget: pd.DataFrame, shown: tuple[str, ...] = HIGHLIGH
         total = int(budget["clips"].max())
         for b in (0.05, 0.10):
             ax.axvline(b * total, ls="--", color="grey", lw=0.5)
+        if n_faulty:
+            xs = np.linspace(0, total, 101)
+            ax.plot(
+                xs,
+                np.minimum(100, 100 * xs / n_faulty),
+                ls="--",
+                color="black",
+                lw=0.8,
+                label="perfect ranking",
+            )
     ax.set_xlabel("clips listened to, best-ranked first")
     ax.set_ylabel("share of faulty clips found (%)")
     ax.set_ylim(0, 101)
@@ -232,5 +245,8 @@ def main(argv: list[str]) -> int:
             parser.error("--families-out needs --roc-families")
         save_figure(plot_family_roc(read_csv(args.roc_families)), args.families_out)
     if args.held_out_out:
-        save_figure(plot_budget_held_out(budget), args.held_out_out)
+        overall = metrics.loc[metrics["fault"] == "all", "n_faulty"]
+        save_figure(
+            plot_budget_held_out(budget, int(overall.iloc[0]) if len(overall) else 0), args.held_out_out
+        )
     return 0
