@@ -80,7 +80,8 @@ def review_page(dataset: Path, review: Path, top: int = 20) -> str:
     for _, r in table.iterrows():
         buf = io.BytesIO()
         sf.write(buf, data.float_waveforms([row_of[str(r["id"])]])[0], data.sample_rate, format="WAV")
-        where = f"<br><small>{html.escape(str(r['path']))}</small>" if "path" in r else ""
+        shown = "path" in r and str(r["path"]) != str(r["id"])  # a folder's clip id is often its path
+        where = f"<br><small>{html.escape(str(r['path']))}</small>" if shown else ""
         p = f"{float(r['p_fault']):.2f}" if "p_fault" in r else f"{float(r['score']):.2f}"
         said = "<br>".join(html.escape(str(r[c])) for c in reasons if str(r.get(c, "")))
         rows.append(
