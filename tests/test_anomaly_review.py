@@ -112,3 +112,11 @@ def test_a_folder_of_recordings_to_review_csv_in_one_command(recordings, tmp_pat
     page = (results / "figures/anomaly/folder/review_listen.html").read_text()
     assert page.count("<audio") == config["anomaly"]["review"]["top"]
     assert str(review["path"].iloc[0]) in page
+
+
+def test_dry_run_refuses_a_review_of_a_dataset_not_in_datasets(tmp_path):
+    config = review_config(tmp_path / "results", tmp_path)
+    config["datasets"] = ["synth_notes"]
+    proc = run_snakemake(tmp_path, config, "-n", "review", check=False)
+    said = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "anomaly.review.datasets ['folder'] are not in `datasets`" in said
