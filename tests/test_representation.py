@@ -237,3 +237,8 @@ def test_one_job_crafts_scores_and_tabulates(tiny_dataset, tmp_path, one_torch_t
     }
     assert (summary["n"] <= 6 * summary["n_pairs"]).all()
     assert json.loads((runs[0] / "run.json").read_text())["spec"]["excluded"] == "logmel"
+    from advmir.plotting.common import save_figure
+    from advmir.plotting.representation import plot_summary
+
+    save_figure(plot_summary(summary), [str(tmp_path / "figure.png")])
+    assert (tmp_path / "figure.png").stat().st_size > 0

@@ -29,7 +29,7 @@ COLUMNS = ("dataset", "kind", "measure", "representation", "condition", "budget_
 def plot_summary(summary: pd.DataFrame) -> plt.Figure:
     """Held-out success vs SNR budget, panels (condition x held-out representation)."""
     held = summary[summary["measure"] == "held_out"]
-    conditions = list(dict.fromkeys(held["condition"])) or ["none"]
+    conditions = sorted(dict.fromkeys(held["condition"]), key=lambda c: c != "none") or ["none"]
     reps = sorted(held["representation"].unique()) or ["-"]
     fig, axes = plt.subplots(
         len(conditions),
