@@ -111,6 +111,15 @@ def tiny_config(results: Path) -> dict:
             "multitask": {"epochs": 1},
         }
     )
+    # Two representations in the tiny zoo (log-mel, raw waveform): each held out once, a few steps.
+    config["representation_transfer"] = {
+        "enabled": True,
+        "members": ["logmel_cnn", "wave_cnn"],
+        "eval_size": 6,
+        "codecs": ["mp3_32k"],
+        "attack": {"steps": 3, "loss": "margin", "kappa": 1.0},
+        "feature": {"enabled": True, "frontends": ["stft", "logmel"], "steps": 2},
+    }
     # One tiny defended model (fast_at, a short guard) and a small ensemble on the attack stage's 12
     # clips; one tiny augmented model (adv_aug, two epochs) for the augmentation table only: the
     # robust evaluation names the other two.

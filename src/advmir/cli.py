@@ -56,6 +56,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate-transfer": ("advmir.transfer.cli:evaluate", "predictions of every target model"),
     "summarize-transfer": ("advmir.transfer.cli:summarize", "tidy transfer and codec tables"),
     "plot-transfer": ("advmir.plotting.transfer:main", "figures of compression and transfer"),
+    "craft-representation-transfer": (
+        "advmir.representation.cli:craft",
+        "one ensemble, single-model or feature-space source at one budget, scored on every target",
+    ),
+    "summarize-representation-transfer": (
+        "advmir.representation.cli:summarize",
+        "leave-one-representation-out transfer table (representation_transfer.csv)",
+    ),
+    "plot-representation-transfer": (
+        "advmir.plotting.representation:main",
+        "figure: held-out representation success vs SNR budget",
+    ),
     "evaluate-robustness": (
         "advmir.defenses.cli:evaluate",
         "robust accuracy of one model under an attack ensemble, and its sanity checks",

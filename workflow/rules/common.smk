@@ -141,6 +141,7 @@ def get_final_output(wildcards):
         *ATTACK_PLAN.targets(),
         *CODEC_PLAN.codec_targets(),
         *TRANSFER_PLAN.transfer_targets(),
+        *REPRESENTATION_PLAN.targets_files(),
         *DEFENSE_PLAN.targets(),
         *anomaly_targets(),
         *generalisation_targets(),

@@ -244,6 +244,11 @@ class Attack:
         outs = [self.model(x[i : i + self.batch_size]) for i in range(0, x.shape[0], self.batch_size)]
         return torch.cat(outs) if outs else x.new_zeros((0, 0))
 
+    def target_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, C) that random and least-likely targets are chosen from: the crafting model's
+        (an ensemble attack combines its members')."""
+        return self.predict_logits(x)
+
     def choose_targets(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Targets (B,) for clips x (B, T) with labels y (B,); -1 everywhere when untargeted."""
         if self.targeted is None:
@@ -256,7 +261,7 @@ class Attack:
                     "map every label of the evaluation set"
                 )
             return torch.tensor([self.target_map[int(v)] for v in y.tolist()], dtype=y.dtype, device=y.device)
-        logits = self.predict_logits(x)
+        logits = self.target_logits(x)
         if self.targeted == "least_likely":
             return logits.argmin(dim=1).to(y.dtype)
         n_classes = logits.shape[1]

@@ -47,6 +47,10 @@ class MIFGSM(BIM):
         return {**super().init_state(x, y, t, radius), "momentum": torch.zeros_like(x)}
 
     def direction(self, grad: torch.Tensor, state: dict) -> torch.Tensor:
-        grad = grad / grad.abs().mean(dim=1, keepdim=True).clamp_min(1e-20)
-        state["momentum"] = self.decay * state["momentum"] + grad
+        state["momentum"] = accumulate_momentum(state["momentum"], grad, self.decay)
         return state["momentum"].sign()
+
+
+def accumulate_momentum(momentum: torch.Tensor, grad: torch.Tensor, decay: float) -> torch.Tensor:
+    """MI-FGSM's momentum update: ``decay * momentum + grad / mean|grad|`` per clip, (B, T) -> (B, T)."""
+    return decay * momentum + grad / grad.abs().mean(dim=1, keepdim=True).clamp_min(1e-20)
