@@ -17,7 +17,7 @@ How it predicts:
    over the measured jobs of its rule with the most specific matching key (``job_key``: the attack
    class and the model's front-end and architecture, the codec, the detector, ...; less specific
    keys when nothing matches), ``overhead`` the fixed start of a job (Python, imports, reading the
-   data), taken as the shortest measured job of the run. CPU seconds scale the same way.
+   data), taken as the 10th percentile of the measured jobs' wall. CPU seconds scale the same way.
 3. Schedule. A list-scheduling simulation on M nodes of C cores and G GPUs each: a job starts when
    every job it reads from has finished, on the first node with its threads free (and a GPU, for the
    rules that declare a ``gpu`` resource, when G > 0); the ready job with the longest path of work
@@ -63,6 +63,9 @@ SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
 # Training cost of a defended model relative to its base model, per epoch (see the module docstring).
 DEFENSE_FACTOR = {"fast_at": 2.0, "adv_aug": 3.0}
+# A rule the measured run never ran is costed at another rule's rate per work unit when the two do
+# the same kind of work (robust and transformation-defense evaluations run attacks: clips x steps).
+PROXY = {"evaluate_transform": "craft_adversarial", "evaluate_robustness": "craft_adversarial"}
 # Attack parameters that multiply an attack's work per clip.
 ITERATION_PARAMS = ("steps", "binary_steps", "n_restarts", "eot_samples", "n_queries", "epochs")
 
@@ -92,6 +95,8 @@ def run_dry_run(configfile: Path, results: str) -> str:
         "snakemake",
         "-n",
         "-F",
+        "--cores",  # so that the listing shows each job's declared threads, uncapped
+        "1024",
         "--configfile",
         str(configfile),
         "--replace-workflow-config",
@@ -465,8 +470,10 @@ class Rates:
     overhead_s: float
 
     @classmethod
-    def from_table(cls, table: pd.DataFrame) -> Rates:
-        overhead = float(table["s"].min()) if len(table) else 0.0
+    def from_table(cls, table: pd.DataFrame, overhead_quantile: float = 0.1) -> Rates:
+        """Rates of a :func:`measured_table`; the fixed start of a job is the OVERHEAD_QUANTILE
+        quantile of the measured walls (a few jobs end in under a second, doing nothing)."""
+        overhead = float(table["s"].quantile(overhead_quantile)) if len(table) else 0.0
         table = table.copy()
         table["wall_rate"] = (table["s"] - overhead).clip(lower=0) / table["size"]
         cpu_overhead = overhead * (table["cpu_time"] / table["s"]).median()
@@ -478,6 +485,9 @@ class Rates:
         """(wall s, CPU s, how it was matched) of one job."""
         rows = self.table[self.table["rule"] == rule]
         how = "rule"
+        if rows.empty and rule in PROXY:
+            rows = self.table[self.table["rule"] == PROXY[rule]]
+            key, how = (), f"proxy:{PROXY[rule]}"
         if rows.empty:
             # an unmeasured rule: the median measured job, flagged
             median = self.table["s"].median()
@@ -553,6 +563,60 @@ def predict(jobs: list[Job], sizer: Sizer, rates: Rates) -> Prediction:
     return Prediction(jobs, walls, cpus, gpu_parts, matched)
 
 
+def durations(
+    prediction: Prediction, gpus: int = 0, gpu_speedup: float = 10.0, job_overhead_s: float = 0.0
+) -> list[float]:
+    """Seconds of each job on a node with GPUS GPUs (a GPU rule's variable part / GPU_SPEEDUP)."""
+    return [
+        (w - p + p / gpu_speedup if gpus > 0 and job.gpu else w) + (job_overhead_s if job.benchmark else 0.0)
+        for w, p, job in zip(prediction.wall_s, prediction.gpu_part_s, prediction.jobs, strict=True)
+    ]
+
+
+def _children(jobs: list[Job]) -> list[list[int]]:
+    children: list[list[int]] = [[] for _ in jobs]
+    for i, job in enumerate(jobs):
+        for d in job.deps:
+            children[d].append(i)
+    return children
+
+
+def _ranks(jobs: list[Job], children: list[list[int]], duration: list[float]) -> list[float]:
+    """Longest path of work (seconds) from each job to the end, itself included."""
+    indegree = [len(job.deps) for job in jobs]
+    order, frontier = [], [i for i, d in enumerate(indegree) if d == 0]
+    while frontier:
+        i = frontier.pop()
+        order.append(i)
+        for c in children[i]:
+            indegree[c] -= 1
+            if indegree[c] == 0:
+                frontier.append(c)
+    if len(order) != len(jobs):
+        raise ValueError("the job graph has a cycle")
+    rank = [0.0] * len(jobs)
+    for i in reversed(order):
+        rank[i] = duration[i] + max((rank[c] for c in children[i]), default=0.0)
+    return rank
+
+
+def longest_chain(
+    prediction: Prediction, gpus: int = 0, gpu_speedup: float = 10.0
+) -> list[tuple[Job, float]]:
+    """The chain of dependent jobs with the most work (each with its seconds): no number of nodes
+    finishes the config faster than its sum."""
+    duration = durations(prediction, gpus, gpu_speedup)
+    children = _children(prediction.jobs)
+    rank = _ranks(prediction.jobs, children, duration)
+    heads = [i for i, job in enumerate(prediction.jobs) if not job.deps]
+    i = max(heads, key=lambda h: rank[h])
+    chain = [i]
+    while children[i]:
+        i = max(children[i], key=lambda c: rank[c])
+        chain.append(i)
+    return [(prediction.jobs[i], duration[i]) for i in chain if duration[i] > 0]
+
+
 def simulate(
     prediction: Prediction,
     nodes: int,
@@ -567,36 +631,17 @@ def simulate(
     longest path of work after it starts first, on the first node with its threads (capped at
     CORES) free, and, for a GPU rule when GPUS > 0, a free GPU (its variable time divided by
     GPU_SPEEDUP). CPU jobs and GPU jobs wait in separate queues, so a waiting GPU job does not hold
-    back CPU jobs. Returns hours: ``wall_h`` (makespan), ``core_h`` (threads x time), ``gpu_h``.
+    back CPU jobs. Returns hours: ``wall_h`` (makespan), ``chain_h`` (the longest chain of dependent
+    jobs, a floor no number of nodes beats), ``core_h`` (threads x time), ``gpu_h``.
     """
     jobs = prediction.jobs
     n = len(jobs)
     on_gpu = [gpus > 0 and job.gpu for job in jobs]
-    duration = [
-        (w - p + p / gpu_speedup if g else w) + (job_overhead_s if job.benchmark else 0.0)
-        for w, p, g, job in zip(prediction.wall_s, prediction.gpu_part_s, on_gpu, jobs, strict=True)
-    ]
+    duration = durations(prediction, gpus, gpu_speedup, job_overhead_s)
     threads = [min(max(job.threads, 1), cores) for job in jobs]
-    children: list[list[int]] = [[] for _ in range(n)]
+    children = _children(jobs)
     waiting = [len(job.deps) for job in jobs]
-    for i, job in enumerate(jobs):
-        for d in job.deps:
-            children[d].append(i)
-    # longest path of work from each job to the end (its priority), in reverse topological order
-    order, frontier = [], [i for i in range(n) if waiting[i] == 0]
-    indegree = list(waiting)
-    while frontier:
-        i = frontier.pop()
-        order.append(i)
-        for c in children[i]:
-            indegree[c] -= 1
-            if indegree[c] == 0:
-                frontier.append(c)
-    if len(order) != n:
-        raise ValueError("the job graph has a cycle")
-    rank = [0.0] * n
-    for i in reversed(order):
-        rank[i] = duration[i] + max((rank[c] for c in children[i]), default=0.0)
+    rank = _ranks(jobs, children, duration)
     free_cores = [cores] * nodes
     free_gpus = [gpus] * nodes
     queues: dict[bool, list[tuple[float, int]]] = {False: [], True: []}
@@ -641,9 +686,42 @@ def simulate(
                     heapq.heappush(queues[on_gpu[c]], (-rank[c], c))
     return {
         "wall_h": now / 3600,
+        "chain_h": max(rank, default=0.0) / 3600,
         "core_h": sum(t * d for t, d in zip(threads, duration, strict=True)) / 3600,
         "gpu_h": sum(d for d, g in zip(duration, on_gpu, strict=True) if g) / 3600,
     }
+
+
+def compare(prediction: Prediction, results: Path) -> pd.DataFrame:
+    """Predicted against measured job seconds per stage, for a config that has since been run into
+    RESULTS (its benchmark files matched by path): summed wall and CPU seconds, error in %."""
+    measured = read_benchmarks(results).set_index("path")
+    rows = [
+        {
+            "stage": job.benchmark.split("/")[0],
+            "pred_wall_s": wall,
+            "wall_s": measured.at[job.benchmark, "s"],
+            "pred_cpu_s": cpu,
+            "cpu_s": measured.at[job.benchmark, "cpu_time"],
+        }
+        for job, wall, cpu in zip(prediction.jobs, prediction.wall_s, prediction.cpu_s, strict=True)
+        if job.benchmark in measured.index
+    ]
+    table = (
+        pd.DataFrame(rows)
+        .groupby("stage")
+        .agg(
+            jobs=("wall_s", "size"),
+            pred_wall_s=("pred_wall_s", "sum"),
+            wall_s=("wall_s", "sum"),
+            pred_cpu_s=("pred_cpu_s", "sum"),
+            cpu_s=("cpu_s", "sum"),
+        )
+    )
+    table.loc["all"] = table.sum()
+    table["wall_err_%"] = 100 * (table["pred_wall_s"] / table["wall_s"] - 1)
+    table["cpu_err_%"] = 100 * (table["pred_cpu_s"] / table["cpu_s"] - 1)
+    return table.round(1).reset_index()
 
 
 # ---------------------------------------------------------------------------------------- CLI
@@ -703,6 +781,11 @@ def main(argv: list[str] | None = None) -> None:
         "--job-overhead", type=float, default=0.0, help="seconds of Snakemake's own work per job"
     )
     parser.add_argument("--stages", action="store_true", help="also print the per-stage totals")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        help="results folder of a run of the (single) --config: prediction vs measured",
+    )
     args = parser.parse_args(argv)
     if args.dry_run and len(args.dry_run) != len(args.config):
         parser.error("give one --dry-run per --config")
@@ -746,6 +829,16 @@ def main(argv: list[str] | None = None) -> None:
         )
         if args.stages:
             print(prediction.stages().to_string(index=False))
+            for g in sorted({0, max(args.gpus)}):
+                chain = longest_chain(prediction, g, args.gpu_speedup)
+                print(
+                    f"longest chain ({g} GPUs/node): "
+                    + " -> ".join(
+                        f"{job.rule}[{','.join(job.wildcards.values())}] {d / 3600:.2f} h" for job, d in chain
+                    )
+                )
+        if args.compare:
+            print(compare(prediction, args.compare).to_string(index=False))
         print(
             cost_table(
                 prediction, args.nodes, args.cores, args.gpus, args.gpu_speedup, args.job_overhead

@@ -94,7 +94,7 @@ def _measured(tmp_path: Path, rows: list[tuple[str, str, tuple, float, float]]) 
 
     table = pd.DataFrame(rows, columns=["path", "rule", "key", "size", "s"])
     table["cpu_time"] = table["s"] * 0.5
-    return cm.Rates.from_table(table)
+    return cm.Rates.from_table(table, overhead_quantile=0.0)
 
 
 def test_a_job_scales_by_its_size_beyond_the_fixed_start_and_prefers_the_most_specific_key(
@@ -195,7 +195,7 @@ def test_a_config_change_scales_the_attack_and_codec_jobs_measured_on_another(tm
         cm.Job("summarize_attacks", {}, ["a"], [], "tables/attacks.tsv"),
     ]
     table = cm.measured_table(results, measured_jobs, measured_jobs, cm.Sizer(measured))
-    rates = cm.Rates.from_table(table)
+    rates = cm.Rates.from_table(table, overhead_quantile=0.0)
     prediction = cm.predict(measured_jobs, cm.Sizer(predicted), rates)
     attack, codec, summary = prediction.wall_s
     assert attack == pytest.approx(1.0 + 20.0 * 2 * 2)  # twice the clips, twice the steps
@@ -211,3 +211,13 @@ def test_read_benchmarks_is_the_one_reader_of_stage_times(tmp_path: Path) -> Non
     assert sorted(table["path"]) == ["attacks/d/m/fgsm.tsv", "attacks/d/m/pgd.tsv"]
     stages = st.stage_times(tmp_path)
     assert stages.loc[0, "jobs"] == 2 and stages.loc[0, "wall_s"] == 12.0 and stages.loc[0, "cpu_s"] == 9.0
+
+
+def test_compare_gives_the_error_of_a_prediction_per_stage(tmp_path: Path) -> None:
+    pred = _prediction([10.0, 20.0, 30.0], [[], [], [0]])
+    for i, s in enumerate([10.0, 10.0, 40.0]):  # s/0.tsv, s/1.tsv, s/2.tsv: stage "s"
+        _write_bench(tmp_path, f"s/{i}.tsv", s, s / 2)
+    table = cm.compare(pred, tmp_path).set_index("stage")
+    assert table.at["s", "jobs"] == 3 and table.at["all", "wall_s"] == 60.0
+    assert table.at["all", "wall_err_%"] == pytest.approx(0.0)
+    assert table.at["all", "cpu_err_%"] == pytest.approx(100.0)  # predicted 60 CPU s, measured 30
