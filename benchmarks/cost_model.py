@@ -2,7 +2,7 @@
 
     python benchmarks/cost_model.py --config config/paper.yaml [--config sweep10x.yaml]
         [--measured results] [--measured-config config.yaml] [--nodes 1 4 16] [--cores 32]
-        [--gpus 0 4] [--gpu-speedup 10] [--dry-run FILE ...] [--stages]
+        [--gpus 0 4] [--gpu-speedup 10] [--dry-run FILE ...] [--stages] [--compare RESULTS]
 
 How it predicts:
 1. Jobs. ``snakemake -n -F`` of each config (or a saved copy of that output, ``--dry-run``) lists
@@ -736,17 +736,19 @@ def jobs_of(configfile: Path, dry_run: Path | None, results: str) -> list[Job]:
 def cost_table(
     prediction: Prediction,
     nodes: list[int],
-    cores: int,
+    cores: list[int],
     gpus: list[int],
     gpu_speedup: float,
     job_overhead_s: float = 0.0,
 ) -> pd.DataFrame:
-    """One row per (nodes, GPUs per node): predicted wall hours, core-hours and GPU-hours."""
+    """One row per (GPUs per node, cores per node, nodes): predicted wall hours (and the longest
+    chain's), core-hours and GPU-hours."""
     rows = []
     for g in gpus:
-        for m in nodes:
-            sim = simulate(prediction, m, cores, g, gpu_speedup, job_overhead_s)
-            rows.append({"nodes": m, "cores/node": cores, "GPUs/node": g, **sim})
+        for c in cores:
+            for m in nodes:
+                sim = simulate(prediction, m, c, g, gpu_speedup, job_overhead_s)
+                rows.append({"nodes": m, "cores/node": c, "GPUs/node": g, **sim})
     return pd.DataFrame(rows).round(2)
 
 
@@ -770,7 +772,7 @@ def main(argv: list[str] | None = None) -> None:
         "--measured-dry-run", type=Path, help="saved `snakemake -n -F` output of --measured-config"
     )
     parser.add_argument("--nodes", type=int, nargs="+", default=[1, 4, 16])
-    parser.add_argument("--cores", type=int, default=32, help="cores per node")
+    parser.add_argument("--cores", type=int, nargs="+", default=[32], help="cores per node")
     parser.add_argument(
         "--gpus", type=int, nargs="+", default=[0, 4], help="GPUs per node (one table row each)"
     )
