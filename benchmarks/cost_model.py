@@ -512,6 +512,16 @@ class Prediction:
     gpu_part_s: list[float]  # the part of wall_s a GPU divides (0 for CPU rules)
     matched: list[str]
 
+    def matches(self) -> str:
+        """Job-hours per kind of match: ``exact`` (a measured job with the same key), ``key[:k]``
+        (the first k key parts agree), ``rule`` (any measured job of the rule), ``proxy:RULE``,
+        ``unmeasured`` (the median measured job)."""
+        hours: dict[str, float] = defaultdict(float)
+        for wall, how in zip(self.wall_s, self.matched, strict=True):
+            if how != "none":
+                hours["key[:k]" if how.startswith("key[") else how] += wall / 3600
+        return ", ".join(f"{how} {h:.1f}" for how, h in sorted(hours.items(), key=lambda kv: -kv[1]))
+
     def stages(self) -> pd.DataFrame:
         """Jobs, summed wall seconds and CPU seconds per stage (first folder of the benchmark path)."""
         rows = [
@@ -829,6 +839,7 @@ def main(argv: list[str] | None = None) -> None:
                 else ""
             )
         )
+        print("job-hours by how each job was matched to measured jobs:", prediction.matches())
         if args.stages:
             print(prediction.stages().to_string(index=False))
             for g in sorted({0, max(args.gpus)}):
