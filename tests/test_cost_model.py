@@ -221,3 +221,11 @@ def test_compare_gives_the_error_of_a_prediction_per_stage(tmp_path: Path) -> No
     assert table.at["s", "jobs"] == 3 and table.at["all", "wall_s"] == 60.0
     assert table.at["all", "wall_err_%"] == pytest.approx(0.0)
     assert table.at["all", "cpu_err_%"] == pytest.approx(100.0)  # predicted 60 CPU s, measured 30
+
+
+def test_the_validation_config_is_a_valid_config() -> None:
+    from advmir.config import check_config
+
+    config = cm.load_config(REPO / "benchmarks" / "cost_validation.yaml")
+    check_config(config)
+    assert len(config["codecs"]["settings"]) == 10 and config["attack_settings"]["eval_size"] == 300
