@@ -430,19 +430,18 @@ class Sizer:
 
 
 def measured_table(
-    measured: Path, measured_jobs: list[Job], predicted_jobs: list[Job], sizer: Sizer
+    measured: Path, measured_jobs: list[Job], other_jobs: list[Job], sizer: Sizer
 ) -> pd.DataFrame:
-    """The measured run's benchmark files with rule, key and size (rows whose size or key cannot be
-    computed under the measured config are left out)."""
+    """The measured run's benchmark files with rule, key and size. MEASURED_JOBS are its config's
+    dry-run jobs; OTHER_JOBS (the predicted configs') label files of rules that config lacks. Rows
+    whose size or key cannot be computed under the measured config are left out."""
     bench = read_benchmarks(measured)
-    labels = label_measured(list(bench["path"]), measured_jobs + predicted_jobs)
+    labels = label_measured(list(bench["path"]), measured_jobs + other_jobs)
     table = bench.merge(labels, on="path")
+    inputs = {job.benchmark: job.inputs for job in measured_jobs if job.benchmark}
     keys, sizes = [], []
     for row in table.itertuples(index=False):
-        job = Job(row.rule, row.wildcards, [], [], row.path)
-        if row.rule not in ("train_model", "train_model_on_split", "craft_adversarial"):
-            known = [j for j in measured_jobs if j.benchmark == row.path]
-            job.inputs = known[0].inputs if known else []
+        job = Job(row.rule, row.wildcards, inputs.get(row.path, []), [], row.path)
         try:
             keys.append(sizer.key(job))
             sizes.append(sizer.size(job))
@@ -817,8 +816,8 @@ def main(argv: list[str] | None = None) -> None:
         for part in ("settings", "rooms"):
             fallback["codecs"][part].update((config.get("codecs") or {}).get(part) or {})
     measured_sizer = Sizer(measured_config, fallback, epochs_run(args.measured))
-    all_jobs = measured_jobs + [job for _, _, jobs in predicted for job in jobs]
-    table = measured_table(args.measured, measured_jobs, all_jobs, measured_sizer)
+    other_jobs = [job for _, _, jobs in predicted for job in jobs]
+    table = measured_table(args.measured, measured_jobs, other_jobs, measured_sizer)
     rates = Rates.from_table(table)
     print(
         f"measured run {args.measured}: {len(table)} benchmark files matched to rules; per-job overhead "
