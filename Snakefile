@@ -21,6 +21,7 @@ include: "workflow/rules/transfer.smk"
 include: "workflow/rules/defenses.smk"
 include: "workflow/rules/anomaly.smk"
 include: "workflow/rules/generalisation.smk"
+include: "workflow/rules/pitch.smk"
 
 
 rule all:

@@ -85,10 +85,14 @@ class SynthMelodiesConfig:
             problems.append(f"programs: unknown {unknown}; allowed: {list(PROGRAMS)}")
         lo, hi = self.phrase_seconds
         if not 0 < lo <= hi <= self.clip_seconds:
-            problems.append(f"phrase_seconds must satisfy 0 < min <= max <= clip_seconds, got {self.phrase_seconds}")
+            problems.append(
+                f"phrase_seconds must satisfy 0 < min <= max <= clip_seconds, got {self.phrase_seconds}"
+            )
         n_lo, n_hi = self.note_seconds
         if not 0.05 <= n_lo <= n_hi <= lo:
-            problems.append(f"note_seconds must satisfy 0.05 <= min <= max <= phrase min, got {self.note_seconds}")
+            problems.append(
+                f"note_seconds must satisfy 0.05 <= min <= max <= phrase min, got {self.note_seconds}"
+            )
         if self.phrases_per_program < 1:
             problems.append(f"phrases_per_program must be >= 1, got {self.phrases_per_program}")
         if problems:
@@ -151,7 +155,9 @@ def frame_reference(notes: pd.DataFrame, n_frames: int) -> tuple[np.ndarray, np.
     return f0, f0 > 0
 
 
-def render_phrase(synth: object, sfid: int, program: int, notes: pd.DataFrame, cfg: SynthMelodiesConfig) -> np.ndarray:
+def render_phrase(
+    synth: object, sfid: int, program: int, notes: pd.DataFrame, cfg: SynthMelodiesConfig
+) -> np.ndarray:
     """One phrase from a silent synth: note-on and note-off at the notes' sample times, mono float32 (T,)."""
     sr = cfg.sample_rate
     n = round(cfg.clip_seconds * sr)

@@ -80,7 +80,9 @@ class PitchPGD(PGD):
         self.success_fraction = float(self._number("success_fraction", success_fraction, minimum=0))
         self.kappa = float(self._number("kappa", kappa, minimum=0, exclusive_minimum=True))
         if goal_bins.shape != goal_mask.shape or goal_bins.ndim != 2:
-            raise ValueError(f"goal_bins and goal_mask must both be (N, F), got {goal_bins.shape}, {goal_mask.shape}")
+            raise ValueError(
+                f"goal_bins and goal_mask must both be (N, F), got {goal_bins.shape}, {goal_mask.shape}"
+            )
         self._bins = goal_bins.long()
         self._mask = goal_mask.bool()
 

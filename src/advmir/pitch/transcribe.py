@@ -17,6 +17,7 @@ Scores (Salamon et al. 2014 for melody, Raffel et al. 2014 for ``mir_eval``):
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from dataclasses import dataclass
 
@@ -58,7 +59,7 @@ class Transcriber:
         semis = np.where(voiced, np.round(smooth), -1).astype(np.int64)
         change = np.flatnonzero(np.diff(np.concatenate([[-1], semis, [-1]])) != 0)
         intervals, pitches = [], []
-        for start, end in zip(change[:-1], change[1:], strict=True):
+        for start, end in itertools.pairwise(change):
             if semis[start] < 0 or (end - start) * HOP_SECONDS < self.min_note_seconds:
                 continue
             intervals.append((start * HOP_SECONDS, end * HOP_SECONDS))
