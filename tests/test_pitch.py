@@ -188,7 +188,7 @@ def test_pitch_pgd_reaches_frame_goals_within_the_snr_budget():
 
 
 def test_targets_and_refusals():
-    from advmir.pitch.stage import PitchAttackSpec, Reference, goals, target_of
+    from advmir.pitch.stage import PitchAttackSpec, Reference, goals, in_range, target_of
 
     tracker = ToyTracker()
     f0 = np.zeros((2, 10))
@@ -203,8 +203,12 @@ def test_targets_and_refusals():
     assert (target.notes["midi"] == 51).all()
     bins, mask = goals(spec, ref, target, tracker)
     assert (bins[:, 2:8] == 6).all() and (bins[:, :2] == -1).all() and mask.sum() == 12
+    assert in_range(spec, target, tracker).all()
+    up12 = PitchAttackSpec(goal="shift", semitones=12, budgets_db=[30])
     with pytest.raises(Exception, match=r"outside the tracker's range 48.0-59.5"):
-        target_of(PitchAttackSpec(goal="shift", semitones=12, budgets_db=[30]), ref, manifest, tracker)
+        in_range(up12, target_of(up12, ref, manifest, tracker), tracker)
+    ref.f0[1, 2:8] = 440 * 2 ** ((40 - 69) / 12)  # phrase b: its +12 target stays within range
+    assert in_range(up12, target_of(up12, ref, manifest, tracker), tracker).tolist() == [False, True]
     with pytest.raises(Exception, match="goal 'shift' needs semitones"):
         PitchAttackSpec(goal="shift", budgets_db=[30])
 

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from advmir.datasets.contract import DatasetError, write_dataset
-from advmir.datasets.soundfonts import KNOWN_FONTS, font_name
+from advmir.datasets.soundfonts import font_name, licence_note
 from advmir.datasets.synth_notes import _open_synth
 
 log = logging.getLogger(__name__)
@@ -239,7 +239,7 @@ def render_to(out_dir: str | os.PathLike, cfg: SynthMelodiesConfig) -> Path:
         hop_seconds=HOP_SECONDS,
         annotations={"notes": "notes.csv", "frames": "frames.csv"},
         soundfonts=[font_name(font)],
-        licence=f"{font_name(font)}: {KNOWN_FONTS[font].licence if font in KNOWN_FONTS else 'see the font'}",
+        licence=licence_note(font),
     )
 
 

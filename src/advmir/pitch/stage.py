@@ -10,7 +10,8 @@
 
 Goals (``PitchAttackSpec.goal``): ``untargeted``; ``shift`` (the melody transposed by
 ``semitones``); ``melody`` (the melody of the next phrase of the same program, its notes and its
-silences). A target outside the tracker's range is refused with the range.
+silences). A phrase whose target leaves the tracker's range is not attacked and is named in the
+log with the range; a goal that leaves it for every phrase is refused.
 """
 
 from __future__ import annotations
@@ -98,16 +99,35 @@ def target_of(
             [by_id[ref.ids[p]].assign(id=cid) for cid, p in zip(ref.ids, partner, strict=True)],
             ignore_index=True,
         )
-    voiced = f0 > 0
-    if voiced.any():
-        midi = hz_to_midi(f0[voiced])
-        lo, hi = tracker.midi_range
-        if midi.min() < lo or midi.max() > hi:
-            raise InputError(
-                f"pitch.attacks: a target melody reaches MIDI {midi.min():.1f}-{midi.max():.1f}, outside the "
-                f"tracker's range {lo:.1f}-{hi:.1f} (goal {spec.goal}, semitones {spec.semitones})"
-            )
     return Reference(ref.ids, f0, notes, ref.rows)
+
+
+def in_range(spec: PitchAttackSpec, target: Reference, tracker: PitchTracker) -> np.ndarray:
+    """bool (N,): the phrase's target melody lies within the tracker's pitch range. Phrases outside
+    are left out of the attack and named in the log with the range; none inside is an error."""
+    lo, hi = tracker.midi_range
+    keep = np.ones(len(target.ids), dtype=bool)
+    for i, f0 in enumerate(target.f0):
+        midi = hz_to_midi(f0[f0 > 0])
+        if len(midi) and (midi.min() < lo or midi.max() > hi):
+            keep[i] = False
+            log.warning(
+                "%s: target melody reaches MIDI %.1f-%.1f, outside the tracker's range %.1f-%.1f "
+                "(goal %s, semitones %s): not attacked",
+                target.ids[i], midi.min(), midi.max(), lo, hi, spec.goal, spec.semitones,
+            )  # fmt: skip
+    if not keep.any():
+        raise InputError(
+            f"pitch.attacks: every target melody lies outside the tracker's range {lo:.1f}-{hi:.1f} (MIDI; "
+            f"goal {spec.goal}, semitones {spec.semitones})"
+        )
+    return keep
+
+
+def subset(ref: Reference, keep: np.ndarray) -> Reference:
+    """The phrases of ``ref`` where ``keep`` (N,) is True."""
+    ids = [i for i, k in zip(ref.ids, keep, strict=True) if k]
+    return Reference(ids, ref.f0[keep], ref.notes[ref.notes["id"].isin(ids)], ref.rows[keep])
 
 
 def goals(
@@ -158,6 +178,8 @@ def attack_scores(
         adversarial: budget -> adversarial phrases (n, T) float32.
     """
     target = target_of(spec, ref, dataset.manifest, tracker)
+    keep = in_range(spec, target, tracker)
+    ref, target = subset(ref, keep), subset(target, keep)
     bins, mask = goals(spec, ref, target, tracker)
     clips = dataset.float_waveforms(ref.rows)
     x = torch.from_numpy(np.array(clips))
