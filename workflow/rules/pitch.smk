@@ -35,7 +35,10 @@ rule render_synth_melodies:
 
 rule track_pitch:
     input:
-        rules.render_synth_melodies.output,
+        waveforms=rules.render_synth_melodies.output.waveforms,
+        manifest=rules.render_synth_melodies.output.manifest,
+        notes=rules.render_synth_melodies.output.notes,
+        frames=rules.render_synth_melodies.output.frames,
     output:
         scores=f"{RESULTS}/pitch/synth_melodies/{{tracker}}/clean/scores.csv",
         pitch=f"{RESULTS}/pitch/synth_melodies/{{tracker}}/clean/pitch.npy",
@@ -58,7 +61,7 @@ rule track_pitch:
         batch_size=PITCH_PLAN.batch_size,
         seed=config["seed"],
     shell:
-        'python -m advmir track-pitch --data "$(dirname {input[0]:q})" --tracker {wildcards.tracker}'
+        'python -m advmir track-pitch --data "$(dirname {input.waveforms:q})" --tracker {wildcards.tracker}'
         " --settings {params.settings:q} --transcription {params.transcription:q}"
         " --eval-size {params.eval_size} --batch-size {params.batch_size} --seed {params.seed}"
         ' --threads {threads} --out-dir "$(dirname {output.scores:q})" > {log:q} 2>&1'
@@ -66,7 +69,10 @@ rule track_pitch:
 
 rule attack_pitch:
     input:
-        rules.render_synth_melodies.output,
+        waveforms=rules.render_synth_melodies.output.waveforms,
+        manifest=rules.render_synth_melodies.output.manifest,
+        notes=rules.render_synth_melodies.output.notes,
+        frames=rules.render_synth_melodies.output.frames,
     output:
         scores=f"{RESULTS}/pitch/synth_melodies/{{tracker}}/{{attack}}/scores.csv",
         adversarial=f"{RESULTS}/pitch/synth_melodies/{{tracker}}/{{attack}}/adversarial.npy",
@@ -92,7 +98,7 @@ rule attack_pitch:
         batch_size=PITCH_PLAN.batch_size,
         seed=config["seed"],
     shell:
-        'python -m advmir attack-pitch --data "$(dirname {input[0]:q})" --tracker {wildcards.tracker}'
+        'python -m advmir attack-pitch --data "$(dirname {input.waveforms:q})" --tracker {wildcards.tracker}'
         " --settings {params.settings:q} --attack {params.attack:q}"
         " --transcription {params.transcription:q} --eval-size {params.attack_size}"
         " --batch-size {params.batch_size} --seed {params.seed} --threads {threads}"
