@@ -115,7 +115,7 @@ rule summarize_pitch:
     benchmark:
         f"{RESULTS}/benchmarks/tables/pitch.tsv"
     conda:
-        "../../envs/torch.yaml"
+        "../../envs/plot.yaml"
     threads: 1
     resources:
         mem_mb=1000,
@@ -140,7 +140,7 @@ rule plot_pitch:
     benchmark:
         f"{RESULTS}/benchmarks/figures/pitch_rpa_vs_snr.tsv"
     conda:
-        "../../envs/torch.yaml"
+        "../../envs/plot.yaml"
     threads: 1
     resources:
         mem_mb=1000,
