@@ -277,3 +277,29 @@ def test_pitch_table_is_tidy(tmp_path):
     assert row.set_index("metric").loc["median_snr_db", "value"] == 32.0
     noise = out[(out.condition == "noise") & (out.family == "all")].set_index("metric")
     assert noise.loc["success_rate", "value"] == 0.0 and noise.loc["raw_pitch_accuracy", "n"] == 2
+
+
+@pytest.mark.parametrize(
+    ("trackers", "words"),
+    [
+        ({"crepe_small": {}}, ["pitch.trackers", "crepe_small"]),
+        (
+            {"pesto": {"decoder": "viterbi"}},
+            ["pitch.trackers.pesto.decoder", "'viterbi' is not a decoder of pesto"],
+        ),
+    ],
+)
+def test_dry_run_refuses_an_unknown_tracker_or_decoder(tmp_path, trackers, words):
+    import yaml
+
+    from advmir.config import SCHEMAS
+    from conftest import run_snakemake
+
+    config = yaml.safe_load((SCHEMAS.parents[1] / "config.yaml").read_text())
+    config["results"] = str(tmp_path / "results")
+    config["pitch"].update(enabled=True, trackers=trackers)
+    proc = run_snakemake(tmp_path, config, "-n", check=False)
+    assert proc.returncode != 0
+    for word in words:
+        assert word in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()
