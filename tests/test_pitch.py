@@ -32,7 +32,8 @@ def test_crepe_wrapper_matches_torchcrepe_predict(name):
     import torchcrepe
 
     tracker = build_tracker(name)
-    x = _melody(0.6)
+    # CREPE full costs about 40x tiny per frame: one shorter clip (every frame must agree)
+    x = _melody(0.6) if name == "crepe_tiny" else _melody(0.3)[:1]
     with torch.no_grad():
         ours = tracker(x).argmax(-1)
     for row in range(x.shape[0]):
