@@ -9,9 +9,10 @@
   target (did it hear the target?).
 
 Goals (``PitchAttackSpec.goal``): ``untargeted``; ``shift`` (the melody transposed by
-``semitones``); ``melody`` (the melody of the next phrase of the same program, its notes and its
-silences). A phrase whose target leaves the tracker's range is not attacked and is named in the
-log with the range; a goal that leaves it for every phrase is refused.
+``semitones``); ``melody`` (the melody of the next attacked phrase of the same program, or of the
+next attacked phrase when its program has no other: its notes and its silences). A phrase whose
+target leaves the tracker's range is not attacked and is named in the log with the range; a goal
+that leaves it for every phrase is refused.
 """
 
 from __future__ import annotations
@@ -86,13 +87,14 @@ def target_of(
     if spec.goal == "shift":
         f0 = ref.f0 * 2.0 ** (spec.semitones / 12.0)
         notes = ref.notes.assign(midi=ref.notes["midi"] + spec.semitones)
-    else:  # the next phrase of the same program (cyclic), in the attacked subset
+    else:  # the next phrase of the same program (cyclic) in the attacked subset
         keys = manifest.set_index("id").loc[ref.ids, "program_key"].to_numpy()
         order = np.arange(len(ref.ids))
         partner = order.copy()
         for key in set(keys):
             members = order[keys == key]
-            partner[members] = np.roll(members, -1)
+            # the next phrase of the same program; a program alone in the subset takes the next phrase
+            partner[members] = np.roll(members, -1) if len(members) > 1 else (members + 1) % len(order)
         f0 = ref.f0[partner]
         by_id = dict(tuple(ref.notes.groupby("id", sort=False)))
         notes = pd.concat(
