@@ -22,6 +22,7 @@ include: "workflow/rules/representation.smk"
 include: "workflow/rules/defenses.smk"
 include: "workflow/rules/anomaly.smk"
 include: "workflow/rules/generalisation.smk"
+include: "workflow/rules/pitch.smk"
 
 
 rule all:

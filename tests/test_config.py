@@ -94,6 +94,9 @@ def test_paper_config_dry_run_lists_the_full_sweep(tmp_path):
     # every codec setting on the clean set and on each attack sent through the codecs
     sent = paper["transfer"]["attacks"] or paper["attacks"]
     assert counts["encode_with_codec"] >= len(paper["codecs"]["settings"]) * (1 + len(sent))
+    # the pitch stage: each tracker clean, and each tracker x attack
+    assert counts["track_pitch"] == len(paper["pitch"]["trackers"]) == 3
+    assert counts["attack_pitch"] == len(paper["pitch"]["trackers"]) * len(paper["pitch"]["attacks"])
     assert counts["total"] > 1000, counts
 
 

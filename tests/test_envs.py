@@ -28,7 +28,7 @@ CARRIES = {
     "torch": {  # data, models, attacks, anomaly, transfer
         "torch", "torchaudio", "pytorch-lightning", "numpy", "pandas", "scipy", "scikit-learn",
         "cleanlab", "pretty-midi", "tinysoundfont", "soundfile", "pydub", "imageio-ffmpeg", "av",
-        "pyroomacoustics", "tqdm", "jsonschema", "pyyaml",
+        "pyroomacoustics", "tqdm", "jsonschema", "pyyaml", "torchcrepe", "pesto-pitch", "mir-eval",
     },
     "codecs": {
         "numpy", "pandas", "scipy", "soundfile", "pydub", "imageio-ffmpeg", "av", "pyroomacoustics",

@@ -16,6 +16,14 @@ import sys
 # command name -> "module:function"; the function takes argv (list[str]) and returns an exit code.
 COMMANDS: dict[str, tuple[str, str]] = {
     "render-synth-notes": ("advmir.datasets.cli:render_synth_notes", "render the embedded note dataset"),
+    "render-synth-melodies": (
+        "advmir.datasets.cli:render_synth_melodies",
+        "render the embedded melody dataset (pitch stage)",
+    ),
+    "track-pitch": ("advmir.pitch.cli:track", "clean pitch tracks and scores of one tracker"),
+    "attack-pitch": ("advmir.pitch.cli:attack", "one task attack on one pitch tracker"),
+    "summarize-pitch": ("advmir.pitch.cli:summarize", "tidy table of the pitch stage"),
+    "plot-pitch": ("advmir.plotting.pitch:main", "figure: raw pitch accuracy vs SNR budget"),
     "prepare-folder": (
         "advmir.datasets.cli:prepare_folder",
         "a folder of your own audio files into the data contract",

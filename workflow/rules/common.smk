@@ -145,4 +145,5 @@ def get_final_output(wildcards):
         *DEFENSE_PLAN.targets(),
         *anomaly_targets(),
         *generalisation_targets(),
+        *PITCH_PLAN.targets(),
     ]

@@ -141,6 +141,28 @@ def render_synth_notes(argv: list[str]) -> int:
     return 0
 
 
+def render_synth_melodies(argv: list[str]) -> int:
+    """Entry point of ``python -m advmir render-synth-melodies``; returns the exit code."""
+    from advmir.datasets.synth_melodies import SynthMelodiesConfig, render_to
+
+    parser = argparse.ArgumentParser(
+        prog="advmir render-synth-melodies",
+        description="Render the embedded melody dataset (notes.csv, frames.csv beside the contract files).",
+    )
+    parser.add_argument("--out-dir", required=True, help="e.g. results/data/synth_melodies")
+    parser.add_argument("--settings", required=True, help="JSON of the config's synth_melodies section")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the phrases")
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        cfg = SynthMelodiesConfig(seed=args.seed, **json.loads(args.settings))
+    except TypeError as exc:
+        raise UsageError(f"synth_melodies settings: {exc}") from None
+    ensure_writable_dir(Path(args.out_dir).parent)
+    render_to(args.out_dir, cfg)
+    return 0
+
+
 def install_soundfonts(argv: list[str]) -> int:
     """Entry point of ``python -m advmir install-soundfonts``; returns the exit code."""
     from advmir.datasets.soundfonts import install_fonts

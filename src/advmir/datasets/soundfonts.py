@@ -75,6 +75,11 @@ def font_name(font: str) -> str:
     return font if font in KNOWN_FONTS else Path(font).stem
 
 
+def licence_note(font: str) -> str:
+    """``NAME: LICENCE`` of a font, for classes.json (a font given by path: "see the font")."""
+    return f"{font_name(font)}: {KNOWN_FONTS[font].licence if font in KNOWN_FONTS else 'see the font'}"
+
+
 def resolve_font(font: str) -> Path:
     """Path of a font given by name (``TimGM6mb``, ``Merlin``) or by path; checked to be a SoundFont.
 

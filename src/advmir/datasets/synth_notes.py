@@ -28,7 +28,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from advmir.datasets.contract import DatasetError
-from advmir.datasets.soundfonts import KNOWN_FONTS, SoundFontError, font_name, resolve_font
+from advmir.datasets.soundfonts import SoundFontError, font_name, licence_note, resolve_font
 
 __all__ = ["FAMILIES", "SoundFontError", "SynthNotesConfig", "plan_notes", "render", "render_to"]
 
@@ -383,8 +383,5 @@ def render_to(out_dir: str | os.PathLike, cfg: SynthNotesConfig) -> Path:
         split_mode=cfg.split,
         soundfonts=[font_name(f) for f in cfg.soundfonts],
         test_soundfont=font_name(cfg.test_font) if cfg.split == "soundfont" else None,
-        licence="; ".join(
-            f"{font_name(f)}: {KNOWN_FONTS[f].licence if f in KNOWN_FONTS else 'see the font'}"
-            for f in cfg.soundfonts
-        ),
+        licence="; ".join(licence_note(f) for f in cfg.soundfonts),
     )
