@@ -209,10 +209,12 @@ link_system_conf() {
   if [[ -L "$SYSTEM_CONF" ]]; then
     local target
     target="$(readlink "$SYSTEM_CONF")"
-    if [[ "$target" != "$CONF" && -e "$SYSTEM_CONF" ]]; then
+    # another cluster's config while a slurmctld runs: that cluster is in use; otherwise the link is
+    # left over from a test run that was killed before it could stop its cluster
+    if [[ "$target" != "$CONF" && -e "$SYSTEM_CONF" ]] && pgrep -x slurmctld >/dev/null; then
       cannot_run "$SYSTEM_CONF already links to $target (another test cluster running? stop it first)"
     fi
-    rm -f "$SYSTEM_CONF"   # ours, or dangling from a cluster that was not stopped
+    rm -f "$SYSTEM_CONF"   # ours, or left over from a cluster that was not stopped
   elif [[ -e "$SYSTEM_CONF" ]]; then
     cannot_run "$SYSTEM_CONF exists and is a real SLURM config; this script will not replace it"
   fi
