@@ -148,6 +148,16 @@ def test_default_plan_holds_out_each_representation_of_the_zoo() -> None:
     assert plan.run_files()[0].startswith("results/representation/synth_notes/")
 
 
+def test_a_stage_switched_off_plans_nothing_whatever_its_members() -> None:
+    """An overlay that keeps one model and switches the stage off (the SLURM test's config) must
+    not trip over config.yaml's members, which are then no models of the config."""
+    config = base_config()
+    config["models"] = {"logmel_cnn": config["models"]["logmel_cnn"]}
+    config["representation_transfer"]["enabled"] = False
+    plan = plan_of(config)
+    assert plan.sources == [] and plan.run_files() == []
+
+
 @pytest.mark.parametrize(
     ("change", "key"),
     [

@@ -446,6 +446,7 @@ def runs(
     advmir = tmp_path_factory.mktemp("slurm-advmir")
     config = tiny_config(advmir / "results")
     config["models"] = dict(list(config["models"].items())[:1])
+    config["representation_transfer"]["enabled"] = False  # needs models of two representations
     config["training"].update({"max_epochs": 1, "min_epochs": 1})
     (advmir / "config.yaml").write_text(yaml.safe_dump(config))
     targets = [str(advmir / "results" / target) for target in ADVMIR_TARGETS]
@@ -561,7 +562,7 @@ def sweep_config() -> dict:
     config["results"] = "results"  # relative: a copy of the folder is a copy of the run
     config["models"] = dict(list(config["models"].items())[:1])
     config["training"].update({"max_epochs": 1, "min_epochs": 1})
-    for stage in ("training_codecs", "generalisation", "anomaly", "defenses"):
+    for stage in ("training_codecs", "generalisation", "anomaly", "defenses", "representation_transfer"):
         config[stage]["enabled"] = False
     config["attacks"] = {"fgsm": {"name": "fgsm", "params": {"snr_db": 30}}}
     config["attack_settings"].update({"eval_size": 8, "listen": 0})

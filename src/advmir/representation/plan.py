@@ -124,7 +124,10 @@ class RepresentationPlan:
 
     @property
     def sources(self) -> list[str]:
-        """Every crafted source: ensemble_no_R, feature_no_R per held-out R, single_M per member."""
+        """Every crafted source: ensemble_no_R, feature_no_R per held-out R, single_M per member;
+        none while the stage is off (its members need not be models of the config then)."""
+        if not self.enabled:
+            return []
         out = [f"ensemble_no_{r}" for r in self.held_out]
         if self.feature_on:
             out += [f"feature_no_{r}" for r in self.held_out]
