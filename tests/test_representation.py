@@ -155,7 +155,8 @@ def test_a_stage_switched_off_plans_nothing_whatever_its_members() -> None:
     config["models"] = {"logmel_cnn": config["models"]["logmel_cnn"]}
     config["representation_transfer"]["enabled"] = False
     plan = plan_of(config)
-    assert plan.sources == [] and plan.run_files() == []
+    assert plan.sources == [] and plan.run_files() == [] and plan.held_out == []
+    assert json.loads(plan.models_json()) == {"logmel_cnn": "logmel"}
 
 
 @pytest.mark.parametrize(

@@ -80,6 +80,8 @@ class RepresentationPlan:
         self.targets_given = section.get("targets")
         if self.enabled:
             self._check(build)
+        else:  # off: no jobs, and no member to look up (an overlay may have dropped their models)
+            self.weights, self.targets_given = {}, []
 
     # -- the grid ------------------------------------------------------------------------------
 
