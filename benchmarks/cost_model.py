@@ -549,10 +549,41 @@ class Prediction:
         )
 
 
+# codecs.jobs: source -> the per-setting rules whose work one such job does (codec, room)
+PER_SOURCE = {
+    "transform_source": ("encode_with_codec", "simulate_room"),
+    "transform_clean_source": ("encode_clean_with_codec", "simulate_clean_room"),
+}
+
+
+def per_setting_jobs(job: Job, config: dict[str, Any]) -> list[Job]:
+    """The per-setting jobs (codecs.jobs: setting) that do the work of one per-source job."""
+    codec_rule, room_rule = PER_SOURCE[job.rule]
+    codecs = config.get("codecs") or {}
+    settings = [(codec_rule, name) for name in codecs.get("settings") or {}]
+    settings += [(room_rule, name) for name in codecs.get("rooms") or {}]
+    return [
+        Job(rule, {**job.wildcards, "codec": name}, job.inputs, [], job.benchmark, job.threads)
+        for rule, name in settings
+    ]
+
+
 def predict(jobs: list[Job], sizer: Sizer, rates: Rates) -> Prediction:
-    """Per-job wall and CPU seconds of JOBS (jobs without a benchmark file cost nothing)."""
+    """Per-job wall and CPU seconds of JOBS (jobs without a benchmark file cost nothing).
+
+    A per-source codec job (``codecs.jobs: source``) costs its per-setting jobs' variable parts
+    and one fixed start, predicted from the measured per-setting jobs (a measured run in that mode
+    has none: its codec jobs are then ``unmeasured``)."""
     walls, cpus, gpu_parts, matched = [], [], [], []
     cache: dict[tuple, tuple[float, float, str]] = {}
+
+    def one(job: Job) -> tuple[float, float, str]:
+        key, size = sizer.key(job), sizer.size(job)
+        memo = (job.rule, key, size)
+        if memo not in cache:
+            cache[memo] = rates.predict(job.rule, key, size)
+        return cache[memo]
+
     for job in jobs:
         if job.benchmark is None:
             walls.append(0.0)
@@ -560,11 +591,15 @@ def predict(jobs: list[Job], sizer: Sizer, rates: Rates) -> Prediction:
             gpu_parts.append(0.0)
             matched.append("none")
             continue
-        key, size = sizer.key(job), sizer.size(job)
-        memo = (job.rule, key, size)
-        if memo not in cache:
-            cache[memo] = rates.predict(job.rule, key, size)
-        wall, cpu, how = cache[memo]
+        if job.rule in PER_SOURCE:
+            parts = [one(part) for part in per_setting_jobs(job, sizer.config)]
+            starts = max(len(parts) - 1, 0)
+            wall = sum(p[0] for p in parts) - starts * rates.overhead_s
+            cpu = sum(p[1] for p in parts) - starts * rates.table.attrs.get("cpu_overhead", 0.0)
+            hows = [p[2] for p in parts]
+            how = max(set(hows), key=hows.count) if hows else "unmeasured"
+        else:
+            wall, cpu, how = one(job)
         walls.append(wall)
         cpus.append(cpu)
         gpu_parts.append(max(wall - rates.overhead_s, 0.0) if job.gpu else 0.0)

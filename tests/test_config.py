@@ -100,6 +100,33 @@ def test_paper_config_dry_run_lists_the_full_sweep(tmp_path):
     assert counts["total"] > 1000, counts
 
 
+def test_codec_jobs_per_source_cut_the_same_work_into_one_job_per_source(tmp_path, config):
+    """codecs.jobs: source: one job per (dataset, source) for every codec and room setting, the
+    same transfer evaluations reading the same files; an unknown mode is refused by the schema."""
+    counts = {}
+    for mode in ("setting", "source"):
+        cfg = copy.deepcopy(config)
+        cfg["codecs"]["jobs"] = mode
+        cfg["results"] = str(tmp_path / mode / "results")
+        (tmp_path / mode).mkdir()
+        out = run_snakemake(tmp_path / mode, cfg, "-n").stdout
+        counts[mode] = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", out, re.M)}
+    per_setting, per_source = counts["setting"], counts["source"]
+    settings = len(config["codecs"]["settings"]) + len(config["codecs"]["rooms"])
+    assert per_source["transform_clean_source"] == 1 and per_source["transform_source"] >= 1
+    assert "encode_with_codec" not in per_source and "transform_source" not in per_setting
+    sources = per_source["transform_source"] + per_source["transform_clean_source"]
+    codec_jobs = sum(
+        per_setting[r]
+        for r in ("encode_with_codec", "encode_clean_with_codec", "simulate_room", "simulate_clean_room")
+    )
+    assert codec_jobs == sources * settings
+    assert per_source["evaluate_transfer"] == per_setting["evaluate_transfer"]
+    assert per_source["total"] == per_setting["total"] - codec_jobs + sources
+    with pytest.raises(WorkflowError, match="jobs"):
+        validate(with_value(config, ("codecs", "jobs"), "cell"), SCHEMA)
+
+
 @pytest.mark.parametrize(
     ("change", "words"),
     [

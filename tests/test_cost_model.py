@@ -203,6 +203,44 @@ def test_a_config_change_scales_the_attack_and_codec_jobs_measured_on_another(tm
     assert summary == pytest.approx(1.0)
 
 
+def test_a_per_source_codec_job_costs_its_settings_and_one_start(tmp_path: Path) -> None:
+    """codecs.jobs: source: one transform_source job does the work of every per-setting job of its
+    source, predicted from the measured per-setting jobs, with the fixed start paid once."""
+    base = yaml.safe_load((REPO / "config.yaml").read_text())
+    measured = cm.load_config_dict(copy.deepcopy(base))
+    per_source = copy.deepcopy(base)
+    per_source["codecs"]["jobs"] = "source"
+    predicted = cm.load_config_dict(per_source)
+    results = tmp_path / "results"
+    _write_bench(results, "tables/attacks.tsv", 1.0, 1.0)  # the fixed start
+    _write_bench(results, "codecs/synth_notes/logmel_cnn/pgd/mp3_32k.tsv", 5.0, 3.0)
+    _write_bench(results, "codecs/synth_notes/logmel_cnn/pgd/room.tsv", 9.0, 8.0)
+    source = {"dataset": "synth_notes", "source": "logmel_cnn/pgd"}
+    measured_jobs = [
+        cm.Job(
+            "encode_with_codec",
+            {**source, "codec": "mp3_32k"},
+            [],
+            [],
+            "codecs/synth_notes/logmel_cnn/pgd/mp3_32k.tsv",
+        ),
+        cm.Job(
+            "simulate_room", {**source, "codec": "room"}, [], [], "codecs/synth_notes/logmel_cnn/pgd/room.tsv"
+        ),
+        cm.Job("summarize_attacks", {}, ["a"], [], "tables/attacks.tsv"),
+    ]
+    table = cm.measured_table(results, measured_jobs, measured_jobs, cm.Sizer(measured))
+    rates = cm.Rates.from_table(table, overhead_quantile=0.0)
+    job = cm.Job("transform_source", source, [], [], "codecs/synth_notes/logmel_cnn/pgd/all_settings.tsv")
+    parts = cm.per_setting_jobs(job, predicted)
+    codecs, rooms = base["codecs"]["settings"], base["codecs"]["rooms"]
+    assert [p.wildcards["codec"] for p in parts] == [*codecs, *rooms]
+    assert {p.rule for p in parts} == {"encode_with_codec", "simulate_room"}
+    (wall,) = cm.predict([job], cm.Sizer(predicted), rates).wall_s
+    # every codec setting at the measured codec job's 4 s of work (one measured codec), the room's 8 s
+    assert wall == pytest.approx(1.0 + 4.0 * len(codecs) + 8.0 * len(rooms))
+
+
 def test_read_benchmarks_is_the_one_reader_of_stage_times(tmp_path: Path) -> None:
     st = _module("stage_times")
     _write_bench(tmp_path, "attacks/d/m/pgd.tsv", 10.0, 8.0)

@@ -514,6 +514,74 @@ def test_encode_evaluate_summarize_plot(workspace):
     assert all(Path(p).stat().st_size > 1000 for paths in outs.values() for p in paths)
 
 
+def test_one_job_per_source_writes_what_the_per_setting_jobs_write(workspace, tmp_path):
+    """codecs.jobs: source: transform-source sends the source through every setting in one process
+    and writes each setting's folder as the per-setting job does (same audio, controls, bitstreams,
+    channel); a setting it cannot encode fails the job with the setting's name."""
+    ws, source = workspace, "wave_a/pgd"
+    out_root = tmp_path / "codecs" / "toy" / source
+    settings = {
+        "codecs": {k: v for k, v in CONDITIONS.items() if k != "room"},
+        "rooms": {"room": CONDITIONS["room"]},
+    }
+    args = [
+        "--dataset-dir",
+        str(ws["dataset"]),
+        "--source",
+        source,
+        "--examples",
+        str(ws["attack"] / "examples.csv"),
+    ]
+    args += [
+        "--audio",
+        str(ws["attack"] / "adversarial.npy"),
+        "--noise-audio",
+        str(ws["attack"] / "matched_noise.npy"),
+    ]
+    assert (
+        main(["transform-source", *args, "--settings", json.dumps(settings), "--out-root", str(out_root)])
+        == 0
+    )
+    for name in CONDITIONS:
+        alone, batched = _encode(ws, source, name), out_root / name
+        for array in ("decoded.npy", "decoded_noise.npy"):
+            np.testing.assert_array_equal(np.load(batched / array), np.load(alone / array))
+        if name == "room":
+            pd.testing.assert_frame_equal(
+                pd.read_csv(batched / "channel.csv"), pd.read_csv(alone / "channel.csv")
+            )
+        else:
+            with (
+                zipfile.ZipFile(batched / "bitstreams.zip") as a,
+                zipfile.ZipFile(alone / "bitstreams.zip") as b,
+            ):
+                assert a.namelist() == b.namelist()
+                assert all(a.read(n) == b.read(n) for n in a.namelist())
+            batched_rates, alone_rates = (
+                pd.read_csv(batched / "bitrates.csv"),
+                pd.read_csv(alone / "bitrates.csv"),
+            )
+            pd.testing.assert_frame_equal(batched_rates, alone_rates)
+        timing = ("seconds", "clips_per_second")
+        summaries = [json.loads((folder / "setting.json").read_text()) for folder in (batched, alone)]
+        assert summaries[0]["condition"] == name
+        assert [{k: v for k, v in d.items() if k not in timing} for d in summaries[:1]] == [
+            {k: v for k, v in summaries[1].items() if k not in timing}
+        ]
+
+    bad = {"codecs": {"mp3_bad": {"codec": "mp3", "bitrate_kbps": 7}}, "rooms": {}}
+    with pytest.raises(codecs_cli.CodecJobError, match="mp3_bad"):
+        codecs_cli.transform_source(
+            [*args, "--settings", json.dumps(bad), "--out-root", str(tmp_path / "bad")]
+        )
+    with pytest.raises(UsageError, match="--settings"):
+        codecs_cli.transform_source(
+            [*args, "--settings", "{codecs: mp3}", "--out-root", str(tmp_path / "bad")]
+        )
+    with pytest.raises(UsageError, match="nothing to do"):
+        codecs_cli.transform_source([*args, "--settings", "{}", "--out-root", str(tmp_path / "bad")])
+
+
 def test_the_noise_control_goes_through_the_same_codec_and_room(workspace):
     """decoded_noise.npy is matched_noise.npy through the same setting, row for row, aligned like
     decoded.npy: the same bitstreams as a round trip of the controls alone, the lossless control

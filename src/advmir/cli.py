@@ -61,6 +61,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "round-trip one source through one codec setting",
     ),
     "simulate-room": ("advmir.codecs.cli:simulate_room", "play one source in one room setting"),
+    "transform-source": (
+        "advmir.codecs.cli:transform_source",
+        "one source through every codec and room setting (codecs.jobs: source)",
+    ),
     "evaluate-transfer": ("advmir.transfer.cli:evaluate", "predictions of every target model"),
     "summarize-transfer": ("advmir.transfer.cli:summarize", "tidy transfer and codec tables"),
     "plot-transfer": ("advmir.plotting.transfer:main", "figures of compression and transfer"),

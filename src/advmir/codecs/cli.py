@@ -8,6 +8,8 @@ through the same setting.
 - ``encode_with_codec``: a codec setting (``--codec-setting``) through ffmpeg (rules
   encode_with_codec, encode_clean_with_codec).
 - ``simulate_room``: a room setting (``--room-setting``) (rules simulate_room, simulate_clean_room).
+- ``transform_source``: every codec and room setting of one source, one after another
+  (``codecs.jobs: source``; rules transform_source, transform_clean_source): the same folders.
 - ``select_clean_clips``: the clean source's test clips (rule select_clean_clips), a seeded subset
   nested with the attack stage's evaluation subset.
 
@@ -132,6 +134,65 @@ def simulate_room(argv: list[str]) -> int:
         simulate_source(
             source, setting, args.out_dir, dataset=Path(args.dataset_dir).name, source_name=args.source
         )
+    return 0
+
+
+def transform_source(argv: list[str]) -> int:
+    """Send one source through every codec and room setting of ``--settings`` (``codecs.jobs:
+    source``): the source is read once, each setting's folder is written as its own job would write
+    it (``OUT_ROOT/{setting}/``), one after another."""
+    parser = argparse.ArgumentParser(prog="advmir transform-source", description=transform_source.__doc__)
+    parser.add_argument("--dataset-dir", required=True, help="prepared dataset (data contract)")
+    parser.add_argument("--examples", required=True, help="as encode-with-codec's --examples")
+    parser.add_argument("--audio", default=None, help="as encode-with-codec's --audio")
+    parser.add_argument("--noise-audio", default=None, help="as encode-with-codec's --noise-audio")
+    parser.add_argument("--source", required=True, help="source name: clean or MODEL/ATTACK")
+    parser.add_argument(
+        "--settings",
+        required=True,
+        help='JSON {"codecs": {name: codec setting}, "rooms": {name: room setting}}',
+    )
+    parser.add_argument("--max-examples", type=int, default=None, help="only the first N examples")
+    parser.add_argument("--out-root", required=True, help="results/codecs/{dataset}/{source}")
+    parser.add_argument("--workers", type=int, default=2, help="ffmpeg processes at once")
+    parser.add_argument("--batch-size", type=int, default=25, help="clips per ffmpeg process")
+    parser.add_argument("--ffmpeg", default=None, help="ffmpeg to use (default: imageio-ffmpeg's)")
+    args = parser.parse_args(argv)
+    setup_logging()
+
+    try:
+        settings = json.loads(args.settings)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--settings is not JSON: {exc}") from None
+    if not isinstance(settings, dict) or set(settings) - {"codecs", "rooms"}:
+        raise UsageError('--settings must be a JSON object with the keys "codecs" and "rooms"')
+    codecs, rooms = settings.get("codecs") or {}, settings.get("rooms") or {}
+    if not codecs and not rooms:
+        raise UsageError("--settings names no codec or room setting: nothing to do")
+
+    from advmir.codecs.engine import CodecEngine
+    from advmir.codecs.jobs import encode_source, simulate_source
+    from advmir.codecs.registry import parse_setting
+    from advmir.codecs.room import parse_room
+    from advmir.transfer.sources import load_source
+
+    dataset, root = Path(args.dataset_dir).name, Path(args.out_root)
+    engine = CodecEngine(args.ffmpeg, workers=args.workers, batch_size=args.batch_size)
+    args.name = "(loading)"
+    with _job(args):
+        source = load_source(args.dataset_dir, args.examples, args.audio, args.max_examples, args.noise_audio)
+    for position, (name, spec) in enumerate([*codecs.items(), *rooms.items()], start=1):
+        args.name = name
+        log.info("setting %d of %d: %s", position, len(codecs) + len(rooms), name)
+        with _job(args):
+            if name in codecs:
+                setting = parse_setting(name, spec, source.sample_rate)
+                encode_source(
+                    source, setting, root / name, dataset=dataset, source_name=args.source, engine=engine
+                )
+            else:
+                room = parse_room(name, spec, source.sample_rate)
+                simulate_source(source, room, root / name, dataset=dataset, source_name=args.source)
     return 0
 
 

@@ -14,7 +14,9 @@ default) nested with the attack stage's evaluation subset, so it holds every att
 transfer stage's plan (:class:`advmir.transfer.plan.TransferPlan`) builds on this one.
 
 A job's parameters are its own setting's spec only, so adding or changing a setting runs that
-setting's jobs, nothing else.
+setting's jobs, nothing else. With ``codecs.jobs: source`` the grid is one job per (dataset,
+source) for every setting (transform_source; transform_clean_source): the same folders, about 50x
+fewer jobs for a sweep at cluster scale, and a changed setting reruns every source's job.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ CLEAN = "clean"
 MATCHED_NOISE = "matched_noise.npy"  # the attack stage's matched-noise control of adversarial.npy
 DECODED_NOISE = "decoded_noise.npy"  # that control through a codec or room setting
 NONE = "none"  # the transfer stage's condition without a setting: no setting may take its name
+JOB_MODES = ("setting", "source")  # codecs.jobs: one job per (source, setting) or per source
 
 
 class CodecConfigError(ValueError):
@@ -75,6 +78,7 @@ class CodecPlan:
         self.codec_attacks = list(transfer.get("attacks") or self.attacks) if self.enabled else []
         self.codec_threads = int(codecs.get("threads", 1))
         self.keep_decoded = bool(codecs.get("keep_decoded", True))
+        self.jobs = str(codecs.get("jobs", "setting"))
         self.max_examples = transfer.get("max_examples")
         self.clean_examples = transfer.get("clean_examples")
         # the attack stage's subset size (validation fills in its default; None: nothing to check)
@@ -130,6 +134,8 @@ class CodecPlan:
                 f"transfer.clean_examples ({self.clean_examples}) must be at least attack_settings.eval_size "
                 f"({self.eval_size}), so the clean source holds every attacked clip (null: every test clip)"
             )
+        if self.jobs not in JOB_MODES:
+            problems.append(f"codecs.jobs must be one of {list(JOB_MODES)}, got {self.jobs!r}")
         if problems:
             raise CodecConfigError("invalid codecs/transfer configuration:\n  - " + "\n  - ".join(problems))
         specs: dict[str, dict[str, Any]] = {}
@@ -192,6 +198,46 @@ class CodecPlan:
 
     def room_setting_json(self, name: str) -> str:
         return json.dumps(self.room_settings[name], sort_keys=True)
+
+    # -- one job per source (codecs.jobs: source) ------------------------------------------------
+
+    @property
+    def per_source(self) -> bool:
+        """One job per (dataset, source) for every setting, instead of one per setting."""
+        return self.jobs == "source"
+
+    def source_outputs(self, *, attack: bool) -> dict[str, list[str]]:
+        """The outputs of a per-source job, named like the per-setting rules' outputs and listed
+        for every codec setting, then every room setting, as Snakemake patterns with the
+        ``{dataset}`` and ``{source}`` wildcards. ``decoded`` and ``decoded_noise`` (attack sources
+        only) cover both kinds; ``bitstreams`` and ``bitrates`` the codecs; ``channel`` and ``rooms``
+        the rooms; ``setting`` both."""
+        root = f"{self.results}/codecs/{{dataset}}/{{source}}"
+        names = [*self.codec_settings, *self.room_settings]
+        out = {"decoded": [f"{root}/{n}/decoded.npy" for n in names]}
+        if attack:
+            out["decoded_noise"] = [f"{root}/{n}/{DECODED_NOISE}" for n in names]
+        out["bitstreams"] = [f"{root}/{n}/bitstreams.zip" for n in self.codec_settings]
+        out["bitrates"] = [f"{root}/{n}/bitrates.csv" for n in self.codec_settings]
+        out["channel"] = [f"{root}/{n}/channel.csv" for n in self.room_settings]
+        out["rooms"] = [f"{root}/{n}/rooms.npz" for n in self.room_settings]
+        out["setting"] = [f"{root}/{n}/setting.json" for n in names]
+        return {key: paths for key, paths in out.items() if paths}
+
+    def source_settings_json(self) -> str:
+        """``--settings`` of a per-source job: every codec and room setting by name, with its kind."""
+        return json.dumps(
+            {
+                "codecs": self.codec_settings,
+                "rooms": self.room_settings,
+            },
+            sort_keys=True,
+        )
+
+    def source_runtime(self) -> int:
+        """Minutes a per-source job may take: the per-setting jobs' limit for every 10 settings."""
+        settings = len(self.codec_settings) + len(self.room_settings)
+        return 30 * max(1, -(-settings // 10))
 
     def codec_targets(self) -> list[str]:
         """Every kept codec artifact (bitstreams with their bitrates) and room channel table."""

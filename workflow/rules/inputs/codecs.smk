@@ -13,3 +13,12 @@ ATTACK_SOURCES = alternatives([s for s in CODEC_PLAN.sources() if s != CLEAN])
 def decoded_output(path):
     """Decoded audio is temporary unless codecs.keep_decoded (the bitstreams always stay)."""
     return path if CODEC_PLAN.keep_decoded else temp(path)
+
+
+def source_outputs(attack):
+    """A per-source job's outputs (codecs.jobs: source), decoded audio temporary like decoded_output's."""
+    outputs = CODEC_PLAN.source_outputs(attack=attack)
+    for key in ("decoded", "decoded_noise"):
+        if key in outputs:
+            outputs[key] = decoded_output(outputs[key])
+    return outputs
