@@ -280,6 +280,19 @@ def test_summarize_predictions_reads_the_tables_it_is_given(tmp_path):
     assert summarize_predictions(paths, [], MODELS, conditions, {})["transfer"]["achieved_kbps"].isna().all()
 
 
+@pytest.mark.parametrize("option", ["--source", "--noise", "--target"])
+def test_a_model_named_twice_is_refused_before_anything_loads(tmp_path, option):
+    """A repeated name would silently replace the earlier checkpoint or audio (the last one wins)."""
+    sources = [["--source", "wave_a", "a.npy", "a.csv"]] * (2 if option == "--source" else 1)
+    noise = [["--noise", "wave_a", "n.npy"]] * (2 if option == "--noise" else 1)
+    targets = [["--target", "mel_a", "m.ckpt"], ["--target", "mel_a" if option == "--target" else "x", "k"]]
+    argv = ["--dataset-dir", str(tmp_path), "--attack", "pgd", "--condition", "none"]
+    argv += ["--out", str(tmp_path / "out.csv")] + [w for pair in sources + noise + targets for w in pair]
+    with pytest.raises(UsageError, match=rf"pgd none: {option} \['(wave|mel)_a'\] given more than once"):
+        cli.evaluate(argv)
+    assert not (tmp_path / "out.csv").exists()
+
+
 RATES_COLUMNS = ["condition", "target_model", "n", "n_counted", "n_success", "success_rate"]
 
 

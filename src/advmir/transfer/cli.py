@@ -66,8 +66,12 @@ def evaluate(argv: list[str]) -> int:
 
     from advmir.io import write_csv
     from advmir.runtime import resolve_device
-    from advmir.transfer.predict import evaluate_condition
+    from advmir.transfer.predict import check_unique, evaluate_condition
 
+    where = {"attack": args.attack, "condition": args.condition}
+    check_unique([s[0] for s in args.source], "--source", **where)
+    check_unique([n[0] for n in args.noise], "--noise", **where)
+    check_unique([t[0] for t in args.target], "--target", **where)
     torch.set_num_threads(max(1, args.threads))
     table = evaluate_condition(
         args.dataset_dir,

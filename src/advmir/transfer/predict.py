@@ -108,6 +108,18 @@ def predictions_table(
     return pd.concat(frames, ignore_index=True)
 
 
+def check_unique(names: Sequence[str], option: str, *, attack: str, condition: str) -> None:
+    """Each source, control or target model is named once (a repeated name would silently replace
+    the earlier checkpoint or audio).
+
+    Raises:
+        UsageError: a name is given twice, named with its option.
+    """
+    twice = sorted({n for n in names if list(names).count(n) > 1})
+    if twice:
+        raise UsageError(f"{attack} {condition}: {option} {twice} given more than once; name each model once")
+
+
 def check_noise_sources(
     names: Sequence[str], noise: Mapping[str, str], *, attack: str, condition: str
 ) -> None:
