@@ -493,3 +493,28 @@ def test_generalisation_table_separates_held_out_implementations():
     # a set written before families existed: every fault its own family, nothing held out
     old = metrics.generalisation(manifest.drop(columns=["fault_family", "held_out"]), {"d": score})
     assert set(old["implementations"]) == {"in_generator"} and "soft_clipping" in set(old["fault_family"])
+
+
+def test_cross_validated_label_check_finds_swapped_labels_of_a_dataset_s_own_classes():
+    """Confident learning on the dataset under review, cross-validated on its own labels (no class
+    list of another dataset): the swapped labels score highest; a label only one clip carries and a
+    dataset with a single label give no evidence, and say why."""
+    from advmir.anomaly.detectors import cross_validated_label_errors
+
+    rng = np.random.default_rng(0)
+    sr, t = 16000, np.arange(8000) / 16000
+    low = [np.sin(2 * np.pi * rng.uniform(100, 200) * t) for _ in range(20)]
+    high = [np.sign(np.sin(2 * np.pi * rng.uniform(1500, 3000) * t)) * 0.5 for _ in range(20)]
+    x = np.stack(low + high + [low[0] * 0.5]).astype(np.float32) * np.hanning(8000).astype(np.float32)
+    labels = ["hum"] * 20 + ["buzz"] * 20 + ["solo"]
+    swapped = [3, 11, 25]
+    for i in swapped:
+        labels[i] = "buzz" if labels[i] == "hum" else "hum"
+    value, reasons = cross_validated_label_errors(x, sr, labels, seed=0)
+    assert set(np.argsort(value)[-3:]) == set(swapped)
+    assert value[-1] == 0.0 and "the only clip labelled 'solo'" in reasons[-1]
+    assert "5-fold on this dataset" in reasons[0]
+    again, _ = cross_validated_label_errors(x, sr, labels, seed=0)
+    np.testing.assert_array_equal(value, again)  # seeded folds
+    none, why = cross_validated_label_errors(x, sr, ["unlabelled"] * len(x))
+    assert not none.any() and "no label check" in why[0]

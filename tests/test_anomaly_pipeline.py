@@ -395,6 +395,30 @@ def _check_saved_ensemble(out, dataset: str, test_set: str) -> None:
     assert cli.review([*argv, f"--review={out / 'own.csv'}", f"--scores={out / 'own_scores.csv'}"]) == 0
     assert "label_errors" not in set(pd.read_csv(out / "own_scores.csv")["detector"])
     assert pd.read_csv(out / "own.csv")["rank"].tolist() == list(range(1, len(own) + 1))
+    # labels of its own that are not the ensemble's classes (a folder labelled by subfolders):
+    # confident learning checks them out of sample, cross-validated on the dataset itself, and the
+    # swapped labels score above the clean clips' (label_check auto; `source` has nothing to check)
+    renamed = theirs.manifest.assign(label="take_" + theirs.manifest["label"].astype(str))
+    classes = sorted(renamed["label"].unique())
+    renamed["label_idx"] = renamed["label"].map({c: i for i, c in enumerate(classes)})
+    write_dataset(out / "renamed", theirs.float_waveforms(slice(None)), renamed, classes, theirs.sample_rate)
+    argv[-1] = str(out / "renamed")
+    assert cli.review([*argv, f"--review={out / 'ren.csv'}", f"--scores={out / 'ren_scores.csv'}"]) == 0
+    checked = pd.read_csv(out / "ren_scores.csv").query("detector == 'label_errors'").set_index("id")
+    assert len(checked) == len(own) and checked["reason"].str.contains("-fold on this dataset").any()
+    faults = theirs.manifest.set_index(theirs.manifest["id"].astype(str))["fault"].reindex(checked.index)
+    swapped = faults.isin(["wrong_family", "swapped_family"]).to_numpy()
+    assert swapped.any() and (faults == "none").any()
+    assert checked["score"][swapped].mean() > checked["score"][(faults == "none").to_numpy()].mean()
+    by_source = [
+        *argv,
+        "--label-check",
+        "source",
+        f"--review={out / 'src.csv'}",
+        f"--scores={out / 'src_s.csv'}",
+    ]
+    assert cli.review(by_source) == 0
+    assert "label_errors" not in set(pd.read_csv(out / "src_s.csv")["detector"])
 
 
 def _plot(tables: dict[str, str], folder, names: tuple[str, str, str]) -> None:

@@ -331,10 +331,12 @@ rule review_dataset:
         checkpoints=anomaly_detector_args,
         max_reference=ANOMALY_TRAIN_CLIPS,
         seed=config["seed"],
+        label_check=config["anomaly"]["review"].get("label_check", "auto"),
     shell:
         'python -m advmir review-dataset --ensemble "$(dirname {input.ensemble[0]:q})"'
         ' --source "$(dirname {input.source[0]:q})" --dataset "$(dirname {input.dataset:q})"'
         " {params.checkpoints} --max-reference {params.max_reference} --seed {params.seed}"
+        " --label-check {params.label_check}"
         " --review {output.review:q} --scores {output.scores:q} > {log:q} 2>&1"
 
 

@@ -346,6 +346,14 @@ def review(argv: list[str]) -> int:
         "--summary", help="output JSON: ROC-AUC and top-10%% shares, when the dataset has is_fault"
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--label-check",
+        choices=["auto", "source", "cross_validated"],
+        default="auto",
+        help="how label_errors checks the labels: the ensemble's classifiers (source), a logistic "
+        "regression cross-validated on this dataset's own labels, or auto (source when every label "
+        "is one of the ensemble's classes)",
+    )
     args = p.parse_args(argv)
     _common_logging()
     from advmir.anomaly.review import apply_ensemble, cross_domain
@@ -360,6 +368,7 @@ def review(argv: list[str]) -> int:
         multitask=args.multitask,
         max_reference=args.max_reference,
         seed=args.seed,
+        label_check=args.label_check,
     )
     write_csv(args.scores, scores)
     write_csv(args.review, table)

@@ -337,6 +337,79 @@ def fit_label_errors(ref: Reference) -> Fitted:
     return score
 
 
+#: folds of the out-of-sample label check on the dataset under review
+CV_FOLDS = 5
+
+
+def cross_validated_label_errors(
+    waveforms: np.ndarray,
+    sample_rate: int,
+    labels: Sequence[str],
+    *,
+    models: Mapping[str, Any] | None = None,
+    folds: int = CV_FOLDS,
+    seed: int = 0,
+) -> Result:
+    """Confident learning on the dataset under review, with its own labels: out-of-sample
+    probabilities from a k-fold cross-validated logistic regression fitted on that dataset.
+
+    No class list of another dataset is assumed, so a folder labelled by its own subfolders gets a
+    label check, and a dataset that merely sounds different from the one the classifiers were
+    trained on is not one big label error. Features: the summary features, plus the classifiers'
+    logits when ``models`` are given (a timbre representation learnt elsewhere; its classes need
+    not be the labels).
+
+    Args:
+        waveforms: (N, T) float32 clips.
+        labels: (N,) each clip's given label.
+        folds: at most this many folds; fewer when the rarest label (of those with two or more
+            clips) has fewer clips.
+
+    Returns:
+        ``1 - p(given label)`` out of sample (N,) (cleanlab's self-confidence), 0 for a clip whose
+        label only it carries (no other clip to learn it from), and a reason per clip.
+    """
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    labels = np.asarray([str(v) for v in labels], dtype=object)
+    names, counts = np.unique(labels, return_counts=True)
+    learnable = set(names[counts >= 2])
+    keep = np.array([v in learnable for v in labels])
+    value = np.zeros(len(labels))
+    if len(learnable) < 2:
+        return value, ["fewer than two labels with two clips each: no label check"] * len(labels)
+    reasons = [f"the only clip labelled {v!r}: no other clip to check it against" for v in labels]
+    x, _ = features.summary_features(waveforms, sample_rate)
+    if models:
+        x = np.concatenate([x, *model_logits(models, waveforms).values()], axis=1)
+    x, y_names = x[keep], labels[keep]
+    classes = sorted(learnable)
+    y = np.searchsorted(classes, y_names)
+    k = int(min(folds, np.bincount(y).min()))
+    probs = np.zeros((len(y), len(classes)))
+    for train, test in StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(x, y):
+        lr = make_pipeline(StandardScaler(), LogisticRegression(C=0.2, max_iter=1000))
+        lr.fit(x[train], y[train])
+        probs[np.ix_(test, lr.classes_)] = lr.predict_proba(x[test])
+    probs = np.maximum(probs, 1e-6)
+    probs /= probs.sum(axis=1, keepdims=True)
+    value[keep] = 1.0 - get_label_quality_scores(y, probs, method="self_confidence")
+    issues = find_label_issues(y, probs, filter_by="prune_by_noise_rate")
+    top = probs.argmax(axis=1)
+    for j, n in enumerate(np.flatnonzero(keep)):
+        reasons[n] = (
+            f"labelled {classes[y[j]]!r} (p={probs[j, y[j]]:.2f} out of sample, {k}-fold on this dataset), "
+            f"sounds like {classes[top[j]]!r} (p={probs[j, top[j]]:.2f})"
+            + ("; cleanlab flags it" if issues[j] else "")
+        )
+    return value, reasons
+
+
 def fit_duplicates(ref: Reference) -> Fitted:
     """Near-duplicates: smallest relative distance to another clip of the set (level-aware embedding)."""
 

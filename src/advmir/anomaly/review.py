@@ -9,9 +9,14 @@ detectors), scores every clip of the new dataset, each score becomes evidence ag
 calibration (the share of clean validation clips that score as high), and the saved weights turn
 the evidence into ``p_fault``.
 
-A detector that cannot speak about the new dataset gives no evidence (0) instead of a guess:
-confident learning where no label is one of the ensemble's classes (a folder labelled by its own
-subfolders, or ``labels: none``). The pitch check gives none without a ``pitch`` column, and the
+Confident learning (``label_errors``) checks the labels of the dataset under review: with the
+ensemble's classifiers and reference clips when every label is one of the ensemble's classes
+(``label_check: source``), else with out-of-sample probabilities of a logistic regression
+cross-validated on the dataset under review itself (``cross_validated``: a folder labelled by its
+own subfolders; the features are the summary features and the ensemble's classifiers' logits);
+``auto`` (the default) picks between the two that way. A detector that cannot speak about the new
+dataset gives no evidence (0) instead of a guess: confident learning with fewer than two labels of
+two clips each (``labels: none``). The pitch check gives none without a ``pitch`` column, and the
 multi-task net's family head none for a label it does not know (its fault head still speaks).
 
 Each clip's reasons are the detectors that pushed it up most (their weight times their evidence
@@ -24,6 +29,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -114,10 +120,12 @@ def apply_ensemble(
     multitask: str | None = None,
     max_reference: int = 0,
     seed: int = 0,
+    label_check: str = "auto",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Rank every clip of the prepared dataset ``target`` with the saved ensemble ``ensemble``
     (fitted on ``source``, whose clean train clips, classifiers ``models`` and checkpoints refit its
-    detectors).
+    detectors). ``label_check``: how ``label_errors`` checks the labels (``auto``, ``source`` or
+    ``cross_validated``: the module docstring).
 
     Returns:
         (scores: one row per (clip, detector) with score, robust_z within ``target``, evidence and
@@ -133,10 +141,17 @@ def apply_ensemble(
     ids = manifest["id"].tolist()
     source_classes = load_dataset(source).classes
     known = in_classes(manifest, source_classes)["label_idx"].to_numpy() >= 0
+    check = _label_check(label_check, manifest, known)
     tables = {}
     for det in stack.detectors:
-        if det in NEEDS_KNOWN_LABELS and not known.any():
-            log.info("%s: no label of %s is one of %s's classes: no evidence", det, target, source)
+        if det in NEEDS_KNOWN_LABELS and check is None:
+            log.info("%s: %s has fewer than two labels of two clips each: no evidence", det, target)
+            continue
+        if det in NEEDS_KNOWN_LABELS and check == "cross_validated":
+            tables[det] = _cross_validated_labels(data, manifest, models, seed)
+            log.info(
+                "scored %d clips with %s, cross-validated on %s's own labels", len(manifest), det, target
+            )
             continue
         needs = {"multitask": multitask, "autoencoder": autoencoder}
         if det in needs and needs[det] is None:
@@ -180,6 +195,48 @@ def apply_ensemble(
         "ranked %d clips of %s with the ensemble of %s", len(review), target, info.get("dataset", ensemble)
     )
     return scores, review
+
+
+LABEL_CHECKS = ("auto", "source", "cross_validated")
+
+
+def _label_check(mode: str, manifest: pd.DataFrame, known: np.ndarray) -> str | None:
+    """How ``label_errors`` checks ``manifest``'s labels: ``source``, ``cross_validated`` or None
+    (nothing to check)."""
+    if mode not in LABEL_CHECKS:
+        raise AnomalyInputError(f"label_check must be one of {list(LABEL_CHECKS)}, got {mode!r}")
+    counts = manifest["label"].astype(str).value_counts()
+    checkable = int((counts >= 2).sum()) >= 2
+    if mode == "source" or (mode == "auto" and known.all()):
+        return "source" if known.any() else None
+    return "cross_validated" if checkable else None
+
+
+def _cross_validated_labels(
+    data: Any, manifest: pd.DataFrame, models: Mapping[str, str] | None, seed: int
+) -> pd.DataFrame:
+    """The ``label_errors`` table (id, score, robust_z, reason) of ``data`` from its own labels."""
+    from advmir.anomaly.detectors import cross_validated_label_errors
+    from advmir.anomaly.ensemble import robust_z
+
+    loaded = {}
+    if models:
+        import torch
+
+        from advmir.models.zoo import load_model
+
+        torch.set_num_threads(1)
+        loaded = {name: load_model(path, device="cpu") for name, path in models.items()}
+    value, reasons = cross_validated_label_errors(
+        data.float_waveforms(slice(None)),
+        data.sample_rate,
+        manifest["label"].astype(str).tolist(),
+        models=loaded,
+        seed=seed,
+    )
+    return pd.DataFrame(
+        {"id": manifest["id"], "score": value, "robust_z": robust_z(value), "reason": reasons}
+    )
 
 
 def cross_domain(review: pd.DataFrame, budget: float = 0.10) -> dict[str, float]:
