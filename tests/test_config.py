@@ -100,6 +100,27 @@ def test_paper_config_dry_run_lists_the_full_sweep(tmp_path):
     assert counts["total"] > 1000, counts
 
 
+def test_the_longest_training_has_the_highest_priority(config):
+    """Snakemake starts the ready training with the highest priority first: the default zoo's
+    costliest (stft_cnn, then wave_cnn) before logmel_cnn and its half-data surrogate, and a
+    defended model's adversarial passes count."""
+    from advmir.config import expand_defenses, training_priority
+
+    zoo = {
+        m: training_priority(config, m)
+        for m in ("stft_cnn", "wave_cnn", "logmel_cnn", "surrogate_logmel_cnn")
+    }
+    assert zoo["stft_cnn"] > zoo["wave_cnn"] > zoo["logmel_cnn"] > zoo["surrogate_logmel_cnn"] >= 1
+    assert training_priority(config, "logmel_cnn", split=True) >= 1
+    defended = copy.deepcopy(config)
+    defended["defenses"]["enabled"] = True
+    defended["defenses"]["models"] = {
+        "logmel_pgd": {"model": "logmel_cnn", "mode": "pgd_at", "snr_db": 40, "steps": 5}
+    }
+    expand_defenses(defended)
+    assert training_priority(defended, "logmel_pgd") > 5 * zoo["logmel_cnn"]
+
+
 def test_codec_jobs_per_source_cut_the_same_work_into_one_job_per_source(tmp_path, config):
     """codecs.jobs: source: one job per (dataset, source) for every codec and room setting, the
     same transfer evaluations reading the same files; an unknown mode is refused by the schema."""

@@ -471,6 +471,33 @@ def split_training_for(config: dict[str, Any], model: str) -> dict[str, Any]:
     return override_training(training_for(config, model), overrides)
 
 
+#: Training CPU time per clip and epoch relative to logmel_cnn, by front-end and architecture (the
+#: default run's benchmark files: stft_cnn 3.1x, wave_cnn 1.9x; CQT 3x and CRNN 1.6x in the README).
+FRONTEND_COST = {"logmel": 1.0, "stft": 3.0, "filterbank": 2.0, "cqt": 3.0, "waveform": 2.0}
+ARCH_COST = {"cnn2d": 1.0, "crnn": 1.6, "cnn1d": 1.0}
+
+
+def training_priority(config: dict[str, Any], model: str, split: bool = False) -> int:
+    """Snakemake priority of a model's training job: its expected CPU time (epochs x training
+    clips' share x front-end and architecture cost x adversarial passes), so that among
+    the trainings ready at once the longest starts first and does not end the run alone. A
+    scheduling hint only: a wrong estimate changes the order of jobs, never a result.
+    """
+    spec = config["models"][model]
+    training = split_training_for(config, model) if split else training_for(config, model)
+    share = 0.5 if training.get("train_subset", "all") != "all" else 1.0
+    adversarial = training.get("adversarial") or {}
+    passes = 1.0 + float(adversarial.get("steps", 0)) if adversarial.get("mode") else 1.0
+    cost = (
+        float(training["max_epochs"])
+        * share
+        * FRONTEND_COST.get(spec.get("frontend", "logmel"), 1.0)
+        * ARCH_COST.get(spec.get("arch", "cnn2d"), 1.0)
+        * passes
+    )
+    return max(1, round(cost))
+
+
 def model_spec(config: dict[str, Any], model: str) -> dict[str, Any]:
     """The architecture part of a model's config (what build_model needs)."""
     spec = config["models"][model]

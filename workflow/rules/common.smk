@@ -15,6 +15,7 @@ from advmir.config import (
     split_training_for,
     trained_models,
     training_for,
+    training_priority,
     undefended_models,
     validate_config,
 )
@@ -110,6 +111,11 @@ def training_params(wildcards):
     if "split" in wildcards.keys():
         return json.dumps(split_training_for(config, wildcards.model), sort_keys=True)
     return json.dumps(training_for(config, wildcards.model), sort_keys=True)
+
+
+def model_priority(wildcards):
+    """The longest training first (advmir.config.training_priority): a scheduling hint."""
+    return training_priority(config, wildcards.model, split="split" in wildcards.keys())
 
 
 def benign_inputs(wildcards):
