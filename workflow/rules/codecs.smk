@@ -53,7 +53,7 @@ if CODEC_PLAN.per_source:
         benchmark:
             f"{RESULTS}/benchmarks/codecs/{{dataset}}/{{source}}/all_settings.tsv"
         wildcard_constraints:
-            source=ATTACK_SOURCES,
+            source=ANY_ATTACK_SOURCE,
         conda:
             "../../envs/codecs.yaml"
         threads: CODEC_PLAN.codec_threads

@@ -8,6 +8,11 @@ DECODED = f"{CODEC_DIR}/decoded.npy"
 # an attack source's matched-noise control through the same setting (the clean source has none)
 DECODED_NOISE_FILE = f"{CODEC_DIR}/{DECODED_NOISE}"
 ATTACK_SOURCES = alternatives([s for s in CODEC_PLAN.sources() if s != CLEAN])
+# transform_source's constraint: any MODEL/ATTACK by its shape. Its ~5 outputs per setting are as
+# many patterns, each matched against every input file the DAG resolves: with the named
+# alternatives above in each (1,675 sources in the 10x sweep) that matching, not the job count,
+# dominated the dry run.
+ANY_ATTACK_SOURCE = "[^/]+/[^/]+"
 
 
 def decoded_output(path):
