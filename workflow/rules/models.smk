@@ -38,13 +38,13 @@ rule train_model:
         f"{RESULTS}/benchmarks/models/{{dataset}}/{{model}}.tsv"
     wildcard_constraints:
         model="|".join(TRAINED_MODELS) or "(?!)",
+    # the longest training first, so that it does not end the run alone (a scheduling hint)
+    priority: model_priority
     conda:
         "../../envs/torch.yaml"
     # One thread: these small models gain little from a second one, and two jobs side by side
     # train about 1.6x as many models per hour on 2 cores as one job with two threads.
     threads: 1
-    # the longest training first, so that it does not end the run alone (a scheduling hint)
-    priority: model_priority
     resources:
         mem_mb=6000,
         runtime=120,
