@@ -36,24 +36,24 @@ class CodecJobError(InputError):
 
 
 @contextlib.contextmanager
-def _job(args: argparse.Namespace) -> Iterator[None]:
-    """The known failures of one (source, setting) job as one :class:`CodecJobError`."""
+def _job(args: argparse.Namespace, name: str) -> Iterator[None]:
+    """The known failures of one (source, setting ``name``) job as one :class:`CodecJobError`."""
     from advmir.codecs.engine import ClipError, FFmpegNotFoundError
     from advmir.codecs.registry import CodecError
     from advmir.transfer.sources import SourceError
 
     if args.noise_audio and not args.audio:
         raise UsageError(
-            f"{args.source} {args.name}: --noise-audio needs --audio (the clean source has no control)"
+            f"{args.source} {name}: --noise-audio needs --audio (the clean source has no control)"
         )
     try:
         yield
     except (CodecError, ClipError, FFmpegNotFoundError, SourceError) as exc:
-        raise CodecJobError(f"{args.source} {args.name}: {exc}") from None
+        raise CodecJobError(f"{args.source} {name}: {exc}") from None
 
 
-def _parser(prog: str, description: str | None) -> argparse.ArgumentParser:
-    """The options every (source, setting) job shares."""
+def _parser(prog: str, description: str | None, *, named: bool = True) -> argparse.ArgumentParser:
+    """The options every job of a source shares (and ``--name``, a per-setting job's)."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--dataset-dir", required=True, help="prepared dataset (data contract)")
     parser.add_argument(
@@ -73,8 +73,16 @@ def _parser(prog: str, description: str | None) -> argparse.ArgumentParser:
         help="the attack run's matched_noise.npy ((N, T), the control of --audio row for row): sent "
         "through the same setting into decoded_noise.npy",
     )
-    parser.add_argument("--name", required=True, help="the setting's name (config key), e.g. mp3_128k")
+    if named:
+        parser.add_argument("--name", required=True, help="the setting's name (config key), e.g. mp3_128k")
     return parser
+
+
+def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """The codec engine's options (:class:`advmir.codecs.engine.CodecEngine`)."""
+    parser.add_argument("--workers", type=int, default=2, help="ffmpeg processes at once")
+    parser.add_argument("--batch-size", type=int, default=25, help="clips per ffmpeg process")
+    parser.add_argument("--ffmpeg", default=None, help="ffmpeg to use (default: imageio-ffmpeg's)")
 
 
 def _add_subset_and_out(parser: argparse.ArgumentParser) -> None:
@@ -89,9 +97,7 @@ def encode_with_codec(argv: list[str]) -> int:
         "--codec-setting", required=True, help='JSON, e.g. {"codec": "mp3", "bitrate_kbps": 128}'
     )
     _add_subset_and_out(parser)
-    parser.add_argument("--workers", type=int, default=2, help="ffmpeg processes at once")
-    parser.add_argument("--batch-size", type=int, default=25, help="clips per ffmpeg process")
-    parser.add_argument("--ffmpeg", default=None, help="ffmpeg to use (default: imageio-ffmpeg's)")
+    _add_engine_options(parser)
     args = parser.parse_args(argv)
     setup_logging()
 
@@ -100,7 +106,7 @@ def encode_with_codec(argv: list[str]) -> int:
     from advmir.codecs.registry import parse_setting
     from advmir.transfer.sources import load_source
 
-    with _job(args):
+    with _job(args, args.name):
         source = load_source(args.dataset_dir, args.examples, args.audio, args.max_examples, args.noise_audio)
         setting = parse_setting(args.name, json.loads(args.codec_setting), source.sample_rate)
         engine = CodecEngine(args.ffmpeg, workers=args.workers, batch_size=args.batch_size)
@@ -128,7 +134,7 @@ def simulate_room(argv: list[str]) -> int:
     from advmir.codecs.room import parse_room
     from advmir.transfer.sources import load_source
 
-    with _job(args):
+    with _job(args, args.name):
         source = load_source(args.dataset_dir, args.examples, args.audio, args.max_examples, args.noise_audio)
         setting = parse_room(args.name, json.loads(args.room_setting), source.sample_rate)
         simulate_source(
@@ -141,12 +147,7 @@ def transform_source(argv: list[str]) -> int:
     """Send one source through every codec and room setting of ``--settings`` (``codecs.jobs:
     source``): the source is read once, each setting's folder is written as its own job would write
     it (``OUT_ROOT/{setting}/``), one after another."""
-    parser = argparse.ArgumentParser(prog="advmir transform-source", description=transform_source.__doc__)
-    parser.add_argument("--dataset-dir", required=True, help="prepared dataset (data contract)")
-    parser.add_argument("--examples", required=True, help="as encode-with-codec's --examples")
-    parser.add_argument("--audio", default=None, help="as encode-with-codec's --audio")
-    parser.add_argument("--noise-audio", default=None, help="as encode-with-codec's --noise-audio")
-    parser.add_argument("--source", required=True, help="source name: clean or MODEL/ATTACK")
+    parser = _parser("advmir transform-source", transform_source.__doc__, named=False)
     parser.add_argument(
         "--settings",
         required=True,
@@ -154,9 +155,7 @@ def transform_source(argv: list[str]) -> int:
     )
     parser.add_argument("--max-examples", type=int, default=None, help="only the first N examples")
     parser.add_argument("--out-root", required=True, help="results/codecs/{dataset}/{source}")
-    parser.add_argument("--workers", type=int, default=2, help="ffmpeg processes at once")
-    parser.add_argument("--batch-size", type=int, default=25, help="clips per ffmpeg process")
-    parser.add_argument("--ffmpeg", default=None, help="ffmpeg to use (default: imageio-ffmpeg's)")
+    _add_engine_options(parser)
     args = parser.parse_args(argv)
     setup_logging()
 
@@ -178,13 +177,11 @@ def transform_source(argv: list[str]) -> int:
 
     dataset, root = Path(args.dataset_dir).name, Path(args.out_root)
     engine = CodecEngine(args.ffmpeg, workers=args.workers, batch_size=args.batch_size)
-    args.name = "(loading)"
-    with _job(args):
+    with _job(args, "(loading)"):
         source = load_source(args.dataset_dir, args.examples, args.audio, args.max_examples, args.noise_audio)
     for position, (name, spec) in enumerate([*codecs.items(), *rooms.items()], start=1):
-        args.name = name
         log.info("setting %d of %d: %s", position, len(codecs) + len(rooms), name)
-        with _job(args):
+        with _job(args, name):
             if name in codecs:
                 setting = parse_setting(name, spec, source.sample_rate)
                 encode_source(
