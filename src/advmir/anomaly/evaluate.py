@@ -76,7 +76,6 @@ def score_with_detector(
     data, rows = train_clips(dataset, max_reference, seed)
     if detector not in NEEDS_REFERENCE:
         rows = rows[:0]  # only the class list and sample rate are used
-    loaded = {}
     if detector in NEEDS_TORCH:
         import torch
 
@@ -84,10 +83,7 @@ def score_with_detector(
 
         seed_everything(seed)
         torch.set_num_threads(1)
-    if models:
-        from advmir.models.zoo import load_model
-
-        loaded = {name: load_model(path, device="cpu") for name, path in models.items()}
+    loaded = load_classifiers(models)
     ref = Reference(
         waveforms=data.float_waveforms(rows),
         manifest=data.manifest.iloc[rows].reset_index(drop=True),
@@ -108,6 +104,15 @@ def score_with_detector(
         ScoreSet(s.float_waveforms(slice(None)), in_classes(s.manifest, data.classes)) for s in sets
     ]
     return run_detector(detector, ref, score_sets)
+
+
+def load_classifiers(models: Mapping[str, str] | None) -> dict[str, Any]:
+    """Name -> classifier (waveform (B, T) -> logits (B, C)) on the CPU, from checkpoint paths."""
+    if not models:
+        return {}
+    from advmir.models.zoo import load_model
+
+    return {name: load_model(path, device="cpu") for name, path in models.items()}
 
 
 def in_classes(manifest: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:

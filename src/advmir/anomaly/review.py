@@ -216,22 +216,18 @@ def _cross_validated_labels(
     data: Any, manifest: pd.DataFrame, models: Mapping[str, str] | None, seed: int
 ) -> pd.DataFrame:
     """The ``label_errors`` table (id, score, robust_z, reason) of ``data`` from its own labels."""
+    import torch
+
     from advmir.anomaly.detectors import cross_validated_label_errors
     from advmir.anomaly.ensemble import robust_z
+    from advmir.anomaly.evaluate import load_classifiers
 
-    loaded = {}
-    if models:
-        import torch
-
-        from advmir.models.zoo import load_model
-
-        torch.set_num_threads(1)
-        loaded = {name: load_model(path, device="cpu") for name, path in models.items()}
+    torch.set_num_threads(1)
     value, reasons = cross_validated_label_errors(
         data.float_waveforms(slice(None)),
         data.sample_rate,
         manifest["label"].astype(str).tolist(),
-        models=loaded,
+        models=load_classifiers(models),
         seed=seed,
     )
     return pd.DataFrame(
