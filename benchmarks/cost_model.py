@@ -597,7 +597,7 @@ def predict(jobs: list[Job], sizer: Sizer, rates: Rates) -> Prediction:
             wall = sum(p[0] for p in parts) - starts * rates.overhead_s
             cpu = sum(p[1] for p in parts) - starts * rates.table.attrs.get("cpu_overhead", 0.0)
             hows = [p[2] for p in parts]
-            how = max(set(hows), key=hows.count) if hows else "unmeasured"
+            how = max(hows, key=hows.count) if hows else "unmeasured"  # the commonest, first on ties
         else:
             wall, cpu, how = one(job)
         walls.append(wall)
