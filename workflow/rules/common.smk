@@ -118,6 +118,12 @@ def model_priority(wildcards):
     return training_priority(config, wildcards.model, split="split" in wildcards.keys())
 
 
+def codec_gate_priority(wildcards):
+    """Above every training's priority: every training waits on the codec versions of its clips."""
+    costs = [training_priority(config, m, split=s) for m in TRAINED_MODELS for s in (False, True)]
+    return 1 + max(costs, default=0)
+
+
 def benign_inputs(wildcards):
     """Clean accuracy (with the noise check), plus the clean-through-codec table when codecs run."""
     files = {"accuracy": f"{RESULTS}/tables/clean_accuracy.csv"}

@@ -11,6 +11,8 @@ rule encode_training_codecs:
     conda:
         "../../envs/codecs.yaml"
     threads: TRAINING_CODECS["threads"]
+    # every training waits on this job: before them all (a scheduling hint)
+    priority: codec_gate_priority
     resources:
         mem_mb=4000,
         runtime=30,
