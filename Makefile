@@ -73,7 +73,7 @@ lint: setup check-yaml
 	$(SMK) --lint
 
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 report: setup check-yaml
 	$(SMK) --report results/report.html

@@ -104,7 +104,7 @@ def test_the_longest_training_has_the_highest_priority(config):
     """Snakemake starts the ready training with the highest priority first: the default zoo's
     costliest (stft_cnn, then wave_cnn) before logmel_cnn and its half-data surrogate, and a
     defended model's adversarial passes count."""
-    from advmir.config import expand_defenses, training_priority
+    from advmir.config import expand_defenses, training_gate_priority, training_priority
 
     zoo = {
         m: training_priority(config, m)
@@ -119,6 +119,9 @@ def test_the_longest_training_has_the_highest_priority(config):
     }
     expand_defenses(defended)
     assert training_priority(defended, "logmel_pgd") > 5 * zoo["logmel_cnn"]
+    # the codec versions of the training clips, which every training waits on, come before them all
+    gate = training_gate_priority(defended)
+    assert gate > training_priority(defended, "logmel_pgd") and gate > zoo["stft_cnn"]
 
 
 def test_codec_jobs_per_source_cut_the_same_work_into_one_job_per_source(tmp_path, config):

@@ -498,6 +498,18 @@ def training_priority(config: dict[str, Any], model: str, split: bool = False) -
     return max(1, round(cost))
 
 
+def training_gate_priority(config: dict[str, Any]) -> int:
+    """Snakemake priority of a job every training waits on (the codec versions of the training
+    clips): above every training's, on the default split and the generalisation splits, so that it
+    starts as soon as it can instead of after the other stages' ready jobs."""
+    costs = [
+        training_priority(config, model, split=split)
+        for model in trained_models(config)
+        for split in (False, True)
+    ]
+    return 1 + max(costs, default=0)
+
+
 def model_spec(config: dict[str, Any], model: str) -> dict[str, Any]:
     """The architecture part of a model's config (what build_model needs)."""
     spec = config["models"][model]

@@ -15,6 +15,7 @@ from advmir.config import (
     split_training_for,
     trained_models,
     training_for,
+    training_gate_priority,
     training_priority,
     undefended_models,
     validate_config,
@@ -116,12 +117,6 @@ def training_params(wildcards):
 def model_priority(wildcards):
     """The longest training first (advmir.config.training_priority): a scheduling hint."""
     return training_priority(config, wildcards.model, split="split" in wildcards.keys())
-
-
-def codec_gate_priority(wildcards):
-    """Above every training's priority: every training waits on the codec versions of its clips."""
-    costs = [training_priority(config, m, split=s) for m in TRAINED_MODELS for s in (False, True)]
-    return 1 + max(costs, default=0)
 
 
 def benign_inputs(wildcards):

@@ -12,7 +12,7 @@ rule encode_training_codecs:
         "../../envs/codecs.yaml"
     threads: TRAINING_CODECS["threads"]
     # every training waits on this job: before them all (a scheduling hint)
-    priority: codec_gate_priority
+    priority: training_gate_priority(config)
     resources:
         mem_mb=4000,
         runtime=30,
