@@ -54,8 +54,8 @@ Modes (``mode``):
   [-1, 1], as the smoothed classifier does not clip its noisy copies either. Validation (early
   stopping and the kept epoch) runs under the same noise, drawn once per validation batch (every
   epoch sees the same noisy clips), because that is what the smoothed classifier asks of the model:
-  on clean clips, which it never trains on, a first run on the default data stopped at epoch 13 of
-  20 and kept epoch 9 (clean test accuracy 0.47 at sigma 0.05). The test scores of metrics.json stay
+  on clean clips, which it never trains on, a first run on the default data stopped after 14 of 20
+  epochs and kept the 10th (clean test accuracy 0.47 at sigma 0.05). The test scores of metrics.json stay
   on clean clips, as for every zoo model.
 
 Budgets are the attack stage's (:class:`advmir.attacks.budgets.Budget`): per-clip ``snr_db`` (the
