@@ -35,7 +35,8 @@ Assumptions (none measured on the predicted configs):
 - No queueing, no start-up of SLURM jobs, no file-system contention; Snakemake's own per-job work
   is ``--job-overhead`` seconds (default 0).
 - Defended training costs the base model's times the factor ``DEFENSE_FACTOR`` (measured by
-  benchmarks/defense_speed.py and the README: fast_at 2x, adv_aug 3x, pgd_at and trades steps + 1).
+  benchmarks/defense_speed.py and the README: fast_at 2x, adv_aug 3x, pgd_at and trades steps + 1;
+  gaussian 1x, assumed: clean training plus one noise draw per batch).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
 # Training cost of a defended model relative to its base model, per epoch (see the module docstring).
-DEFENSE_FACTOR = {"fast_at": 2.0, "adv_aug": 3.0}
+DEFENSE_FACTOR = {"fast_at": 2.0, "adv_aug": 3.0, "gaussian": 1.0}  # gaussian: clean training plus noise
 # A rule the measured run never ran is costed at another rule's rate per work unit when the two do
 # the same kind of work (robust and transformation-defense evaluations run attacks: clips x steps).
 PROXY = {"evaluate_transform": "craft_adversarial", "evaluate_robustness": "craft_adversarial"}

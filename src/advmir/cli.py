@@ -106,6 +106,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "advmir.plotting.defenses:main_augmentation",
         "figure: accuracy by condition, augmented vs base model",
     ),
+    "certify-smoothed": (
+        "advmir.defenses.cli:certify_smoothed",
+        "randomized smoothing: each clip's smoothed prediction and certified L2 radius",
+    ),
+    "summarize-certified": (
+        "advmir.defenses.cli:summarize_certified",
+        "table: certified accuracy of every smoothed classifier vs SNR (certified.csv)",
+    ),
+    "plot-certified": (
+        "advmir.plotting.defenses:main_certified",
+        "figure: certified accuracy vs SNR, one line per smoothed classifier",
+    ),
     "corrupt-split": ("advmir.anomaly.cli:corrupt", "inject known faults into a split"),
     "score-anomalies": ("advmir.anomaly.cli:score", "score every clip with one detector"),
     "evaluate-anomalies": ("advmir.anomaly.cli:evaluate", "metrics of every detector"),

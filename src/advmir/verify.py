@@ -173,6 +173,20 @@ class Verification:
         if meta and meta.get("base_model") not in (None, folder.name):
             self.model(models / str(meta["base_model"]), folder / "robustness.json")
 
+    def transform(self, folder: Path) -> None:
+        """One transformation defense (results/defenses/{dataset}/transforms/{name}/)."""
+        self.check(folder / "transform.json", read_json, keys=("transform", "spec"))
+        self.check(folder / "transform.csv", read_csv, columns=("budget_db", "scoring", "robust_accuracy"))
+        self.check(folder / "summary.csv", read_csv, columns=("transform", "budget_db", "verdict"))
+
+    def smoothing(self, folder: Path) -> None:
+        """One smoothed classifier (results/defenses/{dataset}/smoothing/{name}/) and the checkpoint of
+        the model it smooths."""
+        meta = self.check(folder / "smoothing.json", read_json, keys=("name", "model", "sigma"))
+        self.check(folder / "certified.csv", read_csv, columns=("id", "correct", "radius", "norm"))
+        if meta:
+            self.model(self.root / "models" / folder.parent.parent.name / str(meta["model"]), folder)
+
     def anomaly(self, folder: Path) -> None:
         for split in ("test", "valid"):
             if (folder / f"corrupted_{split}").exists() or (folder / "scores").exists():
@@ -225,9 +239,14 @@ class Verification:
         for dataset_dir in _dirs(root / "transfer"):
             for table in sorted(dataset_dir.glob("*/*.csv")):
                 self.transfer(table)
+        kinds = {"transforms": self.transform, "smoothing": self.smoothing}  # a folder per defense
         for dataset_dir in _dirs(root / "defenses"):
             for folder in _dirs(dataset_dir):
-                self.defense(folder)
+                if folder.name in kinds:
+                    for run in _dirs(folder):
+                        kinds[folder.name](run)
+                else:
+                    self.defense(folder)
         for folder in _dirs(root / "anomaly"):
             self.anomaly(folder)
         for table in sorted((root / "tables").glob("*.csv")):

@@ -7,7 +7,8 @@
 # (defenses.csv, defense_sanity.csv) and the figure. With a defended model trained for accuracy
 # (adv_aug), the augmentation study: its accuracy beside its base model's by condition
 # (defense_augmentation.csv, from the models' metrics.json, generalisation.csv and
-# codec_clean_accuracy.csv) and its figure.
+# codec_clean_accuracy.csv) and its figure. Input transformations scored three ways
+# (defense_transforms.csv), and randomized smoothing: certified accuracy vs SNR (certified.csv).
 
 
 include: "inputs/defenses.smk"
@@ -254,4 +255,94 @@ rule plot_transforms:
         runtime=5,
     shell:
         "python -m advmir plot-transforms --table {input:q} --out {output.png:q} {output.pdf:q}"
+        " > {log:q} 2>&1"
+
+
+# Randomized smoothing (advmir.defenses.smoothing, Cohen et al. 2019): a model (a gaussian-mode
+# defended model, trained with noise at the sigma it is certified with) smoothed with Gaussian noise;
+# per clip the smoothed prediction and the certified L2 radius, as the SNR down to which it holds.
+rule certify_smoothed:
+    input:
+        unpack(smoothing_inputs),
+    output:
+        clips=f"{RESULTS}/defenses/{{dataset}}/smoothing/{{smoothed}}/certified.csv",
+        meta=f"{RESULTS}/defenses/{{dataset}}/smoothing/{{smoothed}}/smoothing.json",
+    log:
+        f"{RESULTS}/logs/defenses/{{dataset}}/smoothing/{{smoothed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/defenses/{{dataset}}/smoothing/{{smoothed}}.tsv"
+    wildcard_constraints:
+        smoothed=DEFENSE_PLAN.smoothing_constraint(),
+    conda:
+        "../../envs/torch.yaml"
+    threads: DEFENSE_PLAN.smoothing_threads()
+    resources:
+        mem_mb=2000,
+        runtime=120,
+        gpu=GPUS,
+    params:
+        setting=smoothing_setting,
+        info=smoothing_info,
+        snr_db=DEFENSE_PLAN.smoothing_snr_option(),
+        eval_size=smoothing_eval_size,
+        seed=config["seed"],
+        device=config["device"],
+    shell:
+        'python -m advmir certify-smoothed --dataset-dir "$(dirname {input.waveforms:q})"'
+        " --checkpoint {input.checkpoint:q} --name {wildcards.smoothed:q} --setting {params.setting:q}"
+        " --info {params.info:q} --snr-db {params.snr_db} --eval-size {params.eval_size}"
+        " --seed {params.seed} --device {params.device} --threads {threads}"
+        ' --out-dir "$(dirname {output.clips:q})" > {log:q} 2>&1'
+
+
+rule summarize_certified:
+    input:
+        DEFENSE_PLAN.smoothing_files("smoothing.json"),
+    output:
+        report(
+            DEFENSE_PLAN.table("certified"),
+            caption="../report/certified.rst",
+            category="5. Defenses",
+            labels={"table": "randomized smoothing: certified accuracy"},
+        ),
+    log:
+        f"{RESULTS}/logs/tables/certified.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/tables/certified.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        snr_db=DEFENSE_PLAN.smoothing_snr_option(),
+    shell:
+        "python -m advmir summarize-certified --runs {input:q} --snr-db {params.snr_db}"
+        " --out {output:q} > {log:q} 2>&1"
+
+
+rule plot_certified:
+    input:
+        DEFENSE_PLAN.table("certified"),
+    output:
+        png=report(
+            DEFENSE_PLAN.figure("png", "certified"),
+            caption="../report/certified.rst",
+            category="5. Defenses",
+            labels={"figure": "randomized smoothing: certified accuracy vs SNR"},
+        ),
+        pdf=DEFENSE_PLAN.figure("pdf", "certified"),
+    log:
+        f"{RESULTS}/logs/figures/certified.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/figures/certified.tsv"
+    conda:
+        "../../envs/plot.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    shell:
+        "python -m advmir plot-certified --table {input:q} --out {output.png:q} {output.pdf:q}"
         " > {log:q} 2>&1"

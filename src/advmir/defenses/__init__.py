@@ -10,6 +10,8 @@ under an AutoAttack-style ensemble and :mod:`advmir.defenses.sanity` the gradien
 Input-transformation defenses (:mod:`advmir.defenses.transforms`: a codec, quantisation, resampling,
 low-pass, noise or a random combination in front of a model, ``defenses.transforms``) are scored
 clean, non-adaptively and adaptively with BPDA / EOT by :mod:`advmir.defenses.transform_eval`.
+Randomized smoothing (:mod:`advmir.defenses.smoothing`, ``defenses.smoothing``) certifies an L2
+radius per clip, reported in dB, for a model trained in the ``gaussian`` mode.
 
 Names are imported lazily: checking a config (:mod:`advmir.defenses.settings`, the plan) does not
 import pytorch_lightning.

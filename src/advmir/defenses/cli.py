@@ -22,6 +22,14 @@ summarize-transforms
 summarize-augmentation
     results/tables/defense_augmentation.csv: each augmented model beside its base model, clean, on
     the other split modes and through each codec and room (:mod:`advmir.defenses.augmentation`).
+
+certify-smoothed
+    Randomized smoothing of one model: each clip's prediction and certified L2 radius (CERTIFY,
+    PREDICT; :mod:`advmir.defenses.smoothing`); writes ``OUT_DIR/`` atomically: certified.csv,
+    smoothing.json.
+
+summarize-certified
+    results/tables/certified.csv: certified accuracy of every smoothed classifier at each SNR.
 """
 
 from __future__ import annotations
@@ -34,24 +42,61 @@ from pathlib import Path
 log = logging.getLogger("advmir.defenses")
 
 
-def evaluate(argv: list[str]) -> int:
-    """Entry point of ``python -m advmir evaluate-robustness``; returns an exit code."""
+def _evaluation_parser(prog: str, description: str, checkpoint: str) -> argparse.ArgumentParser:
+    """The parser of an evaluation command, with its dataset and checkpoint options."""
+    p = argparse.ArgumentParser(prog=f"python -m advmir {prog}", description=description)
+    p.add_argument("--dataset-dir", required=True, help="prepared dataset (data contract)")
+    p.add_argument("--checkpoint", required=True, help=checkpoint)
+    return p
+
+
+def _evaluation_options(p: argparse.ArgumentParser, seeds: str) -> None:
+    """The options of every evaluation command of the stage: the clips, the seed, the device, threads."""
+    p.add_argument(
+        "--eval-size", type=int, required=True, help="clips of the attack stage's evaluation subset"
+    )
+    p.add_argument("--seed", type=int, default=0, help=f"seeds the evaluation subset and {seeds}")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+
+
+def _plan(args: argparse.Namespace, **kw: object) -> object:
+    """The dataset's evaluation clips and the model of an evaluation command's options
+    (:func:`advmir.defenses.robust.plan_robust`; ``kw``: its other arguments)."""
+    from advmir.defenses.robust import plan_robust
+
+    return plan_robust(
+        args.dataset_dir, args.checkpoint, eval_size=args.eval_size, seed=args.seed, device=args.device, **kw
+    )
+
+
+def _start(args: argparse.Namespace) -> None:
+    """Logging, torch threads and seeds of an evaluation command (after parsing)."""
     import torch
 
-    from advmir.config import schema_defaults
-    from advmir.defenses.robust import parse_ensemble, plan_robust, write_robust
-    from advmir.io import atomic_path, ensure_writable_dir
     from advmir.runtime import seed_everything, setup_logging
+
+    setup_logging()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    seed_everything(args.seed)
+
+
+def evaluate(argv: list[str]) -> int:
+    """Entry point of ``python -m advmir evaluate-robustness``; returns an exit code."""
+
+    from advmir.config import schema_defaults
+    from advmir.defenses.robust import parse_ensemble, write_robust
+    from advmir.io import atomic_path, ensure_writable_dir
 
     # run by hand, the config's defaults (one home: the schema)
     defaults = schema_defaults("defenses.schema.yaml", "evaluation")
-    p = argparse.ArgumentParser(
-        prog="python -m advmir evaluate-robustness",
-        description="Robust accuracy of one model under an attack ensemble at SNR budgets, and its "
-        "gradient-masking sanity checks; writes robustness.csv, clips.csv, sanity.csv, robustness.json.",
+    p = _evaluation_parser(
+        "evaluate-robustness",
+        "Robust accuracy of one model under an attack ensemble at SNR budgets, and its gradient-masking "
+        "sanity checks; writes robustness.csv, clips.csv, sanity.csv, robustness.json.",
+        "the evaluated model's model.ckpt",
     )
-    p.add_argument("--dataset-dir", required=True, help="prepared dataset (data contract)")
-    p.add_argument("--checkpoint", required=True, help="the evaluated model's model.ckpt")
     p.add_argument("--twin-checkpoint", help="a defended model's undefended twin (the transfer check)")
     p.add_argument("--ensemble", default=json.dumps(defaults["ensemble"]), help="JSON name -> {name, params}")
     p.add_argument("--budgets-db", nargs="+", type=float, default=defaults["budgets_db"], help="SNR budgets")
@@ -59,29 +104,13 @@ def evaluate(argv: list[str]) -> int:
         "--sanity", default="{}", help='JSON of the sanity settings ("{}": defaults; enabled false: none)'
     )
     p.add_argument("--info", default="{}", help="JSON recorded in robustness.json (base_model, defense, ...)")
-    p.add_argument(
-        "--eval-size", type=int, required=True, help="clips of the attack stage's evaluation subset"
-    )
-    p.add_argument("--seed", type=int, default=0, help="seeds the evaluation subset and the attacks")
+    _evaluation_options(p, "the attacks")
     p.add_argument("--batch-size", type=int, default=64, help="clips per forward pass")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--out-dir", required=True, help="results/defenses/{dataset}/{model}")
     args = p.parse_args(argv)
-    setup_logging()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    seed_everything(args.seed)
+    _start(args)
     ensemble = parse_ensemble(args.ensemble)
-    job = plan_robust(
-        args.dataset_dir,
-        args.checkpoint,
-        eval_size=args.eval_size,
-        seed=args.seed,
-        device=args.device,
-        twin_checkpoint=args.twin_checkpoint,
-        info=json.loads(args.info),
-    )
+    job = _plan(args, twin_checkpoint=args.twin_checkpoint, info=json.loads(args.info))
     out_dir = Path(args.out_dir)
     ensure_writable_dir(out_dir.parent)
     with atomic_path(out_dir) as tmp:
@@ -214,7 +243,7 @@ def evaluate_transform(argv: list[str]) -> int:
     import torch
 
     from advmir.config import schema_defaults
-    from advmir.defenses.robust import parse_ensemble, plan_robust
+    from advmir.defenses.robust import parse_ensemble
     from advmir.defenses.transform_eval import evaluate_transform as score
     from advmir.defenses.transform_eval import summarize_transform
     from advmir.defenses.transforms import (
@@ -224,17 +253,15 @@ def evaluate_transform(argv: list[str]) -> int:
         parse_transform,
     )
     from advmir.io import atomic_path, ensure_writable_dir
-    from advmir.runtime import seed_everything, setup_logging
 
     defaults = schema_defaults("defenses.schema.yaml", "transform_evaluation")
-    p = argparse.ArgumentParser(
-        prog="python -m advmir evaluate-transform",
-        description="A transformation defense (codec, quantisation, resampling, low-pass, noise, random "
-        "combination) wrapped around a model, scored clean, non-adaptively (PGD on the undefended model) "
-        "and adaptively (the attack through the defense: BPDA, EOT, restarts).",
+    p = _evaluation_parser(
+        "evaluate-transform",
+        "A transformation defense (codec, quantisation, resampling, low-pass, noise, random combination) "
+        "wrapped around a model, scored clean, non-adaptively (PGD on the undefended model) and adaptively "
+        "(the attack through the defense: BPDA, EOT, restarts).",
+        "the undefended model's model.ckpt",
     )
-    p.add_argument("--dataset-dir", required=True, help="prepared dataset (data contract)")
-    p.add_argument("--checkpoint", required=True, help="the undefended model's model.ckpt")
     p.add_argument("--name", required=True, help="the defense's name (defenses.transforms key)")
     p.add_argument("--transform", required=True, help='JSON of the defense, e.g. {"kind": "mp3", ...}')
     p.add_argument("--attacks", default=json.dumps(defaults["attacks"]), help="JSON name -> {name, params}")
@@ -245,27 +272,17 @@ def evaluate_transform(argv: list[str]) -> int:
     p.add_argument(
         "--margin", type=float, default=defaults["margin"], help="robust verdict: gain over undefended"
     )
-    p.add_argument(
-        "--eval-size", type=int, required=True, help="clips of the attack stage's evaluation subset"
-    )
-    p.add_argument("--seed", type=int, default=0, help="seeds the evaluation subset, attacks and draws")
+    _evaluation_options(p, "the attacks and draws")
     p.add_argument("--batch-size", type=int, default=64, help="clips per forward pass")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--out-dir", required=True, help="results/defenses/{dataset}/transforms/{name}")
     args = p.parse_args(argv)
-    setup_logging()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.eot_samples < 1:
         raise TransformConfigError(f"--eot-samples must be an integer >= 1, got {args.eot_samples}")
-    seed_everything(args.seed)
+    _start(args)
     attacks = parse_ensemble(args.attacks)
     rate = int(json.loads((Path(args.dataset_dir) / "classes.json").read_text())["sample_rate"])
     setting = parse_transform(args.name, json.loads(args.transform), rate)
-    job = plan_robust(
-        args.dataset_dir, args.checkpoint, eval_size=args.eval_size, seed=args.seed, device=args.device
-    )
+    job = _plan(args)
     defended = DefendedModel(
         job.model, build_transform(setting, rate, seed=args.seed), args.name, setting.random
     )
@@ -340,4 +357,73 @@ def summarize_transforms(argv: list[str]) -> int:
     )
     write_csv(args.out, table[SUMMARY_COLUMNS])
     log.info("wrote %s (%d rows, %d defenses)", args.out, len(table), table["transform"].nunique())
+    return 0
+
+
+def certify_smoothed(argv: list[str]) -> int:
+    """Entry point of ``python -m advmir certify-smoothed``: one smoothed classifier certified on the
+    attack stage's seeded evaluation clips; writes OUT_DIR/ atomically: certified.csv, smoothing.json."""
+
+    from advmir.config import schema_defaults
+    from advmir.defenses.settings import SmoothingConfig
+    from advmir.defenses.smoothing import write_smoothing
+    from advmir.io import atomic_path, ensure_writable_dir
+
+    defaults = schema_defaults("defenses.schema.yaml", "smoothing_evaluation")
+    p = _evaluation_parser(
+        "certify-smoothed",
+        "Randomized smoothing (Cohen et al. 2019) of one model: per clip, the smoothed prediction, the "
+        "certified L2 radius and the SNR down to which it holds.",
+        "the base model's model.ckpt",
+    )
+    p.add_argument("--name", required=True, help="the smoothed classifier's name (defenses.smoothing key)")
+    p.add_argument(
+        "--setting", required=True, help='JSON of the entry, e.g. {"model": "m", "sigma": 0.01, "n": 1000}'
+    )
+    p.add_argument("--info", default="{}", help="JSON recorded in smoothing.json (defense, train_sigma)")
+    p.add_argument("--snr-db", nargs="+", type=float, default=defaults["snr_db"], help="SNRs of the summary")
+    _evaluation_options(p, "the noise")
+    p.add_argument("--out-dir", required=True, help="results/defenses/{dataset}/smoothing/{name}")
+    args = p.parse_args(argv)
+    _start(args)
+    setting = SmoothingConfig.from_dict(args.name, json.loads(args.setting))
+    job = _plan(args, info={**json.loads(args.info), "name": args.name})
+    out_dir = Path(args.out_dir)
+    ensure_writable_dir(out_dir.parent)
+    with atomic_path(out_dir) as tmp:
+        meta = write_smoothing(job, tmp, setting, args.snr_db, seed=args.seed)
+    log.info(
+        "done: %s (sigma %g, n %d): clean accuracy %.3f (abstain %.3f), base %.3f clean / %.3f noisy; "
+        "certified accuracy %s; %.2f s per clip; wrote %s",
+        args.name, setting.sigma, setting.n, meta["clean_accuracy"], meta["predict_abstain_rate"],
+        meta["base_clean_accuracy"], meta["base_noisy_accuracy"], meta["certified_accuracy"],
+        meta["seconds_per_clip"], out_dir,
+    )  # fmt: skip
+    return 0
+
+
+def summarize_certified(argv: list[str]) -> int:
+    """Entry point of ``python -m advmir summarize-certified``: certified.csv, one row per (dataset,
+    smoothed classifier, SNR)."""
+    from advmir.config import schema_defaults
+    from advmir.defenses.smoothing import certified_table
+    from advmir.io import write_csv
+    from advmir.runtime import setup_logging
+
+    defaults = schema_defaults("defenses.schema.yaml", "smoothing_evaluation")
+    p = argparse.ArgumentParser(
+        prog="python -m advmir summarize-certified",
+        description="Certified accuracy of every smoothed classifier at each SNR (certified.csv).",
+    )
+    p.add_argument("--runs", nargs="+", required=True, help="certify-smoothed folders (or files inside them)")
+    p.add_argument(
+        "--snr-db", nargs="+", type=float, default=defaults["snr_db"], help="SNRs (dB) of the rows"
+    )
+    p.add_argument("--out", required=True, help="results/tables/certified.csv")
+    args = p.parse_args(argv)
+    setup_logging()
+    runs = [Path(r) if Path(r).is_dir() else Path(r).parent for r in args.runs]
+    table = certified_table(runs, args.snr_db)
+    write_csv(args.out, table)
+    log.info("wrote %s (%d rows, %d smoothed classifiers)", args.out, len(table), table["model"].nunique())
     return 0

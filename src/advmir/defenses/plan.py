@@ -8,9 +8,15 @@ This plan holds the robust evaluation: one job per (dataset, evaluated model), t
 the figure; and, when a defended model is trained for accuracy (a mode of
 :data:`advmir.defenses.settings.AUGMENT_MODES`), the augmentation study's table and figure, which
 read what other stages wrote (each model's metrics.json, generalisation.csv,
-codec_clean_accuracy.csv). It checks what the schema cannot relate (the evaluated models, the
-evaluation size, each ensemble attack built at an SNR budget without a model, see
+codec_clean_accuracy.csv). Randomized smoothing (``defenses.smoothing``,
+:mod:`advmir.defenses.smoothing`): one certification job per (dataset, smoothed classifier), then
+certified.csv and its figure. It checks what the schema cannot relate (the evaluated and smoothed
+models, the evaluation size, each ensemble attack built at an SNR budget without a model, see
 :func:`advmir.defenses.robust.ensemble_problems`), so ``snakemake -n`` refuses a bad setting.
+
+A defended model of a noise mode (``gaussian``: the base model of a smoothed classifier) is left
+out of the default robust evaluation: its numbers are the smoothing's certificates; name it in
+``evaluation.models`` to attack the base model too.
 """
 
 from __future__ import annotations
@@ -19,14 +25,15 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from advmir.config import defended_models
-from advmir.defenses.settings import AUGMENT_MODES
+from advmir.config import defended_models, schema_defaults
+from advmir.defenses.settings import AUGMENT_MODES, NOISE_MODES, SmoothingConfig, smoothing_problems
 from advmir.errors import InputError
 
 TABLES = ("defenses", "defense_sanity")
 FIGURE = "defense_robustness"
 AUGMENTATION = "defense_augmentation"  # the augmentation study's table and figure
 TRANSFORMS = "defense_transforms"  # the transformation defenses' table and figure
+SMOOTHING = "certified"  # randomized smoothing's table and figure
 
 
 class DefensePlanError(InputError, ValueError):
@@ -78,6 +85,15 @@ class DefensePlan:
             name: {"name": spec["name"], "params": dict(spec.get("params") or {})}
             for name, spec in (self.transform_evaluation.get("attacks") or {}).items()
         }
+        # randomized smoothing (advmir.defenses.smoothing): one certification per (dataset, entry)
+        self.smoothing: dict[str, dict[str, Any]] = (
+            dict(section.get("smoothing") or {}) if self.enabled else {}
+        )
+        self.smoothing_evaluation: dict[str, Any] = {
+            **schema_defaults("defenses.schema.yaml", "smoothing_evaluation"),
+            **dict(section.get("smoothing_evaluation") or {}),
+        }
+        self.smoothing_default_size = int(settings["eval_size"])
         self.sample_rates = {d: int((config.get(d) or {}).get("sample_rate", 16000)) for d in self.datasets}
         # the split synth_notes' zoo trains on: its generalisation rows are the models' test split
         self.default_split = str((config.get("synth_notes") or {}).get("split", "notes"))
@@ -88,13 +104,15 @@ class DefensePlan:
 
     @property
     def evaluated_models(self) -> list[str]:
-        """``evaluation.models``, else every defended model and its base model (zoo order)."""
+        """``evaluation.models``, else every defended model and its base model (zoo order), but a
+        noise mode's (the base of a smoothed classifier, certified instead)."""
         if not self.enabled:
             return []
         given = self.evaluation.get("models")
         if given:
             return list(given)
-        wanted = set(self.base_of) | set(self.base_of.values())
+        attacked = {m for m in self.base_of if self.defenses[m].get("mode") not in NOISE_MODES}
+        wanted = attacked | {self.base_of[m] for m in attacked}
         return [m for m in self.models if m in wanted]
 
     @property
@@ -132,12 +150,13 @@ class DefensePlan:
                 f"defenses.evaluation.models {unknown} must be models of the zoo or of defenses.models "
                 f"({sorted(self.models)})"
             )
-        if not self.evaluated_models and not self.transforms:
+        if not self.evaluated_models and not self.transforms and not self.smoothing:
             problems.append(
-                "defenses.enabled is true but nothing is evaluated: add defenses.models or "
-                "defenses.transforms"
+                "defenses.enabled is true but nothing is evaluated: add defenses.models, "
+                "defenses.transforms or defenses.smoothing"
             )
         problems += self._transform_problems()
+        problems += smoothing_problems(self.smoothing, self.models)
         sanity_budget = self.sanity.get("budget_db")
         if sanity_budget is not None and float(sanity_budget) not in self.budgets:
             problems.append(
@@ -202,6 +221,51 @@ class DefensePlan:
             return []
         return [self.table(TRANSFORMS), *(self.figure(ext, TRANSFORMS) for ext in ("png", "pdf"))]
 
+    # -- randomized smoothing --------------------------------------------------------------------
+
+    def smoothing_setting(self, name: str) -> SmoothingConfig:
+        """The checked entry ``defenses.smoothing.NAME``."""
+        return SmoothingConfig.from_dict(name, self.smoothing[name], self.models)
+
+    def smoothing_dir(self, dataset: str, name: str) -> str:
+        return f"{self.results}/defenses/{dataset}/smoothing/{name}"
+
+    def smoothing_files(self, name: str = "smoothing.json") -> list[str]:
+        return [f"{self.smoothing_dir(d, s)}/{name}" for d in self.datasets for s in self.smoothing]
+
+    def smoothing_checkpoint(self, dataset: str, name: str) -> str:
+        """The checkpoint of the base model that the smoothed classifier ``name`` smooths."""
+        return f"{self.results}/models/{dataset}/{self.smoothing[name]['model']}/model.ckpt"
+
+    def smoothing_json(self, name: str) -> str:
+        return json.dumps(self.smoothing_setting(name).entry(), sort_keys=True)
+
+    def smoothing_eval_size(self, name: str) -> int:
+        """Clips certified: the entry's ``eval_size``, else the attack stage's."""
+        return self.smoothing_setting(name).eval_size or self.smoothing_default_size
+
+    def smoothing_info(self, name: str) -> str:
+        """What smoothing.json records of the base model: its defense mode and training sigma."""
+        model = self.smoothing[name]["model"]
+        entry = self.defenses.get(model) or {}
+        info = {"defense": entry.get("mode", "none"), "train_sigma": entry.get("sigma")}
+        return json.dumps(info, sort_keys=True)
+
+    def smoothing_snr_option(self) -> str:
+        return " ".join(f"{float(s):g}" for s in self.smoothing_evaluation["snr_db"])
+
+    def smoothing_threads(self) -> int:
+        return int(self.smoothing_evaluation["threads"])
+
+    def smoothing_constraint(self) -> str:
+        return "|".join(self.smoothing) or "no-smoothing"
+
+    def smoothing_targets(self) -> list[str]:
+        """Randomized smoothing's table and figure (none without a smoothed classifier)."""
+        if not self.smoothing:
+            return []
+        return [self.table(SMOOTHING), *(self.figure(ext, SMOOTHING) for ext in ("png", "pdf"))]
+
     # -- one job -------------------------------------------------------------------------------
 
     def inputs(self, dataset: str, model: str) -> dict[str, str]:
@@ -258,4 +322,5 @@ class DefensePlan:
             *(robust if self.evaluated_models else []),
             *self.augmentation_targets(),
             *self.transform_targets(),
+            *self.smoothing_targets(),
         ]

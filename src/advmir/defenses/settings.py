@@ -1,10 +1,14 @@
-"""The settings of an adversarial-training mode, checked without torch or Lightning.
+"""The settings of a defense training mode and of randomized smoothing, checked without torch or
+Lightning.
 
 :class:`AdversarialConfig` checks ``training["adversarial"]`` (and each entry of the config's
 ``defenses.models``, which the workflow turns into one): the workflow calls it when it starts, so a
 bad mode, budget or guard setting stops ``snakemake -n`` with the key and what it allows, and the
-training job (:mod:`advmir.defenses.adversarial`) builds the same object. Kept apart from that
-module so that checking a config imports neither torch nor pytorch_lightning.
+training job (:mod:`advmir.defenses.adversarial`) builds the same object. The ``gaussian`` mode
+(:data:`NOISE_MODES`) is no attack: it trains on clips with Gaussian noise of a fixed absolute
+``sigma``, the base model of randomized smoothing, and takes no budget. :class:`SmoothingConfig`
+checks an entry of ``defenses.smoothing`` (:mod:`advmir.defenses.smoothing` certifies it). Kept apart
+from those modules so that checking a config imports neither torch nor pytorch_lightning.
 """
 
 from __future__ import annotations
@@ -19,17 +23,20 @@ from advmir.errors import InputError
 if TYPE_CHECKING:
     from advmir.attacks.budgets import Budget
 
-MODES = ("pgd_at", "fast_at", "trades", "adv_aug")
+MODES = ("pgd_at", "fast_at", "trades", "adv_aug", "gaussian")
 #: modes that aim at clean accuracy (adversarial examples as augmentation), not at robustness
 AUGMENT_MODES = ("adv_aug",)
+#: modes that train on noisy clips, no attack and no budget (the base models of randomized smoothing)
+NOISE_MODES = ("gaussian",)
 SECTION = "training.adversarial"
-#: keys every mode takes, and each mode's own
+#: keys every adversarial mode takes, and each mode's own (a noise mode takes only its own)
 COMMON_KEYS = ("mode", "eps", "snr_db", "rel_step", "alpha")
 MODE_KEYS = {
     "pgd_at": ("norm", "steps", "mix"),
     "fast_at": ("mix", "guard_drop", "guard_steps", "guard_clips"),
     "trades": ("norm", "steps", "beta"),
     "adv_aug": ("norm", "steps", "weight", "separate_bn"),
+    "gaussian": ("sigma",),
 }
 DEFAULT_STEPS = 10
 FAST_REL_STEP = 1.25  # Wong et al.'s alpha = 1.25 eps
@@ -59,6 +66,8 @@ class AdversarialConfig:
         guard_drop: fast_at's tolerated fall of robust accuracy below the best, in (0, 1).
         guard_steps: steps of the guard's PGD (fast_at).
         guard_clips: clips in the guard's fixed batch: the first training clips (fast_at).
+        sigma: gaussian's standard deviation of the noise added to every training clip, absolute
+            (full scale 1.0), in (0, 1]; None in the adversarial modes.
     """
 
     mode: str
@@ -75,6 +84,7 @@ class AdversarialConfig:
     guard_clips: int = 128
     weight: float = 1.0
     separate_bn: bool = True
+    sigma: float | None = None
 
     @classmethod
     def from_dict(cls, values: Any, section: str = SECTION) -> AdversarialConfig:
@@ -85,12 +95,19 @@ class AdversarialConfig:
         mode = values.get("mode")
         if mode not in MODES:
             raise DefenseConfigError(f"{section}: key 'mode' must be one of {list(MODES)}, got {mode!r}")
-        allowed = COMMON_KEYS + MODE_KEYS[mode]
+        allowed = ("mode", *MODE_KEYS[mode]) if mode in NOISE_MODES else COMMON_KEYS + MODE_KEYS[mode]
         unknown = sorted(set(values) - set(allowed))
         if unknown:
             raise DefenseConfigError(
                 f"{section}: unknown key(s) {unknown} for mode {mode!r}; allowed: {list(allowed)}"
             )
+        if mode in NOISE_MODES:
+            if values.get("sigma") is None:
+                raise DefenseConfigError(
+                    f"{section}: mode {mode!r} needs key 'sigma' (the noise's absolute standard deviation, "
+                    "a number in (0, 1])"
+                )
+            return cls(mode=mode, sigma=_number(section, "sigma", values["sigma"], 0.0, 1.0, "in (0, 1]"))
         out: dict[str, Any] = {"mode": mode}
         if "norm" in values:
             if values["norm"] not in ("linf", "l2"):
@@ -147,9 +164,12 @@ class AdversarialConfig:
 
     @property
     def budget(self) -> Budget:
-        """The training budget in the attack stage's semantics."""
+        """The training budget in the attack stage's semantics (an adversarial mode's; a noise mode
+        has none)."""
         from advmir.attacks.budgets import Budget
 
+        if self.mode in NOISE_MODES:
+            raise DefenseConfigError(f"{SECTION}: mode {self.mode!r} trains on noise and has no budget")
         return Budget.create(SECTION, self.norm, eps=self.eps, snr_db=self.snr_db)
 
     def attack_params(self) -> dict[str, Any]:
@@ -171,10 +191,107 @@ class AdversarialConfig:
 
     def as_dict(self) -> dict[str, Any]:
         """The resolved settings of the mode (what metrics.json records)."""
+        if self.mode in NOISE_MODES:
+            return {"mode": self.mode, "sigma": self.sigma}
         keys = ("norm", "steps", "rel_step", "alpha", *MODE_KEYS[self.mode])
         out = {"mode": self.mode, "budget": self.budget.as_dict()}
         out.update({k: getattr(self, k) for k in dict.fromkeys(keys)})
         return out
+
+
+SMOOTHING_SECTION = "defenses.smoothing"
+SMOOTHING_KEYS = ("model", "sigma", "n0", "n", "alpha", "n_predict", "eval_size", "batch_size")
+MIN_SAMPLES = 100  # fewer certify next to nothing: at alpha 0.001 the radius is at most 0.003 sigma at n = 10
+
+
+@dataclass(frozen=True)
+class SmoothingConfig:
+    """One smoothed classifier of ``defenses.smoothing`` (Cohen et al. 2019), checked.
+
+    Attributes:
+        name: the config key. model: the base model, a key of ``models`` (the zoo with the defended
+            models, a ``gaussian``-mode model as Cohen et al. train it).
+        sigma: the noise's absolute standard deviation (full scale 1.0), in (0, 1]: fixed, the same
+            for every clip (a sigma chosen per clip voids the certificate).
+        n0: noise samples that select the class (>= 1). n: samples that estimate its probability
+            (>= 100). alpha: the certificate fails with probability at most alpha, in (0, 0.5).
+        n_predict: samples of the prediction (Cohen's PREDICT, binomial test at alpha; >= 100), None: n.
+        eval_size: clips of the attack stage's seeded evaluation subset (None: the attack stage's).
+        batch_size: noisy copies per forward pass (>= 1).
+    """
+
+    name: str
+    model: str
+    sigma: float
+    n0: int
+    n: int
+    alpha: float
+    batch_size: int
+    n_predict: int | None = None
+    eval_size: int | None = None
+
+    @classmethod
+    def from_dict(cls, name: str, values: Any, models: Any = None) -> SmoothingConfig:
+        """Check ``defenses.smoothing.NAME``, a key missing taking the schema's default (one home:
+        Cohen et al.'s n0 = 100, n = 1,000, alpha = 0.001); ``models`` (names), when given, are the
+        models it may smooth. Raises :class:`DefenseConfigError` naming the key and what it allows."""
+        from advmir.config import schema_defaults
+
+        where = f"{SMOOTHING_SECTION}.{name}"
+        if not isinstance(values, dict):
+            raise DefenseConfigError(f"{where} must be a mapping with 'model' and 'sigma', got {values!r}")
+        unknown = sorted(set(values) - set(SMOOTHING_KEYS))
+        if unknown:
+            raise DefenseConfigError(f"{where}: unknown key(s) {unknown}; allowed: {list(SMOOTHING_KEYS)}")
+        values = {**schema_defaults("defenses.schema.yaml", "smoothing"), **values}
+        model = values.get("model")
+        if not isinstance(model, str) or (models is not None and model not in models):
+            allowed_models = sorted(models) if models is not None else "a model name"
+            raise DefenseConfigError(
+                f"{where}: key 'model' must name a model of the zoo or of defenses.models "
+                f"{allowed_models}, got {model!r}"
+            )
+        if values.get("sigma") is None:
+            raise DefenseConfigError(f"{where}: key 'sigma' is required (a number in (0, 1])")
+        out: dict[str, Any] = {
+            "name": name,
+            "model": model,
+            "sigma": _number(where, "sigma", values["sigma"], 0.0, 1.0, "in (0, 1]"),
+        }
+        for key, minimum in (("n0", 1), ("n", MIN_SAMPLES), ("batch_size", 1)):
+            out[key] = _integer(where, key, values[key], minimum)
+        for key, minimum in (("n_predict", MIN_SAMPLES), ("eval_size", 1)):
+            if values.get(key) is not None:
+                out[key] = _integer(where, key, values[key], minimum)
+        out["alpha"] = _number(where, "alpha", values["alpha"], 0.0, 0.5, "in (0, 0.5)", high_open=True)
+        return cls(**out)
+
+    @property
+    def predict_samples(self) -> int:
+        """Samples of the prediction: ``n_predict``, else ``n``."""
+        return self.n_predict if self.n_predict is not None else self.n
+
+    def entry(self) -> dict[str, Any]:
+        """The resolved entry, as ``defenses.smoothing.NAME`` takes it (the command's ``--setting``)."""
+        return {
+            "model": self.model, "sigma": self.sigma, "n0": self.n0, "n": self.n, "alpha": self.alpha,
+            "n_predict": self.predict_samples, "eval_size": self.eval_size, "batch_size": self.batch_size,
+        }  # fmt: skip
+
+    def as_dict(self) -> dict[str, Any]:
+        """The resolved settings and the name (what smoothing.json records)."""
+        return {"name": self.name, **self.entry()}
+
+
+def smoothing_problems(entries: Any, models: Any = None) -> list[str]:
+    """Every problem of ``defenses.smoothing`` (one message per bad entry)."""
+    problems = []
+    for name, values in (entries or {}).items():
+        try:
+            SmoothingConfig.from_dict(name, values, models)
+        except DefenseConfigError as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def _number(

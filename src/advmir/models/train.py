@@ -115,8 +115,10 @@ class ClassifierModule(pl.LightningModule):
         self.log("train_acc", (logits.argmax(1) == y).float().mean(), on_step=False, on_epoch=True)
         return loss
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], _: int) -> None:
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
+        if self.defense is not None:  # gaussian validates under its noise; other modes on clean clips
+            x = self.defense.validation_input(x, batch_idx)
         logits = self.model(x)
         self.log("val_loss", torch.nn.functional.cross_entropy(logits, y), prog_bar=True)
         self.log("val_acc", (logits.argmax(1) == y).float().mean(), prog_bar=True)

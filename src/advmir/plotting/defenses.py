@@ -11,6 +11,10 @@ plot-transforms (results/tables/defense_transforms.csv): one panel per transform
 robust accuracy against the SNR budget: non-adaptive dashed, adaptive (BPDA / EOT) solid, the
 undefended model grey.
 
+plot-certified (results/tables/certified.csv): randomized smoothing, certified accuracy against the
+SNR in dB, one line per smoothed classifier (and dataset), the smoothed classifier's clean accuracy
+dotted in its colour.
+
 plot-augmentation (results/tables/defense_augmentation.csv): the augmentation study, one panel per
 (dataset, augmented model): its accuracy and its base model's under each condition (a row each, in
 the table's order), joined by a line, the change in points written at the right.
@@ -28,7 +32,7 @@ import seaborn as sns
 from matplotlib.transforms import ScaledTranslation
 
 from advmir.artifacts import read_csv
-from advmir.plotting.common import save_figure
+from advmir.plotting.common import save_figure, table_figure_command
 from advmir.runtime import setup_logging
 
 log = logging.getLogger(__name__)
@@ -235,14 +239,59 @@ def plot_transforms(table: pd.DataFrame) -> plt.Figure:
 
 
 def main_transforms(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m advmir plot-transforms", description=plot_transforms.__doc__
-    )
-    parser.add_argument("--table", required=True, help="results/tables/defense_transforms.csv")
-    parser.add_argument("--out", nargs="+", required=True, help="figure paths (.png and/or .pdf)")
-    args = parser.parse_args(argv)
-    setup_logging()
-    table = read_csv(args.table, columns=TRANSFORM_COLUMNS)
-    save_figure(plot_transforms(table), args.out)
-    log.info("wrote %s", ", ".join(args.out))
-    return 0
+    return table_figure_command(
+        argv, "python -m advmir plot-transforms", plot_transforms,
+        "results/tables/defense_transforms.csv", TRANSFORM_COLUMNS,
+    )  # fmt: skip
+
+
+CERTIFIED_COLUMNS = (
+    "dataset",
+    "model",
+    "base_model",
+    "sigma",
+    "n",
+    "snr_db",
+    "certified_accuracy",
+    "clean_accuracy",
+)
+
+
+def plot_certified(table: pd.DataFrame) -> plt.Figure:
+    """Certified accuracy vs SNR (dB), one line per (dataset, smoothed classifier); its clean accuracy
+    (PREDICT) dotted in the same colour. The SNR falls to the right: larger perturbations certified."""
+    table = table.copy()
+    several = table["dataset"].nunique() > 1
+    table["line"] = [
+        f"{r.model} ({r.base_model}, sigma {r.sigma:g}, n {int(r.n)})" + (f", {r.dataset}" if several else "")
+        for r in table.itertuples()
+    ]
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    lines = list(dict.fromkeys(table["line"]))
+    palette = dict(zip(lines, sns.color_palette("tab10", max(len(lines), 1)), strict=False))
+    if len(table):
+        sns.lineplot(
+            data=table, x="snr_db", y="certified_accuracy", hue="line", hue_order=lines, palette=palette,
+            marker="o", ax=ax, errorbar=None,
+        )  # fmt: skip
+        for line, sel in table.groupby("line", sort=False):
+            ax.axhline(sel["clean_accuracy"].iloc[0], color=palette[line], ls=":", lw=1)
+        ax.set_xticks(sorted(table["snr_db"].unique()))
+        ax.legend(fontsize=7, frameon=False, loc="upper right", title=None)
+    else:
+        ax.text(0.5, 0.5, "no smoothed classifier", ha="center", va="center", transform=ax.transAxes)
+    ax.invert_xaxis()
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.set_xlabel("SNR (dB): larger certified perturbations to the right")
+    ax.set_ylabel("certified accuracy")
+    ax.set_title("Randomized smoothing: certified accuracy (dotted: smoothed clean accuracy)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def main_certified(argv: list[str]) -> int:
+    return table_figure_command(
+        argv, "python -m advmir plot-certified", plot_certified, "results/tables/certified.csv",
+        CERTIFIED_COLUMNS,
+    )  # fmt: skip

@@ -60,3 +60,25 @@ def transform_inputs(wildcards):
 
 def transform_spec(wildcards):
     return DEFENSE_PLAN.transform_json(wildcards.transform)
+
+
+def smoothing_inputs(wildcards):
+    """The dataset and the checkpoint of the base model the smoothed classifier smooths."""
+    return {
+        **dataset_files(wildcards),
+        "checkpoint": DEFENSE_PLAN.smoothing_checkpoint(
+            wildcards.dataset, wildcards.smoothed
+        ),
+    }
+
+
+def smoothing_setting(wildcards):
+    return DEFENSE_PLAN.smoothing_json(wildcards.smoothed)
+
+
+def smoothing_info(wildcards):
+    return DEFENSE_PLAN.smoothing_info(wildcards.smoothed)
+
+
+def smoothing_eval_size(wildcards):
+    return DEFENSE_PLAN.smoothing_eval_size(wildcards.smoothed)
