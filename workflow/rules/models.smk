@@ -8,11 +8,11 @@ rule encode_training_codecs:
         f"{RESULTS}/logs/augment/{{dataset}}/codec_train.log",
     benchmark:
         f"{RESULTS}/benchmarks/augment/{{dataset}}/codec_train.tsv"
+    # every training waits on this job: before them all (a scheduling hint)
+    priority: training_gate_priority(config)
     conda:
         "../../envs/codecs.yaml"
     threads: TRAINING_CODECS["threads"]
-    # every training waits on this job: before them all (a scheduling hint)
-    priority: training_gate_priority(config)
     resources:
         mem_mb=4000,
         runtime=30,
