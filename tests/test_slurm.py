@@ -574,6 +574,7 @@ def sweep_config() -> dict:
         **{f"mp3_{k}k": {"codec": "mp3", "bitrate_kbps": k} for k in kbps},
     }
     config["codecs"]["rooms"] = {"room": dict(config["codecs"]["rooms"]["room"], n_rooms=1)}
+    config["codecs"]["jobs"] = "setting"  # a job per (source, setting): the many cheap jobs grouping is for
     config["transfer"].update(
         {"attacks": ["fgsm"], "max_examples": 8, "clean_examples": 8, "heatmap_conditions": ["none"]}
     )
