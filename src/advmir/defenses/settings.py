@@ -310,3 +310,328 @@ def _integer(section: str, key: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise DefenseConfigError(f"{section}: key {key!r} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+# -- adversarial-example detection ---------------------------------------------------------------------
+
+DETECTION_SECTION = "defenses.detection"
+#: the detection stage's own detectors: feature squeezing, the anomaly stage's stacked ensemble
+#: retrained on clean vs adversarial clips, and a small detector network on the log-mel
+DETECTION_OWN = ("squeeze", "stack", "logmel_net")
+#: the anomaly stage's detectors that cannot judge a clip alone, as a deployed detector must
+DETECTION_EXCLUDED = {
+    "pitch": "it reads the clip's true pitch label",
+    "label_errors": "it scores the clip's true label, which a deployed detector does not know",
+    "duplicates": "it scores a clip against the rest of its set",
+    "autoencoder": "it needs the anomaly stage's autoencoder checkpoint",
+    "multitask": "it needs the anomaly stage's multi-task checkpoint and the true label",
+}
+#: detectors whose score has a gradient (BPDA through a codec or rounding squeezer): the adaptive
+#: attacker runs a gradient attack on them, on the others a query-only one
+DIFFERENTIABLE_DETECTORS = ("squeeze", "logmel_net", "max_softmax", "energy")
+#: the attack stage's algorithms that can run on the combined loss (advmir.defenses.detection)
+ADAPTIVE_GRADIENT = ("pgd", "bim", "mifgsm")
+ADAPTIVE_QUERY = ("square",)
+#: squeezer kinds (advmir.defenses.transforms): deterministic ones, as Xu et al.'s
+SQUEEZER_KINDS = ("mp3", "aac", "vorbis", "opus", "quantize", "resample", "lowpass")
+DETECTION_KEYS = (
+    "enabled", "models", "budgets_db", "attacks", "detectors", "squeezers", "fpr", "eval_size",
+    "train_size", "calibration_size", "reference_size", "batch_size", "threads", "net", "adaptive",
+)  # fmt: skip
+NET_KEYS = ("epochs", "width", "top_db", "batch_size", "learning_rate")
+ADAPTIVE_KEYS = ("detectors", "gradient", "query", "weights")
+
+
+def detection_detectors() -> tuple[str, ...]:
+    """Every detector name ``defenses.detection.detectors`` may list: this stage's own, then the
+    anomaly stage's that judge a clip alone (:data:`DETECTION_EXCLUDED` says why the others do not)."""
+    from advmir.anomaly.detectors import DETECTORS
+
+    return (*DETECTION_OWN, *(d for d in DETECTORS if d not in DETECTION_EXCLUDED))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
+
+
+def _attack_spec_problems(where: str, spec: Any, allowed: tuple[str, ...] | None = None) -> list[str]:
+    """The shape of one ``{name, params}`` attack entry (its parameters are checked by building it,
+    :func:`advmir.defenses.robust.ensemble_problems`)."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        return [f"{where}: must be a mapping with a 'name' (an attack algorithm), got {spec!r}"]
+    problems = []
+    if allowed is not None and spec["name"] not in allowed:
+        problems.append(f"{where}: key 'name' must be one of {list(allowed)}, got {spec['name']!r}")
+    params = spec.get("params") or {}
+    if not isinstance(params, dict):
+        problems.append(f"{where}.params: must be a mapping, got {params!r}")
+    elif any(k in params for k in ("eps", "snr_db", "envelope")):
+        problems.append(f"{where}.params: remove the budget keys: the budget comes from budgets_db")
+    return problems
+
+
+@dataclass(frozen=True)
+class DetectionConfig:
+    """``defenses.detection``, checked (advmir.defenses.detection runs it).
+
+    Attributes:
+        models: classifiers whose adversarial examples are detected (zoo or defended models).
+        budgets_db: SNR budgets (dB) of every attack, adaptive or not.
+        attacks: the detected attacks, name -> {name: algorithm, params} (no budget in params).
+        detectors: detector names (:func:`detection_detectors`).
+        squeezers: feature squeezing's transformations, name -> a defenses.transforms entry without
+            ``model`` (deterministic kinds, :data:`SQUEEZER_KINDS`).
+        fpr: the operating point: each detector's threshold flags this share of clean clips.
+        eval_size: test clips (the attack stage's seeded subset; None: the attack stage's size).
+        train_size: validation clips that, with their adversarial copies, train logmel_net and the stack.
+        calibration_size: other validation clips, clean: each detector's threshold at ``fpr``.
+        reference_size: clean train clips the anomaly detectors are fitted on.
+        batch_size: clips per forward pass (None: the attack stage's). threads: torch threads.
+        net: logmel_net's training (epochs, width, top_db, batch_size, learning_rate).
+        adaptive: the adaptive attacker: ``detectors`` attacked (None: all), the ``gradient`` attack
+            on a differentiable detector, the ``query`` attack (or None) on the others, and the
+            ``weights`` c of the detector's hinge in the combined loss, tried in order on the clips
+            not yet evading (Carlini and Wagner search c per clip).
+    """
+
+    models: tuple[str, ...]
+    budgets_db: tuple[float, ...]
+    attacks: dict[str, dict[str, Any]]
+    detectors: tuple[str, ...]
+    squeezers: dict[str, dict[str, Any]]
+    fpr: float
+    eval_size: int | None
+    train_size: int
+    calibration_size: int
+    reference_size: int
+    batch_size: int | None
+    threads: int
+    net: dict[str, Any]
+    adaptive: dict[str, Any]
+
+    @staticmethod
+    def problems(values: Any, models: Any = None, sample_rates: Any = (16000,)) -> list[str]:
+        """Every problem of ``defenses.detection`` (a missing key takes the schema's default);
+        ``models`` (names), when given, are the classifiers it may name; each squeezer is checked for
+        every sample rate of ``sample_rates`` (the codec stage's checks and messages)."""
+        where = DETECTION_SECTION
+        if not isinstance(values, dict):
+            return [f"{where} must be a mapping, got {values!r}"]
+        unknown = sorted(set(values) - set(DETECTION_KEYS))
+        if unknown:
+            return [f"{where}: unknown key(s) {unknown}; allowed: {list(DETECTION_KEYS)}"]
+        v = _detection_defaults(values)
+        problems: list[str] = []
+        chosen = v["models"]
+        if not isinstance(chosen, list) or not chosen or not all(isinstance(m, str) for m in chosen):
+            problems.append(f"{where}.models: must be a non-empty list of model names, got {chosen!r}")
+        elif models is not None:
+            bad = [m for m in chosen if m not in models]
+            if bad:
+                problems.append(
+                    f"{where}.models: {bad} are not models of the zoo or of defenses.models; "
+                    f"allowed: {sorted(models)}"
+                )
+        budgets = v["budgets_db"]
+        if not isinstance(budgets, list) or not budgets:
+            problems.append(f"{where}.budgets_db: must be a non-empty list of SNRs in dB, got {budgets!r}")
+        else:
+            for b in budgets:
+                if not _is_number(b) or not 0 < float(b) <= 100:
+                    problems.append(f"{where}.budgets_db: {b!r} is not a number in (0, 100] (an SNR in dB)")
+        attacks = v["attacks"]
+        if not isinstance(attacks, dict) or not attacks:
+            problems.append(f"{where}.attacks: must be a non-empty mapping name -> {{name, params}}")
+        else:
+            for name, spec in attacks.items():
+                problems += _attack_spec_problems(f"{where}.attacks.{name}", spec)
+        allowed = detection_detectors()
+        detectors = v["detectors"]
+        if not isinstance(detectors, list) or not detectors:
+            problems.append(f"{where}.detectors: must be a non-empty list; allowed: {list(allowed)}")
+            detectors = []
+        else:
+            for d in detectors:
+                if d not in allowed:
+                    why = f" ({d}: {DETECTION_EXCLUDED[d]})" if d in DETECTION_EXCLUDED else ""
+                    problems.append(
+                        f"{where}.detectors: unknown detector {d!r}{why}; allowed: {list(allowed)}"
+                    )
+            if len(set(detectors)) != len(detectors):
+                problems.append(f"{where}.detectors: {detectors} lists a detector twice")
+            if "stack" in detectors and not stack_members(detectors):
+                problems.append(
+                    f"{where}.detectors: 'stack' combines the other detectors but logmel_net: list at "
+                    "least one more (e.g. squeeze, isolation_forest)"
+                )
+        problems += _squeezer_problems(v["squeezers"], "squeeze" in detectors, sample_rates)
+        if not _is_number(v["fpr"]) or not 0 < float(v["fpr"]) < 0.5:
+            problems.append(f"{where}.fpr: must be a number in (0, 0.5), got {v['fpr']!r}")
+        for key, minimum, optional in (
+            ("eval_size", 1, True), ("train_size", 2, False), ("calibration_size", 20, False),
+            ("reference_size", 10, False), ("batch_size", 1, True), ("threads", 1, False),
+        ):  # fmt: skip
+            value = v[key]
+            if value is None and optional:
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+                problems.append(f"{where}.{key}: must be an integer >= {minimum}, got {value!r}")
+        problems += _net_problems(v["net"])
+        problems += _adaptive_problems(v["adaptive"], detectors)
+        return problems
+
+    @classmethod
+    def from_dict(cls, values: Any, models: Any = None, sample_rates: Any = (16000,)) -> DetectionConfig:
+        """The checked section; raises :class:`DefenseConfigError` listing every problem."""
+        problems = cls.problems(values, models, sample_rates)
+        if problems:
+            raise DefenseConfigError("; ".join(problems))
+        v = _detection_defaults(values)
+        return cls(
+            models=tuple(v["models"]),
+            budgets_db=tuple(float(b) for b in v["budgets_db"]),
+            attacks={
+                k: {"name": s["name"], "params": dict(s.get("params") or {})} for k, s in v["attacks"].items()
+            },
+            detectors=tuple(v["detectors"]),
+            squeezers={k: dict(s) for k, s in (v["squeezers"] or {}).items()},
+            fpr=float(v["fpr"]),
+            eval_size=v["eval_size"],
+            train_size=int(v["train_size"]),
+            calibration_size=int(v["calibration_size"]),
+            reference_size=int(v["reference_size"]),
+            batch_size=v["batch_size"],
+            threads=int(v["threads"]),
+            net=dict(v["net"]),
+            adaptive={
+                **v["adaptive"],
+                "detectors": (
+                    None if v["adaptive"]["detectors"] is None else tuple(v["adaptive"]["detectors"])
+                ),
+            },
+        )
+
+    @property
+    def adaptive_detectors(self) -> tuple[str, ...]:
+        """The detectors the adaptive attacker attacks: ``adaptive.detectors``, else every detector
+        that it has an attack for (a non-differentiable one only with a ``query`` attack)."""
+        wanted = self.adaptive["detectors"]
+        if wanted is not None:
+            return tuple(wanted)
+        query = self.adaptive.get("query") is not None
+        return tuple(d for d in self.detectors if d in DIFFERENTIABLE_DETECTORS or query)
+
+    def entry(self) -> dict[str, Any]:
+        """The resolved section for one job (the command's ``--setting``), ``models`` left out."""
+        out = {k: getattr(self, k) for k in DETECTION_KEYS if k not in ("enabled", "models")}
+        out["budgets_db"] = list(self.budgets_db)
+        out["detectors"] = list(self.detectors)
+        adaptive = dict(self.adaptive)
+        if adaptive["detectors"] is not None:
+            adaptive["detectors"] = list(adaptive["detectors"])
+        out["adaptive"] = adaptive
+        return out
+
+
+def stack_members(detectors: Any) -> list[str]:
+    """The detectors the stacked ensemble combines: every other listed one but the trained network."""
+    return [d for d in detectors if d not in ("stack", "logmel_net")]
+
+
+def _detection_defaults(values: dict[str, Any]) -> dict[str, Any]:
+    """The section with the schema's defaults filled in, also inside ``net`` and ``adaptive``."""
+    from advmir.config import schema_defaults
+
+    out = {**schema_defaults("defenses.schema.yaml", "detection"), **values}
+    for key in ("net", "adaptive"):
+        given = out.get(key)
+        if given is None or isinstance(given, dict):
+            out[key] = {**schema_defaults("defenses.schema.yaml", "detection", key), **(given or {})}
+    return out
+
+
+def _squeezer_problems(squeezers: Any, needed: bool, sample_rates: Any) -> list[str]:
+    where = f"{DETECTION_SECTION}.squeezers"
+    if not isinstance(squeezers, dict):
+        return [f"{where}: must be a mapping name -> transformation, got {squeezers!r}"]
+    if needed and not squeezers:
+        return [f"{where}: detector 'squeeze' needs at least one squeezer (e.g. quantize, lowpass, mp3)"]
+    from advmir.defenses.transforms import parse_transform
+
+    problems = []
+    for name, spec in squeezers.items():
+        if not isinstance(spec, dict):
+            problems.append(f"{where}.{name}: must be a mapping with 'kind', got {spec!r}")
+            continue
+        if spec.get("kind") not in SQUEEZER_KINDS:
+            problems.append(
+                f"{where}.{name}: key 'kind' must be one of {list(SQUEEZER_KINDS)} (deterministic), "
+                f"got {spec.get('kind')!r}"
+            )
+            continue
+        for rate in dict.fromkeys(sample_rates):
+            try:
+                parse_transform(name, {**spec, "model": "-"}, int(rate))
+            except (InputError, ValueError) as exc:
+                problems.append(f"{where}: {str(exc).replace('defenses.transforms.', '')}")
+                break
+    return problems
+
+
+def _net_problems(net: Any) -> list[str]:
+    where = f"{DETECTION_SECTION}.net"
+    if not isinstance(net, dict):
+        return [f"{where}: must be a mapping with {list(NET_KEYS)}, got {net!r}"]
+    unknown = sorted(set(net) - set(NET_KEYS))
+    if unknown:
+        return [f"{where}: unknown key(s) {unknown}; allowed: {list(NET_KEYS)}"]
+    problems = []
+    for key, minimum in (("epochs", 1), ("width", 2), ("batch_size", 2)):
+        value = net.get(key)
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+            problems.append(f"{where}.{key}: must be an integer >= {minimum}, got {value!r}")
+    if net.get("top_db") is not None and (not _is_number(net["top_db"]) or not net["top_db"] > 0):
+        problems.append(f"{where}.top_db: must be a number > 0 (dB) or null, got {net['top_db']!r}")
+    if not _is_number(net.get("learning_rate")) or not net["learning_rate"] > 0:
+        problems.append(f"{where}.learning_rate: must be a number > 0, got {net.get('learning_rate')!r}")
+    return problems
+
+
+def _adaptive_problems(adaptive: Any, detectors: list[str]) -> list[str]:
+    where = f"{DETECTION_SECTION}.adaptive"
+    if not isinstance(adaptive, dict):
+        return [f"{where}: must be a mapping with {list(ADAPTIVE_KEYS)}, got {adaptive!r}"]
+    unknown = sorted(set(adaptive) - set(ADAPTIVE_KEYS))
+    if unknown:
+        return [f"{where}: unknown key(s) {unknown}; allowed: {list(ADAPTIVE_KEYS)}"]
+    problems = []
+    attacked = adaptive.get("detectors")
+    if attacked is not None:
+        if not isinstance(attacked, list):
+            problems.append(f"{where}.detectors: must be a list of detectors or null, got {attacked!r}")
+        else:
+            bad = [d for d in attacked if d not in detectors]
+            if bad:
+                problems.append(
+                    f"{where}.detectors: {bad} are not among defenses.detection.detectors {detectors}"
+                )
+            query = adaptive.get("query") is not None
+            blind = [d for d in attacked if d in detectors and d not in DIFFERENTIABLE_DETECTORS]
+            if blind and not query:
+                problems.append(
+                    f"{where}.detectors: {blind} have no gradient and adaptive.query is null: give a query "
+                    f"attack ({list(ADAPTIVE_QUERY)}) or leave them out"
+                )
+    problems += _attack_spec_problems(f"{where}.gradient", adaptive.get("gradient"), ADAPTIVE_GRADIENT)
+    gradient = adaptive.get("gradient")
+    if isinstance(gradient, dict) and (gradient.get("params") or {}).get("loss", "margin") != "margin":
+        problems.append(
+            f"{where}.gradient.params: key 'loss' must be 'margin' (the combined loss is a margin), "
+            f"got {gradient['params']['loss']!r}"
+        )
+    if adaptive.get("query") is not None:
+        problems += _attack_spec_problems(f"{where}.query", adaptive["query"], ADAPTIVE_QUERY)
+    weights = adaptive.get("weights")
+    if not isinstance(weights, list) or not weights or not all(_is_number(w) and w > 0 for w in weights):
+        problems.append(f"{where}.weights: must be a non-empty list of numbers > 0, got {weights!r}")
+    return problems
