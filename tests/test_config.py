@@ -92,6 +92,7 @@ def test_paper_config_dry_run_lists_the_full_sweep(tmp_path):
     attacked = [d for d in defended.values() if d["mode"] != "gaussian"]  # gaussian: certified instead
     assert counts["evaluate_robustness"] == len(attacked) + len({d["model"] for d in attacked})
     assert counts["certify_smoothed"] == len(paper["defenses"]["smoothing"]) >= 1
+    assert counts["evaluate_detection"] == len(paper["defenses"]["detection"]["models"]) >= 1
     assert counts["craft_adversarial"] == cells, counts
     # every codec setting on the clean set and on each attack sent through the codecs
     sent = paper["transfer"]["attacks"] or paper["attacks"]

@@ -118,6 +118,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "advmir.plotting.defenses:main_certified",
         "figure: certified accuracy vs SNR, one line per smoothed classifier",
     ),
+    "evaluate-detection": (
+        "advmir.defenses.cli:evaluate_detection",
+        "adversarial-example detectors scored by ROC-AUC before and after an adaptive attacker",
+    ),
+    "summarize-detection": (
+        "advmir.defenses.cli:summarize_detection",
+        "tables: detection ROC-AUC before and after the adaptive attack (detection.csv, detection_roc.csv)",
+    ),
+    "plot-detection": (
+        "advmir.plotting.defenses:main_detection",
+        "figure: detection ROC curves before and after the adaptive attack",
+    ),
     "corrupt-split": ("advmir.anomaly.cli:corrupt", "inject known faults into a split"),
     "score-anomalies": ("advmir.anomaly.cli:score", "score every clip with one detector"),
     "evaluate-anomalies": ("advmir.anomaly.cli:evaluate", "metrics of every detector"),

@@ -8,7 +8,8 @@
 # (adv_aug), the augmentation study: its accuracy beside its base model's by condition
 # (defense_augmentation.csv, from the models' metrics.json, generalisation.csv and
 # codec_clean_accuracy.csv) and its figure. Input transformations scored three ways
-# (defense_transforms.csv), and randomized smoothing: certified accuracy vs SNR (certified.csv).
+# (defense_transforms.csv), randomized smoothing: certified accuracy vs SNR (certified.csv), and
+# adversarial-example detection: ROC-AUC before and after an adaptive attack (detection.csv).
 
 
 include: "inputs/defenses.smk"
@@ -346,3 +347,92 @@ rule plot_certified:
     shell:
         "python -m advmir plot-certified --table {input:q} --out {output.png:q} {output.pdf:q}"
         " > {log:q} 2>&1"
+
+
+# Adversarial-example detection (advmir.defenses.detection): feature squeezing, the anomaly stage's
+# detectors and its stacked ensemble retrained on clean vs adversarial clips, a log-mel detector
+# network; ROC-AUC on the attack stage's seeded test clips before and after an adaptive attacker.
+rule evaluate_detection:
+    input:
+        unpack(detection_inputs),
+    output:
+        summary=f"{RESULTS}/defenses/{{dataset}}/detection/{{model}}/summary.csv",
+        roc=f"{RESULTS}/defenses/{{dataset}}/detection/{{model}}/roc.csv",
+        meta=f"{RESULTS}/defenses/{{dataset}}/detection/{{model}}/detection.json",
+    log:
+        f"{RESULTS}/logs/defenses/{{dataset}}/detection/{{model}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/defenses/{{dataset}}/detection/{{model}}.tsv"
+    wildcard_constraints:
+        model=DEFENSE_PLAN.detection_constraint(),
+    conda:
+        "../../envs/torch.yaml"
+    threads: DEFENSE_PLAN.detection_option("threads")
+    resources:
+        mem_mb=4000,
+        runtime=240,
+        gpu=GPUS,
+    params:
+        setting=DEFENSE_PLAN.detection_json(),
+        eval_size=DEFENSE_PLAN.detection_option("eval_size"),
+        batch_size=DEFENSE_PLAN.detection_option("batch_size"),
+        seed=config["seed"],
+        device=config["device"],
+    shell:
+        'python -m advmir evaluate-detection --dataset-dir "$(dirname {input.waveforms:q})"'
+        " --checkpoint {input.checkpoint:q} --setting {params.setting:q} --eval-size {params.eval_size}"
+        " --batch-size {params.batch_size} --seed {params.seed} --device {params.device} --threads {threads}"
+        ' --out-dir "$(dirname {output.summary:q})" > {log:q} 2>&1'
+
+
+rule summarize_detection:
+    input:
+        DEFENSE_PLAN.detection_files("summary.csv"),
+    output:
+        table=report(
+            DEFENSE_PLAN.table("detection"),
+            caption="../report/detection_table.rst",
+            category="5. Defenses",
+            labels={"table": "adversarial-example detection: ROC-AUC"},
+        ),
+        roc=DEFENSE_PLAN.table("detection_roc"),
+    log:
+        f"{RESULTS}/logs/tables/detection.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/tables/detection.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    shell:
+        "python -m advmir summarize-detection --runs {input:q} --out {output.table:q}"
+        " --roc-out {output.roc:q} > {log:q} 2>&1"
+
+
+rule plot_detection:
+    input:
+        table=DEFENSE_PLAN.table("detection"),
+        roc=DEFENSE_PLAN.table("detection_roc"),
+    output:
+        png=report(
+            DEFENSE_PLAN.figure("png", "detection_roc"),
+            caption="../report/detection_roc.rst",
+            category="5. Defenses",
+            labels={"figure": "detection ROC before and after the adaptive attack"},
+        ),
+        pdf=DEFENSE_PLAN.figure("pdf", "detection_roc"),
+    log:
+        f"{RESULTS}/logs/figures/detection_roc.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/figures/detection_roc.tsv"
+    conda:
+        "../../envs/plot.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    shell:
+        "python -m advmir plot-detection --table {input.table:q} --roc {input.roc:q}"
+        " --out {output.png:q} {output.pdf:q} > {log:q} 2>&1"

@@ -10,8 +10,11 @@ the figure; and, when a defended model is trained for accuracy (a mode of
 read what other stages wrote (each model's metrics.json, generalisation.csv,
 codec_clean_accuracy.csv). Randomized smoothing (``defenses.smoothing``,
 :mod:`advmir.defenses.smoothing`): one certification job per (dataset, smoothed classifier), then
-certified.csv and its figure. It checks what the schema cannot relate (the evaluated and smoothed
-models, the evaluation size, each ensemble attack built at an SNR budget without a model, see
+certified.csv and its figure. Adversarial-example detection (``defenses.detection``, with its own
+``enabled``; :mod:`advmir.defenses.detection`): one job per (dataset, classifier of
+``detection.models``), then detection.csv, detection_roc.csv and the ROC figure. It checks what the
+schema cannot relate (the evaluated, smoothed and detection models, the evaluation size, the detector
+names, each ensemble or detection attack built at an SNR budget without a model, see
 :func:`advmir.defenses.robust.ensemble_problems`), so ``snakemake -n`` refuses a bad setting.
 
 A defended model of a noise mode (``gaussian``: the base model of a smoothed classifier) is left
@@ -26,7 +29,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from advmir.config import defended_models, schema_defaults
-from advmir.defenses.settings import AUGMENT_MODES, NOISE_MODES, SmoothingConfig, smoothing_problems
+from advmir.defenses.settings import (
+    AUGMENT_MODES,
+    NOISE_MODES,
+    DetectionConfig,
+    SmoothingConfig,
+    smoothing_problems,
+)
 from advmir.errors import InputError
 
 TABLES = ("defenses", "defense_sanity")
@@ -34,6 +43,7 @@ FIGURE = "defense_robustness"
 AUGMENTATION = "defense_augmentation"  # the augmentation study's table and figure
 TRANSFORMS = "defense_transforms"  # the transformation defenses' table and figure
 SMOOTHING = "certified"  # randomized smoothing's table and figure
+DETECTION = ("detection", "detection_roc")  # adversarial-example detection's tables; the figure: the second
 
 
 class DefensePlanError(InputError, ValueError):
@@ -94,9 +104,14 @@ class DefensePlan:
             **dict(section.get("smoothing_evaluation") or {}),
         }
         self.smoothing_default_size = int(settings["eval_size"])
+        self.attack_batch_size = int(settings["batch_size"])
         self.sample_rates = {d: int((config.get(d) or {}).get("sample_rate", 16000)) for d in self.datasets}
         # the split synth_notes' zoo trains on: its generalisation rows are the models' test split
         self.default_split = str((config.get("synth_notes") or {}).get("split", "notes"))
+        # adversarial-example detection (advmir.defenses.detection): one job per (dataset, classifier)
+        self.detection_section: dict[str, Any] = dict(section.get("detection") or {})
+        self.detection_on = self.enabled and bool(self.detection_section.get("enabled"))
+        self.detection: DetectionConfig | None = None
         if self.enabled:
             self._check(build)
 
@@ -150,10 +165,10 @@ class DefensePlan:
                 f"defenses.evaluation.models {unknown} must be models of the zoo or of defenses.models "
                 f"({sorted(self.models)})"
             )
-        if not self.evaluated_models and not self.transforms and not self.smoothing:
+        if not self.evaluated_models and not self.transforms and not self.smoothing and not self.detection_on:
             problems.append(
                 "defenses.enabled is true but nothing is evaluated: add defenses.models, "
-                "defenses.transforms or defenses.smoothing"
+                "defenses.transforms or defenses.smoothing, or switch on defenses.detection"
             )
         problems += self._transform_problems()
         problems += smoothing_problems(self.smoothing, self.models)
@@ -169,8 +184,30 @@ class DefensePlan:
             problems += ensemble_problems(self.ensemble, "defenses.evaluation.ensemble")
             if self.transforms:
                 problems += ensemble_problems(self.transform_attacks, "defenses.transform_evaluation.attacks")
+        if self.detection_on:
+            problems += self._detection_problems(build)
         if problems:
             raise DefensePlanError("invalid defenses configuration:\n  - " + "\n  - ".join(problems))
+
+    def _detection_problems(self, build: bool) -> list[str]:
+        """``defenses.detection`` checked (names, models, budgets, squeezers for every sample rate,
+        each attack built at an SNR budget without a model); sets :attr:`detection` when sound."""
+        from advmir.defenses.settings import DETECTION_SECTION
+
+        section = self.detection_section
+        problems = DetectionConfig.problems(section, self.models, list(self.sample_rates.values()))
+        if build and not problems:
+            from advmir.defenses.robust import ensemble_problems
+
+            setting = DetectionConfig.from_dict(section, self.models, list(self.sample_rates.values()))
+            problems += ensemble_problems(setting.attacks, f"{DETECTION_SECTION}.attacks")
+            adaptive = {"gradient": setting.adaptive["gradient"]}
+            if setting.adaptive.get("query") is not None:
+                adaptive["query"] = setting.adaptive["query"]
+            problems += ensemble_problems(adaptive, f"{DETECTION_SECTION}.adaptive")
+        if not problems:
+            self.detection = DetectionConfig.from_dict(section, self.models, list(self.sample_rates.values()))
+        return problems
 
     def _transform_problems(self) -> list[str]:
         """Each transformation defense checked for every dataset's sample rate (a codec setting with
@@ -266,6 +303,45 @@ class DefensePlan:
             return []
         return [self.table(SMOOTHING), *(self.figure(ext, SMOOTHING) for ext in ("png", "pdf"))]
 
+    # -- adversarial-example detection ----------------------------------------------------------
+
+    @property
+    def detection_models(self) -> list[str]:
+        """The classifiers whose adversarial examples are detected (none when detection is off)."""
+        return list(self.detection.models) if self.detection_on and self.detection else []
+
+    def detection_dir(self, dataset: str, model: str) -> str:
+        return f"{self.results}/defenses/{dataset}/detection/{model}"
+
+    def detection_files(self, name: str = "summary.csv") -> list[str]:
+        return [f"{self.detection_dir(d, m)}/{name}" for d in self.datasets for m in self.detection_models]
+
+    def detection_checkpoint(self, dataset: str, model: str) -> str:
+        return f"{self.results}/models/{dataset}/{model}/model.ckpt"
+
+    def detection_json(self) -> str:
+        """The resolved section (evaluate-detection's ``--setting``; ``{}`` when detection is off)."""
+        return json.dumps(self.detection.entry(), sort_keys=True) if self.detection else "{}"
+
+    def detection_option(self, key: str) -> Any:
+        """eval_size and batch_size (null: the attack stage's), threads (1 when detection is off)."""
+        value = getattr(self.detection, key) if self.detection else (1 if key == "threads" else None)
+        if value is None:
+            return {"eval_size": self.smoothing_default_size, "batch_size": self.attack_batch_size}[key]
+        return value
+
+    def detection_constraint(self) -> str:
+        return "|".join(self.detection_models) or "no-detection-model"
+
+    def detection_targets(self) -> list[str]:
+        """Detection's tables and figure (none when it is off)."""
+        if not self.detection_models:
+            return []
+        return [
+            *(self.table(t) for t in DETECTION),
+            *(self.figure(ext, DETECTION[1]) for ext in ("png", "pdf")),
+        ]
+
     # -- one job -------------------------------------------------------------------------------
 
     def inputs(self, dataset: str, model: str) -> dict[str, str]:
@@ -323,4 +399,5 @@ class DefensePlan:
             *self.augmentation_targets(),
             *self.transform_targets(),
             *self.smoothing_targets(),
+            *self.detection_targets(),
         ]

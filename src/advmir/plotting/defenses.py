@@ -15,6 +15,10 @@ plot-certified (results/tables/certified.csv): randomized smoothing, certified a
 SNR in dB, one line per smoothed classifier (and dataset), the smoothed classifier's clean accuracy
 dotted in its colour.
 
+plot-detection (results/tables/detection.csv and detection_roc.csv): adversarial-example detection,
+ROC curves, one panel per (dataset, model, budget, detector): each non-adaptive attack solid, the
+adaptive attack on that detector red, the random-noise control grey dashed; the AUCs in the title.
+
 plot-augmentation (results/tables/defense_augmentation.csv): the augmentation study, one panel per
 (dataset, augmented model): its accuracy and its base model's under each condition (a row each, in
 the table's order), joined by a line, the change in points written at the right.
@@ -295,3 +299,79 @@ def main_certified(argv: list[str]) -> int:
         argv, "python -m advmir plot-certified", plot_certified, "results/tables/certified.csv",
         CERTIFIED_COLUMNS,
     )  # fmt: skip
+
+
+DETECTION_COLUMNS = (
+    "dataset", "model", "detector", "phase", "attack", "algorithm", "budget_db", "roc_auc", "n_examples",
+)  # fmt: skip
+DETECTION_ROC_COLUMNS = ("dataset", "model", "detector", "phase", "attack", "budget_db", "fpr", "tpr")
+
+
+def plot_detection(table: pd.DataFrame, roc: pd.DataFrame) -> plt.Figure:
+    """ROC curves of every detector, before and after the adaptive attack: one row of panels per
+    (dataset, model, budget), one panel per detector; each non-adaptive attack a solid line (its
+    successful examples against clean clips), the adaptive attack on that detector red, the
+    random-noise control grey dashed; the title gives the AUCs (before -> after)."""
+    cells = table[["dataset", "model", "budget_db"]].drop_duplicates().values.tolist()
+    detectors = list(dict.fromkeys(table["detector"]))
+    rows, cols = max(len(cells), 1), max(len(detectors), 1)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(2.6 * cols, 2.7 * rows), squeeze=False, sharex=True, sharey=True
+    )
+    styles = {"control": {"color": "0.6", "ls": "--"}, "adaptive": {"color": "C3", "ls": "-"}}
+    attacks = list(dict.fromkeys(table.loc[table["phase"] == "non_adaptive", "attack"]))
+    colours = {a: f"C{k % 3}" if k < 3 else f"C{k + 1}" for k, a in enumerate(attacks)}
+    for i, (dataset, model, budget) in enumerate(cells):
+        for j, det in enumerate(detectors):
+            ax = axes[i, j]
+            ax.plot([0, 1], [0, 1], color="0.85", lw=0.8)
+            sel = table[
+                (table["dataset"] == dataset) & (table["model"] == model) & (table["budget_db"] == budget)
+                & (table["detector"] == det)
+            ]  # fmt: skip
+            title = []
+            for r in sel.itertuples():
+                pts = roc[
+                    (roc["dataset"] == dataset) & (roc["model"] == model) & (roc["budget_db"] == budget)
+                    & (roc["detector"] == det) & (roc["phase"] == r.phase) & (roc["attack"] == r.attack)
+                ]  # fmt: skip
+                style = styles.get(r.phase, {"color": colours.get(r.attack, "C0"), "ls": "-"})
+                name = f"adaptive {r.algorithm}" if r.phase == "adaptive" else r.attack
+                label = f"{name} ({r.roc_auc:.2f}, n={int(r.n_examples)})"
+                if len(pts):
+                    ax.plot(pts["fpr"], pts["tpr"], lw=1.2, label=label, **style)
+                if r.phase != "control":
+                    title.append(f"{r.roc_auc:.2f}")
+            ax.set_title(f"{det}, {budget:g} dB\nAUC {' -> '.join(title)}", fontsize=8)
+            ax.legend(fontsize=5.5, loc="lower right", frameon=False)
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1.01)
+            if i == rows - 1:
+                ax.set_xlabel("false positive rate (clean)", fontsize=7)
+            if j == 0:
+                ax.set_ylabel(f"{model}\ntrue positive rate", fontsize=7)
+            ax.tick_params(labelsize=6)
+    fig.suptitle(
+        "Adversarial-example detection: ROC before (attack crafted on the classifier) and after the "
+        "adaptive attack (red); grey dashed: random noise at the same SNR",
+        fontsize=8,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def main_detection(argv: list[str]) -> int:
+    """Entry point of ``python -m advmir plot-detection``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m advmir plot-detection", description=plot_detection.__doc__
+    )
+    parser.add_argument("--table", required=True, help="results/tables/detection.csv")
+    parser.add_argument("--roc", required=True, help="results/tables/detection_roc.csv")
+    parser.add_argument("--out", nargs="+", required=True, help="figure paths (.png and/or .pdf)")
+    args = parser.parse_args(argv)
+    setup_logging()
+    table = read_csv(args.table, columns=DETECTION_COLUMNS)
+    roc = read_csv(args.roc, columns=DETECTION_ROC_COLUMNS)
+    save_figure(plot_detection(table, roc), args.out)
+    log.info("wrote %s", ", ".join(args.out))
+    return 0

@@ -82,3 +82,13 @@ def smoothing_info(wildcards):
 
 def smoothing_eval_size(wildcards):
     return DEFENSE_PLAN.smoothing_eval_size(wildcards.smoothed)
+
+
+def detection_inputs(wildcards):
+    """The dataset and the checkpoint of the classifier whose adversarial examples are detected."""
+    return {
+        **dataset_files(wildcards),
+        "checkpoint": DEFENSE_PLAN.detection_checkpoint(
+            wildcards.dataset, wildcards.model
+        ),
+    }
