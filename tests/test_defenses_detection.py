@@ -216,6 +216,42 @@ def test_the_adaptive_attacker_evades_a_detector_the_plain_attack_trips():
     assert evasion[0.1] > 0.9 and evasion[10.0] < 0.5
 
 
+def test_the_weight_search_keeps_each_clips_best_example_and_retries_only_the_flagged():
+    """weight_search tries the weights from the smallest up; the second weight only on the clips the
+    first fooled but left flagged; each clip keeps an evading example where one was found; a clip
+    not attacked keeps its clean copy; the counts add up."""
+    from advmir.defenses.detection_eval import weight_search
+    from advmir.defenses.robust import fooled_within
+
+    torch.manual_seed(0)
+    model = five_tone_model()
+    x, y = correct_clips(model, 16)
+    detector = ConfidenceDetector(model, "max_softmax")
+    clean_cal, _ = noisy_tones(64, 21, FIVE_FREQS)
+    cal = score_clips(detector, clean_cal, 64)
+    thr, spread = threshold_at(cal, 0.05), float(np.std(cal))
+    spec = {"name": "pgd", "params": {"steps": 40, "loss": "margin"}}
+    attacked = np.ones(16, dtype=bool)
+    attacked[0] = False
+    x_adv, fooled, tried, evading = weight_search(
+        model, detector, x, y, attacked, thr, spread, spec, 15.0, [10.0, 0.1],
+        seed=0, batch_size=64, progress=False,
+    )  # fmt: skip
+    # the first weight tried is the smallest, on every attacked clip; the same attack run alone
+    first = adaptive_attack(spec, 15.0, 0, 64, Guarded(model, detector, thr, spread, 0.1))(x[1:], y[1:])
+    fooled_first = fooled_within(model, x[1:], first.x_adv, y[1:], 15.0, 64)
+    flagged_first = score_clips(detector, first.x_adv, 64) > thr
+    assert tried == [15, int((fooled_first & flagged_first).sum())]
+    assert evading[0] == int((fooled_first & ~flagged_first).sum()) > 0
+    assert torch.equal(x_adv[0], x[0]) and not fooled[0]
+    np.testing.assert_array_equal(fooled, fooled_within(model, x, x_adv, y, 15.0, 64) & attacked)
+    flagged = score_clips(detector, x_adv, 64) > thr
+    assert int((fooled & ~flagged).sum()) == sum(evading)
+    # a clip that evaded at the first weight keeps that example
+    evaded_first = np.flatnonzero(fooled_first & ~flagged_first) + 1
+    torch.testing.assert_close(x_adv[evaded_first], first.x_adv[evaded_first - 1])
+
+
 # -- end to end ----------------------------------------------------------------------------------------
 
 
@@ -265,6 +301,11 @@ def test_evaluate_detection_rows_and_controls_on_the_tone_task():
     before = rows[rows["phase"] == "non_adaptive"].set_index("detector")
     for r in rows[rows["phase"] == "adaptive"].itertuples():
         assert r.auc_before == before.loc[r.detector, "roc_auc"] and r.before_attack == "pgd"
+        assert r.tpr_before == before.loc[r.detector, "tpr"] or np.isnan(r.tpr_before)
+        search = result.meta["adaptive_weight_search"][r.detector]["20"]
+        assert search["tried"][0] == r.n_attacked and sum(search["newly_evading"]) == round(
+            r.evasion * r.n_attacked
+        )
     assert rows["roc_auc"].dropna().between(0, 1).all() and (rows["fpr"] <= 0.25).all()
     assert result.meta["n_train_adversarial"] > 0 and set(result.thresholds) == set(setting.detectors)
     assert set(result.roc["detector"]) == set(setting.detectors)

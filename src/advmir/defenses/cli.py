@@ -498,8 +498,10 @@ def summarize_detection(argv: list[str]) -> int:
     adaptive = table[table["phase"] == "adaptive"]
     for r in adaptive.itertuples():
         log.info(
-            "%s %s at %g dB: ROC-AUC %.3f before (%s), %.3f after (%s)",
+            "%s %s at %g dB: ROC-AUC %.3f before (%s), %.3f after (%s: %d of %d clips fooled, detection "
+            "rate %.3f at the threshold, %.3f before)",
             r.model, r.detector, r.budget_db, r.auc_before, r.before_attack, r.roc_auc, r.algorithm,
+            r.n_examples, r.n_attacked, r.tpr, r.tpr_before,
         )  # fmt: skip
     log.info("wrote %s (%d rows) and %s (%d points)", args.out, len(table), args.roc_out, len(roc))
     return 0

@@ -42,10 +42,11 @@ with ``m_cls`` the classifier's logit margin (negative when fooled). Above zero 
 hinges (their ``l_F + c * max(D(x') - threshold, 0)``, here with the logit margin); it is negative
 exactly when the clip fools the classifier *and* stays below the threshold, which is the attack's
 success (its early stop, and Square's acceptance test); below zero it keeps pushing both. Carlini
-and Wagner search c per clip; here each weight of ``adaptive.weights`` is tried in turn on the clips
-not yet evading (:func:`advmir.defenses.detection_eval.evaluate_detection`). A small c matters: at
-the decision boundary a confidence detector (max-softmax, squeezing) fires, and a large c holds the
-attack back on the clean side, where the detector's gradient points to the true class.
+and Wagner search c per clip; here the weights of ``adaptive.weights`` are tried from the smallest up
+on the clips fooled but still flagged (:func:`advmir.defenses.detection_eval.weight_search`). A
+small c matters: at the decision boundary a confidence detector (max-softmax, squeezing) fires, and a
+large c holds the attack back on the clean side, where the detector's gradient points to the true
+class.
 """
 
 from __future__ import annotations

@@ -24,9 +24,15 @@ Then, per detector, three kinds of rows (``phase``), each at every budget:
 - ``adaptive``: the attacker who knows the detector (:class:`advmir.defenses.detection.Guarded`,
   the combined loss of Carlini and Wagner 2017), on the clean-correct clips: ``adaptive.gradient``
   (PGD on the combined margin) on a detector with a gradient, ``adaptive.query`` (Square) on one
-  without. Positives: its examples that fool the classifier within the budget, flagged or not.
-  ``auc_before`` and ``evasion_before`` repeat the detector's non-adaptive numbers on the first
-  attack of ``attacks`` at that budget (``before_attack``): the before and after of one row.
+  without, searching the weight c of the detector's term per clip (:func:`weight_search`): each
+  clip's example is its best across the weights tried (fooled and not flagged, else fooled).
+  Positives: the examples that fool the classifier within the budget, flagged or not, so the
+  "after" ROC-AUC is over every clip the adaptive attack fooled; ``tpr`` is the share of them still
+  flagged at the threshold and ``evasion`` the share of clean-correct clips fooled and not flagged.
+  ``auc_before``, ``tpr_before`` and ``evasion_before`` repeat the detector's non-adaptive numbers
+  on the first attack of ``attacks`` at that budget (``before_attack``): the before and after of one
+  row. An attacker stopped at its first success sits just below the threshold, so the "after" AUC
+  can stay high while the detection rate at the operating point falls to zero: read both.
 
 ``fpr`` in a row is the share of clean *scored* clips above the calibration threshold (near the
 target when the calibration clips look like the test clips). Wall time stays in detection.json.
@@ -38,6 +44,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,7 +73,10 @@ PHASES = ("non_adaptive", "control", "adaptive")
 SUMMARY_COLUMNS = [
     "dataset", "model", "detector", "differentiable", "phase", "attack", "algorithm", "budget_db",
     "n_clean", "n_attacked", "n_examples", "success", "roc_auc", "auc_se", "threshold", "fpr_target",
-    "fpr", "tpr", "evasion", "before_attack", "auc_before", "evasion_before",
+    "fpr", "tpr", "evasion", "before_attack", "auc_before", "tpr_before", "evasion_before",
+]  # fmt: skip
+ROUNDED_COLUMNS = [
+    "success", "roc_auc", "auc_se", "fpr", "tpr", "evasion", "auc_before", "tpr_before", "evasion_before",
 ]  # fmt: skip
 ROC_COLUMNS = ["dataset", "model", "detector", "phase", "attack", "budget_db", "fpr", "tpr"]
 CLIP_COLUMNS = ["id", "row", "detector", "phase", "attack", "budget_db", "score", "fooled", "flagged"]
@@ -192,6 +202,68 @@ def craft(
         bar.close()
         attack.on_clips_done = None
     return x_adv, fooled_within(model, x, x_adv, y, budget_db, batch_size)
+
+
+def weight_search(
+    model: torch.nn.Module,
+    detector: Detector,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attacked: np.ndarray,
+    threshold: float,
+    spread: float,
+    spec: Mapping[str, Any],
+    budget_db: float,
+    weights: Sequence[float],
+    *,
+    seed: int,
+    batch_size: int,
+    desc: str = "adaptive",
+    progress: bool = True,
+) -> tuple[torch.Tensor, np.ndarray, list[int], list[int]]:
+    """The adaptive attacker's search over the weight c of the detector's hinge (Carlini and Wagner
+    search c per clip), on the clips x (n, T) with labels y (n,) where ``attacked`` (n,) bool.
+
+    The weights are tried from the smallest up. A clip is attacked at the next weight only while its
+    best example so far fools the classifier but is flagged (score above ``threshold``): a larger c
+    weighs the detector's hinge more, which is what such a clip needs. A clip the attack did not fool
+    at a smaller c is not tried again: a larger c only holds the attack back further from the
+    classifier's boundary (CW lower c after that failure, and the search starts at the lowest). Each
+    clip keeps its best example across the weights tried: one that fools the classifier and is not
+    flagged, else one that fools it, else the first attempt.
+
+    Returns:
+        x_adv (n, T): each clip's kept example (x where not ``attacked``); fooled (n,) bool: it fools
+        ``model`` within the budget (False where not ``attacked``); per weight (ascending), the clips
+        tried and how many of them were newly evading (fooled, not flagged).
+    """
+    n = x.shape[0]
+    x_adv = x.clone()
+    fooled = np.zeros(n, dtype=bool)
+    rank = np.full(n, -1)  # per clip, its best so far: 2 evading, 1 fooled but flagged, 0 neither
+    tried, evading = [], []
+    for c in sorted(float(w) for w in weights):
+        todo = np.flatnonzero(attacked & ((rank == -1) | (rank == 1)))
+        tried.append(int(todo.size))
+        if not todo.size:
+            evading.append(0)
+            continue
+        attack = adaptive_attack(
+            spec, budget_db, seed, batch_size, Guarded(model, detector, threshold, spread, c)
+        )
+        sub = torch.from_numpy(todo).to(x.device)
+        x_try, fooled_try = craft(
+            model, attack, x[sub], y[sub], budget_db, batch_size, f"{desc} c={c:g}", progress
+        )
+        flagged = score_clips(detector, x_try, batch_size) > threshold
+        new_rank = np.where(fooled_try & ~flagged, 2, fooled_try.astype(int))
+        better = new_rank > rank[todo]
+        keep = torch.from_numpy(np.flatnonzero(better)).to(x.device)
+        x_adv[sub[keep]] = x_try[keep]
+        fooled[todo[better]] = fooled_try[better]
+        rank[todo[better]] = new_rank[better]
+        evading.append(int((new_rank == 2).sum()))
+    return x_adv, fooled, tried, evading
 
 
 def _roc_auc(neg: np.ndarray, pos: np.ndarray) -> float:
@@ -335,7 +407,12 @@ def evaluate_detection(
             **extra,
         }
         rows.append(row)
-        return row
+        # counts for the log, not columns (n_examples * tpr and n_attacked * evasion)
+        return {
+            **row,
+            "n_flagged": int(flagged[positive].sum()),
+            "n_evading": int((fooled & ~flagged)[attacked].sum()),
+        }
 
     # 4. the non-adaptive attacks and the noise control on the scored clips
     start = time.perf_counter()
@@ -379,59 +456,38 @@ def evaluate_detection(
             )
     seconds["non_adaptive"] = time.perf_counter() - start
 
-    # 5. the adaptive attacker, per detector and budget, on the clean-correct clips; each weight c in
-    # turn on the clips not yet evading (fooled and not flagged), as CW search c per clip
+    # 5. the adaptive attacker, per detector and budget, on the clean-correct clips
     start = time.perf_counter()
-    idx = np.flatnonzero(clean_correct)
-    weights_used: dict[str, dict[str, list[int]]] = {}
+    search: dict[str, dict[str, dict[str, list[int]]]] = {}
     for d in setting.adaptive_detectors:
         spec = setting.adaptive["gradient"] if is_differentiable(d) else setting.adaptive["query"]
         if spec is None:
             continue
         for budget in budgets:
-            x_adv = job.x.clone()
-            fooled = np.zeros(n, dtype=bool)
-            rank = np.full(n, -1)  # per clip: 2 evading, 1 fooled but flagged, 0 neither (its best attempt)
-            evaded = []
-            for c in setting.adaptive["weights"]:
-                todo = idx[rank[idx] < 2]
-                if not todo.size:
-                    evaded.append(0)
-                    continue
-                guarded = Guarded(model, detectors[d], thresholds[d], spreads[d], c)
-                attack = adaptive_attack(spec, budget, seed, batch_size, guarded)
-                sub = torch.from_numpy(todo).to(job.x.device)
-                x_try, fooled_try = craft(
-                    model, attack, job.x[sub], job.y[sub], budget, batch_size,
-                    f"adaptive {d} {budget:g} dB c={c:g}", progress,
-                )  # fmt: skip
-                flagged = score_clips(detectors[d], x_try, batch_size) > thresholds[d]
-                new_rank = np.where(fooled_try & ~flagged, 2, fooled_try.astype(int))
-                better = new_rank > rank[todo]
-                keep = torch.from_numpy(np.flatnonzero(better)).to(job.x.device)
-                x_adv[sub[keep]] = x_try[keep]
-                fooled[todo[better]] = fooled_try[better]
-                rank[todo[better]] = new_rank[better]
-                evaded.append(int((new_rank == 2).sum()))
-            weights_used.setdefault(d, {})[f"{budget:g}"] = evaded
+            x_adv, fooled, tried, evading = weight_search(
+                model, detectors[d], job.x, job.y, clean_correct, thresholds[d], spreads[d], spec, budget,
+                setting.adaptive["weights"], seed=seed, batch_size=batch_size,
+                desc=f"adaptive {d} {budget:g} dB", progress=progress,
+            )  # fmt: skip
+            search.setdefault(d, {})[f"{budget:g}"] = {"tried": tried, "newly_evading": evading}
             ref = before[(d, budget)]
             row = score_set(
                 d, "adaptive", "adaptive", spec["name"], budget, x_adv, clean_correct, fooled, fooled,
-                before_attack=first, auc_before=ref["roc_auc"], evasion_before=ref["evasion"],
+                before_attack=first, auc_before=ref["roc_auc"], tpr_before=ref["tpr"],
+                evasion_before=ref["evasion"],
             )  # fmt: skip
             log.info(
-                "adaptive %s on %s at %g dB: ROC-AUC %.3f -> %.3f, evasion %.3f -> %.3f (%d fooled; "
-                "newly evading per weight %s: %s)",
-                spec["name"], d, budget, ref["roc_auc"], row["roc_auc"], ref["evasion"], row["evasion"],
-                int(fooled.sum()), setting.adaptive["weights"], evaded,
+                "adaptive %s on %s at %g dB: %d of %d clean-correct clips fooled, %d of them flagged at "
+                "the %g-FPR threshold (detection rate %.3f, %.3f before), %d evading; ROC-AUC %.3f -> "
+                "%.3f, evasion %.3f -> %.3f (weights %s: clips tried %s, newly evading %s)",
+                spec["name"], d, budget, row["n_examples"], row["n_attacked"], row["n_flagged"], setting.fpr,
+                row["tpr"], ref["tpr"], row["n_evading"], ref["roc_auc"], row["roc_auc"],
+                ref["evasion"], row["evasion"], sorted(setting.adaptive["weights"]), tried, evading,
             )  # fmt: skip
     seconds["adaptive"] = time.perf_counter() - start
 
     table = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
-    floats = [
-        c for c in ("success", "roc_auc", "auc_se", "fpr", "tpr", "evasion", "auc_before", "evasion_before")
-    ]
-    table[floats] = table[floats].astype(float).round(4)
+    table[ROUNDED_COLUMNS] = table[ROUNDED_COLUMNS].astype(float).round(4)
     table["threshold"] = table["threshold"].astype(float).round(6)
     meta = {
         **job.info,
@@ -442,7 +498,7 @@ def evaluate_detection(
         "train_examples": counts,
         "thresholds": thresholds,
         "spreads": spreads,
-        "adaptive_evading_per_weight": weights_used,
+        "adaptive_weight_search": search,
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
     }
     return DetectionResult(

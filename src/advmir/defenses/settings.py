@@ -390,8 +390,8 @@ class DetectionConfig:
         net: logmel_net's training (epochs, width, top_db, batch_size, learning_rate).
         adaptive: the adaptive attacker: ``detectors`` attacked (None: all), the ``gradient`` attack
             on a differentiable detector, the ``query`` attack (or None) on the others, and the
-            ``weights`` c of the detector's hinge in the combined loss, tried in order on the clips
-            not yet evading (Carlini and Wagner search c per clip).
+            ``weights`` c of the detector's hinge in the combined loss, tried from the smallest up
+            on the clips fooled but still flagged (Carlini and Wagner search c per clip).
     """
 
     models: tuple[str, ...]
