@@ -58,7 +58,8 @@ class CNN2d(nn.Module):
         super().__init__()
         chans = [1, width // 2, width, 2 * width, 2 * width]
         pools = [tuple(int(p) for p in first_pool)] + [(2, 2)] * 3
-        self.features = nn.Sequential(*[_block2d(chans[i], chans[i + 1], pools[i], pool_first) for i in range(4)])
+        blocks = [_block2d(chans[i], chans[i + 1], pools[i], pool_first) for i in range(4)]
+        self.features = nn.Sequential(*blocks)
         self.head = nn.Sequential(GlobalPool(), nn.Dropout(dropout), nn.Linear(2 * chans[-1], n_classes))
         self.to(memory_format=torch.channels_last)
 
