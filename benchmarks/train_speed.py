@@ -1,10 +1,12 @@
-"""Training step time of every 2-D model of a config, channels-last (the zoo's layout) vs contiguous.
+"""Training step time of every 2-D model of a config: the zoo's build (channels-last, blocks
+conv -> max-pool -> BN -> ReLU) vs the same weights kept contiguous (NCHW), and vs the older block
+order conv -> BN -> ReLU -> max-pool.
 
 Prints, per model, the CPU seconds of one training step (forward, cross-entropy, backward, AdamW) on
-a batch of random clips, in the zoo's channels-last layout and with the same weights kept contiguous
-(NCHW), and their ratio. The two are timed in turn, step after step (medians of ``--repeats``), so
-other jobs on the machine slow both alike. Also checks that the two layouts give the same logits up
-to float rounding.
+a batch of random clips for each variant, and each variant's time over the zoo's (>1: the zoo's is
+faster). The variants are timed in turn, step after step (medians of ``--repeats``), so other jobs on
+the machine slow them alike. Also checks that the two layouts give the same logits up to float
+rounding (the block orders are different networks: no such check).
 
 Usage::
 
@@ -60,22 +62,27 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
     x = (torch.randn(args.batch_size, clip, generator=gen) * 0.1).clamp(-1, 1)
     y = torch.randint(0, 11, (args.batch_size,), generator=gen)
-    print(f"{'model':<24} {'channels-last s':>16} {'contiguous s':>13} {'ratio':>6}  max |logit diff|")
+    print(
+        f"{'model':<24} {'zoo s':>7} {'contiguous s':>13} {'ratio':>6} {'pool-last s':>12} {'ratio':>6}"
+        "  max |logit diff| (layouts)"
+    )
     for name, spec in config["models"].items():
         if spec.get("arch") != "cnn2d":
             continue
         torch.manual_seed(0)
-        fast = build_model(spec, 11, rate).eval()
-        slow = contiguous_copy(fast).eval()
+        zoo = build_model(spec, 11, rate).eval()
+        contiguous = contiguous_copy(zoo).eval()
         with torch.no_grad():
-            diff = (fast(x[:8]) - slow(x[:8])).abs().max().item()
-        fast.train(), slow.train()
-        times: dict[str, list[float]] = {"fast": [], "slow": []}
+            diff = (zoo(x[:8]) - contiguous(x[:8])).abs().max().item()
+        last_spec = {**spec, "arch_args": {**spec.get("arch_args", {}), "pool_first": False}}
+        pool_last = build_model(last_spec, 11, rate)
+        variants = {"zoo": zoo.train(), "contiguous": contiguous.train(), "pool_last": pool_last.train()}
+        times: dict[str, list[float]] = {k: [] for k in variants}
         for _ in range(args.repeats + 1):  # the first round warms up
-            times["fast"].append(step_seconds(fast, x, y))
-            times["slow"].append(step_seconds(slow, x, y))
-        f, s = (statistics.median(times[k][1:]) for k in ("fast", "slow"))
-        print(f"{name:<24} {f:>16.3f} {s:>13.3f} {f / s:>6.2f}  {diff:.2e}")
+            for key, model in variants.items():
+                times[key].append(step_seconds(model, x, y))
+        z, c, p = (statistics.median(times[k][1:]) for k in variants)
+        print(f"{name:<24} {z:>7.3f} {c:>13.3f} {c / z:>6.2f} {p:>12.3f} {p / z:>6.2f}  {diff:.2e}")
 
 
 if __name__ == "__main__":

@@ -105,15 +105,15 @@ def test_paper_config_dry_run_lists_the_full_sweep(tmp_path):
 
 def test_the_longest_training_has_the_highest_priority(config):
     """Snakemake starts the ready training with the highest priority first: the default zoo's
-    costliest (stft_cnn, then wave_cnn) before logmel_cnn and its half-data surrogate, and a
-    defended model's adversarial passes count."""
+    costliest (wave_cnn and stft_cnn at width 48: about 440 and 410 CPU s) before logmel_cnn and its
+    half-data surrogate, and a defended model's adversarial passes count."""
     from advmir.config import expand_defenses, training_gate_priority, training_priority
 
     zoo = {
         m: training_priority(config, m)
         for m in ("stft_cnn", "wave_cnn", "logmel_cnn", "surrogate_logmel_cnn")
     }
-    assert zoo["stft_cnn"] > zoo["wave_cnn"] > zoo["logmel_cnn"] > zoo["surrogate_logmel_cnn"] >= 1
+    assert min(zoo["wave_cnn"], zoo["stft_cnn"]) > zoo["logmel_cnn"] > zoo["surrogate_logmel_cnn"] >= 1
     assert training_priority(config, "logmel_cnn", split=True) >= 1
     defended = copy.deepcopy(config)
     defended["defenses"]["enabled"] = True
@@ -124,7 +124,7 @@ def test_the_longest_training_has_the_highest_priority(config):
     assert training_priority(defended, "logmel_pgd") > 5 * zoo["logmel_cnn"]
     # the codec versions of the training clips, which every training waits on, come before them all
     gate = training_gate_priority(defended)
-    assert gate > training_priority(defended, "logmel_pgd") and gate > zoo["stft_cnn"]
+    assert gate > training_priority(defended, "logmel_pgd") and gate > zoo["wave_cnn"]
 
 
 def test_codec_jobs_per_source_cut_the_same_work_into_one_job_per_source(tmp_path, config):

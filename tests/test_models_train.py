@@ -47,6 +47,32 @@ def test_checkpoint_refuses_foreign_files(tmp_path):
         load_checkpoint(tmp_path / "missing.ckpt")
 
 
+def test_block_order_is_recorded_and_old_checkpoints_keep_theirs(tmp_path):
+    """New checkpoints say pool_first; one written before the option loads in the order it was
+    trained in (conv -> BN -> ReLU -> pool), with the same outputs, never silently reordered."""
+    from advmir.models.zoo import build_model
+
+    model = build_model(SPEC, 3, 16000).eval()
+    assert model.spec["arch_args"]["pool_first"] is True
+    assert isinstance(model.arch.features[0][1], torch.nn.MaxPool2d)
+
+    old = build_model({**SPEC, "arch_args": {"width": 8, "pool_first": False}}, 3, 16000).eval()
+    with torch.no_grad():  # non-trivial statistics, so the two orders give different outputs
+        for m in old.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.weight.uniform_(-1.0, 1.0)
+    del old.spec["arch_args"]["pool_first"]  # as a checkpoint from before the option
+    save_checkpoint(tmp_path / "old.ckpt", old, ["a", "b", "c"])
+    loaded = load_model(tmp_path / "old.ckpt")
+    assert isinstance(loaded.arch.features[0][-1], torch.nn.MaxPool2d)
+    x = torch.randn(4, 8000) * 0.1
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), old(x))
+    with pytest.raises(RuntimeError, match="Missing key"):  # the other order refuses its weights
+        build_model(SPEC, 3, 16000).load_state_dict(old.state_dict())
+
+
 def test_halves_are_disjoint_and_stratified(tiny_dataset):
     ds = load_dataset(tiny_dataset)
     a, b = subset_rows(ds, "half_a"), subset_rows(ds, "half_b")

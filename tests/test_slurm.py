@@ -12,12 +12,12 @@ workflow/profiles/slurm plus the test cluster's account and short status interva
   must run this venv's python inside their SLURM job, and its failing rule must be FAILED in `sacct`,
   submitted once, with Snakemake exiting non-zero;
 - a sweep of cheap jobs (codecs, rooms, transfer evaluation and its table, on a tiny config whose
-  model and attack are made locally first), run from two copies of one folder: one job per SLURM
-  job, then with the profile's job grouping. `sacct` counts the sbatch submissions and the wall
-  time of each. In the grouped run one member is made to fail: Snakemake must name it, its group
-  job must be FAILED, and a rerun must redo exactly the jobs left without outputs. The group jobs
-  must be sized for members in series (one member's CPUs, their summed time limit), and the two
-  folders must end with the same outputs (bar the timing fields of codec jobs' setting.json).
+  model and attack are made locally first), run from two copies of one folder: locally, and on SLURM
+  with the profile's job grouping. `sacct` counts the sbatch submissions and the wall time. In the
+  grouped run one member is made to fail: Snakemake must name it, its group job must be FAILED, and
+  a rerun must redo exactly the jobs left without outputs. The group jobs must be sized for members
+  in series (one member's CPUs, their summed time limit), and the two folders must end with the
+  same outputs (bar the timing fields of codec jobs' setting.json).
 
 The first two run on a copy of the profile without its `groups` (each job its own SLURM job, as
 they check); the sweep runs the profile with smaller groups (--group-components, so that a tiny
@@ -25,9 +25,12 @@ sweep makes several group jobs of each kind). ADVMIR_SLURM_SWEEP_MP3=N sets the 
 (N MP3 settings besides FLAC and one room: 2 * (N + 2) codec jobs, 2 * (N + 3) transfer jobs).
 
 Needs root and apt (or the packages installed); otherwise it is skipped, and the reason printed.
-Set ADVMIR_SKIP_SLURM=1 to skip it on purpose. About two minutes once the packages are in, plus
-the sweep: 27 jobs one per SLURM job, then in groups with a failure and its rerun (17 minutes for
-the whole module here, on 2 cores shared with other work; the ungrouped run is most of it).
+Set ADVMIR_SKIP_SLURM=1 to skip it on purpose. About four minutes once the packages are in, plus
+the sweep's 27 jobs: locally, then in groups with a failure and its rerun (about 6 minutes). By
+default the sweep does not also run one job per SLURM job: each such job costs about 15 s of
+submission and polling here besides its work (6 more minutes for the 27), and the advmir workflow
+above already checks every job against its own SLURM job. ADVMIR_SLURM_SWEEP_UNGROUPED=1 runs it
+too, prints both wall times (the README's ratio) and compares its bytes as well.
 """
 
 from __future__ import annotations
@@ -447,6 +450,9 @@ def runs(
     config = tiny_config(advmir / "results")
     config["models"] = dict(list(config["models"].items())[:1])
     config["representation_transfer"]["enabled"] = False  # needs models of two representations
+    # the codec versions of the training clips would add a level of the DAG (about 35 s of SLURM
+    # submission and polling here) and no kind of rule the four above do not cover
+    config["training_codecs"]["enabled"] = False
     config["training"].update({"max_epochs": 1, "min_epochs": 1})
     (advmir / "config.yaml").write_text(yaml.safe_dump(config))
     targets = [str(advmir / "results" / target) for target in ADVMIR_TARGETS]
@@ -535,6 +541,9 @@ def test_a_failing_rule_is_failed_in_slurm_and_not_retried(probe_run: Run) -> No
 # MP3 bitrates LAME honours at 16 kHz (advmir.codecs.registry.MP3_MPEG2_KBPS), none a training codec
 SWEEP_MP3_KBPS = (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)
 SWEEP_MP3 = int(os.environ.get("ADVMIR_SLURM_SWEEP_MP3", "4"))
+# ADVMIR_SLURM_SWEEP_UNGROUPED=1 also runs the sweep one job per SLURM job (about 6 more minutes), to
+# measure what grouping saves; its outputs join the byte comparison.
+SWEEP_UNGROUPED = os.environ.get("ADVMIR_SLURM_SWEEP_UNGROUPED", "") not in ("", "0")
 SWEEP_TARGET = "results/tables/transfer.csv"
 # Groups smaller than the profile's (a tiny sweep would make one group of each kind): several group
 # jobs of each kind, so that they queue side by side and one of them fails alone.
@@ -664,21 +673,22 @@ def _dry_run_jobs(workdir: Path) -> dict[str, int]:
 
 @dataclass
 class Sweep:
-    ungrouped: Run
+    local: Path  # the folder the sweep ran in locally, for the bytes
     grouped: Run  # with one member failing
     rerun: Run  # the grouped run again, after the fault was removed
     dry_run_after_failure: dict[str, int]
     missing_after_failure: dict[str, int]
     accounting: dict[str, Accounting]
     planned: dict[str, int]  # rule -> jobs of the sweep
+    ungrouped: Run | None  # one job per SLURM job (ADVMIR_SLURM_SWEEP_UNGROUPED=1 only)
 
 
 @pytest.fixture(scope="module")
 def sweep(
     cluster: Cluster, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Sweep:
-    """The sweep's model and attack made locally once, then two copies of that folder run the
-    cheap stages on SLURM one after the other: without grouping, then with it (and a fault)."""
+    """The sweep's model and attack made locally once, then that folder is copied: the copy runs the
+    cheap stages on SLURM in groups (with a fault, then its rerun), the folder itself locally."""
     base = tmp_path_factory.mktemp("slurm-sweep") / "base"
     base.mkdir()
     (base / "config.yaml").write_text(yaml.safe_dump(sweep_config()))
@@ -696,13 +706,19 @@ def sweep(
     )  # fmt: skip
     assert local.returncode == 0, local.stderr[-3000:]
     planned = _dry_run_jobs(base)
-    copies = {}
-    for name in ("ungrouped", "grouped"):
-        copies[name] = base.parent / name
-        shutil.copytree(base, copies[name], symlinks=True)
-
-    ungrouped = _run_sweep(copies["ungrouped"], profile=_ungrouped_profile(base.parent / "profile"))
-    assert ungrouped.result.returncode == 0, _log(ungrouped)
+    copies = {name: base.parent / name for name in ("grouped", "ungrouped")[: 1 + SWEEP_UNGROUPED]}
+    for copy in copies.values():
+        shutil.copytree(base, copy, symlinks=True)
+    local = subprocess.run(
+        [str(SNAKEMAKE), SWEEP_TARGET, *common, "--cores", "2", "--quiet", "all"],
+        cwd=base, capture_output=True, text=True, env=_env(venv_on_path=True), timeout=900,
+    )  # fmt: skip
+    assert local.returncode == 0, local.stderr[-3000:]
+    runs = {}
+    if SWEEP_UNGROUPED:
+        profile = _ungrouped_profile(base.parent / "profile")
+        runs["ungrouped"] = _run_sweep(copies["ungrouped"], profile=profile)
+        assert runs["ungrouped"].result.returncode == 0, _log(runs["ungrouped"])
 
     fault = base.parent / "fault"
     fault.mkdir()
@@ -714,7 +730,7 @@ def sweep(
     rerun = _run_sweep(copies["grouped"], *SWEEP_GROUPS)
     assert rerun.result.returncode == 0, _log(rerun)
 
-    runs = {"ungrouped": ungrouped, "grouped": grouped, "rerun": rerun}
+    runs.update(grouped=grouped, rerun=rerun)
     accounting = {name: _accounting(run) for name, run in runs.items()}
     for name, acc in accounting.items():
         _announce(
@@ -722,7 +738,7 @@ def sweep(
             f"sweep of {sum(planned.values())} jobs, {name}: {acc.submissions} sbatch submissions, "
             f"{acc.seconds:.0f} s from first submission to last end (Snakemake {runs[name].seconds:.0f} s)",
         )
-    return Sweep(ungrouped, grouped, rerun, after_failure, missing, accounting, planned)
+    return Sweep(base, grouped, rerun, after_failure, missing, accounting, planned, runs.get("ungrouped"))
 
 
 def _missing_outputs(workdir: Path, config: dict) -> dict[str, int]:
@@ -743,12 +759,6 @@ def _missing_outputs(workdir: Path, config: dict) -> dict[str, int]:
     return {"codecs": codecs, "transfer": transfer}
 
 
-def test_the_sweep_without_grouping_is_one_slurm_job_per_job(sweep: Sweep) -> None:
-    acc = sweep.accounting["ungrouped"]
-    assert acc.submissions == sum(sweep.planned.values()), (acc.submissions, sweep.planned)
-    assert {row["State"] for row in acc.rows} == {"COMPLETED"}, acc.rows
-
-
 def test_grouping_bundles_the_cheap_jobs_into_a_few_serial_group_jobs(sweep: Sweep) -> None:
     """Codec and room jobs in groups of 5, transfer evaluations in groups of 5, the table alone:
     each group job asks for one CPU (its members run one after another) and the summed runtime of
@@ -763,7 +773,7 @@ def test_grouping_bundles_the_cheap_jobs_into_a_few_serial_group_jobs(sweep: Swe
     assert sorted(set(submitted)) == ["codecs", "report", "transfer"], submitted
     assert len(rows) == len(submitted), (rows, submitted)
     assert groups <= len(rows) <= groups + 3, (len(rows), groups, sweep.planned)
-    assert len(rows) * 3 < sweep.accounting["ungrouped"].submissions, len(rows)
+    assert len(rows) * 3 < sum(sweep.planned.values()), len(rows)  # ungrouped: a SLURM job per job
     for row in rows:
         assert row["AllocCPUS"] == "1", row
         kind = row["Comment"].removeprefix("rule_").split("_")[0]
@@ -802,8 +812,18 @@ def test_a_rerun_redoes_only_what_the_failure_left_undone(sweep: Sweep) -> None:
     assert acc.submissions <= 5, acc.rows
 
 
-def test_grouped_and_ungrouped_runs_write_the_same_bytes(sweep: Sweep) -> None:
-    ungrouped, grouped = _digests(sweep.ungrouped.workdir), _digests(sweep.grouped.workdir)
-    assert len(ungrouped) > 4 * sum(sweep.planned.values()), len(ungrouped)
-    differ = sorted(k for k in ungrouped.keys() | grouped.keys() if ungrouped.get(k) != grouped.get(k))
-    assert not differ, differ[:20]
+def test_the_sweep_without_grouping_is_one_slurm_job_per_job(sweep: Sweep) -> None:
+    if sweep.ungrouped is None:
+        pytest.skip("set ADVMIR_SLURM_SWEEP_UNGROUPED=1 to run the sweep one job per SLURM job")
+    acc = sweep.accounting["ungrouped"]
+    assert acc.submissions == sum(sweep.planned.values()), (acc.submissions, sweep.planned)
+    assert {row["State"] for row in acc.rows} == {"COMPLETED"}, acc.rows
+
+
+def test_grouped_slurm_and_local_runs_write_the_same_bytes(sweep: Sweep) -> None:
+    local = _digests(sweep.local)
+    assert len(local) > 4 * sum(sweep.planned.values()), len(local)
+    for run in filter(None, (sweep.grouped, sweep.ungrouped)):
+        other = _digests(run.workdir)
+        differ = sorted(k for k in local.keys() | other.keys() if local.get(k) != other.get(k))
+        assert not differ, (run.workdir.name, differ[:20])

@@ -300,9 +300,10 @@ KILL_POINTS = {
         ("data", "augment", "models"),
         ("attacks.csv",),
     ),
-    # a codec or room job started (each is a few seconds; the log is opened when it starts)
+    # a codec or room job started (each is a few seconds; the log is opened when it starts): one per
+    # source through every setting (codecs.jobs: source, the default) or one per (source, setting)
     "codec": KillPoint(
-        ("encode-with-codec", "simulate-room"),
+        ("transform-source", "encode-with-codec", "simulate-room"),
         "codecs/synth_notes/**/*.log",
         "",
         ("data", "augment", "models", "attacks"),

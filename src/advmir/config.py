@@ -473,13 +473,26 @@ def split_training_for(config: dict[str, Any], model: str) -> dict[str, Any]:
 
 #: Training CPU time per clip and epoch relative to logmel_cnn, by front-end and architecture (the
 #: default run's benchmark files: stft_cnn 3.1x, wave_cnn 1.9x; CQT 3x and CRNN 1.6x in the README).
-FRONTEND_COST = {"logmel": 1.0, "stft": 3.0, "filterbank": 2.0, "cqt": 3.0, "waveform": 2.0}
+# Training step time relative to logmel_cnn at width 32 (benchmarks/train_speed.py, one thread): per
+# front-end at width 32 and a 2x2 first pooling; the 2-D architectures scale about linearly with
+# width and with the square root of the first pooling's area saved (stft at width 48 with a 4x2 first
+# pooling: 2.4; filterbank at 48 and 64: 2.2 and 2.9).
+FRONTEND_COST = {"logmel": 1.0, "stft": 2.3, "filterbank": 1.45, "cqt": 3.0, "waveform": 2.0}
 ARCH_COST = {"cnn2d": 1.0, "crnn": 1.6, "cnn1d": 1.0}
+
+
+def _shape_cost(spec: dict[str, Any]) -> float:
+    """The width and first-pooling factor of a 2-D architecture's cost (1 at width 32, 2x2)."""
+    if spec.get("arch", "cnn2d") not in ("cnn2d", "crnn"):
+        return 1.0
+    args = spec.get("arch_args") or {}
+    pool = args.get("first_pool") or (2, 2)
+    return float(args.get("width", 32)) / 32.0 * (4.0 / (float(pool[0]) * float(pool[1]))) ** 0.5
 
 
 def training_priority(config: dict[str, Any], model: str, split: bool = False) -> int:
     """Snakemake priority of a model's training job: its expected CPU time (epochs x training
-    clips' share x front-end and architecture cost x adversarial passes), so that among
+    clips' share x front-end, architecture, width and first-pooling cost x adversarial passes), so that among
     the trainings ready at once the longest starts first and does not end the run alone. A
     scheduling hint only: a wrong estimate changes the order of jobs, never a result.
     """
@@ -493,6 +506,7 @@ def training_priority(config: dict[str, Any], model: str, split: bool = False) -
         * share
         * FRONTEND_COST.get(spec.get("frontend", "logmel"), 1.0)
         * ARCH_COST.get(spec.get("arch", "cnn2d"), 1.0)
+        * _shape_cost(spec)
         * passes
     )
     return max(1, round(cost))

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from advmir.artifacts import ArtifactError, load_torch
 from advmir.io import write_torch
-from advmir.models.architectures import build_arch
+from advmir.models.architectures import BLOCK_ORDER_ARCHS, LEGACY_POOL_FIRST, build_arch
 from advmir.models.frontends import build_frontend
 
 CHECKPOINT_FORMAT = "advmir-waveform-classifier-1"
@@ -46,12 +46,15 @@ def build_model(spec: dict[str, Any], n_classes: int, sample_rate: int) -> Wavef
             f"architecture {arch_name!r} needs a {wanted}-D input but front-end {spec['frontend']!r} "
             f"gives {dims}-D; pair 'waveform' with 'cnn1d' and time-frequency front-ends with 'cnn2d'/'crnn'"
         )
-    arch = build_arch(arch_name, n_classes, **spec.get("arch_args", {}))
+    arch_args = dict(spec.get("arch_args", {}))
+    if arch_name in BLOCK_ORDER_ARCHS:  # recorded, so the checkpoint says which order it was trained in
+        arch_args.setdefault("pool_first", True)
+    arch = build_arch(arch_name, n_classes, **arch_args)
     full_spec = {
         "frontend": spec["frontend"],
         "arch": arch_name,
         "frontend_args": dict(spec.get("frontend_args", {})),
-        "arch_args": dict(spec.get("arch_args", {})),
+        "arch_args": arch_args,
         "n_classes": int(n_classes),
         "sample_rate": int(sample_rate),
     }
@@ -100,6 +103,9 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> nn.Module:
     if payload["format"] == EXTERNAL_FORMAT:
         return load_external(payload).to(device).eval()
     spec = payload["spec"]
+    if spec["arch"] in BLOCK_ORDER_ARCHS and "pool_first" not in spec.get("arch_args", {}):
+        # Written before the block order was a choice: the order it was trained in.
+        spec = {**spec, "arch_args": {**spec.get("arch_args", {}), "pool_first": LEGACY_POOL_FIRST}}
     model = build_model(spec, spec["n_classes"], spec["sample_rate"])
     model.load_state_dict(payload["state_dict"])
     model.classes = payload["classes"]
