@@ -184,6 +184,15 @@ def test_feature_squeezing_scores_a_change_and_passes_a_straight_through_gradien
     assert grad.abs().sum() > 0
 
 
+def max_softmax_at_5_percent(model: torch.nn.Module) -> tuple[ConfidenceDetector, float, float]:
+    """MODEL's max-softmax detector, its threshold at 5% FPR on 64 clean noisy tones, and the
+    spread (std) of their scores: (detector, threshold, spread)."""
+    detector = ConfidenceDetector(model, "max_softmax")
+    clean_cal, _ = noisy_tones(64, 21, FIVE_FREQS)
+    cal = score_clips(detector, clean_cal, 64)
+    return detector, threshold_at(cal, 0.05), float(np.std(cal))
+
+
 def test_the_adaptive_attacker_evades_a_detector_the_plain_attack_trips():
     """On max-softmax, its threshold at 5% of clean clips (below 0.5): plain PGD's examples sit just
     past the decision boundary, where no class has more than half the probability, and are all
@@ -196,10 +205,7 @@ def test_the_adaptive_attacker_evades_a_detector_the_plain_attack_trips():
     torch.manual_seed(0)
     model = five_tone_model()
     x, y = correct_clips(model, 24)
-    detector = ConfidenceDetector(model, "max_softmax")
-    clean_cal, _ = noisy_tones(64, 21, FIVE_FREQS)
-    cal = score_clips(detector, clean_cal, 64)
-    thr = threshold_at(cal, 0.05)
+    detector, thr, spread = max_softmax_at_5_percent(model)
     assert thr < 0.5
     spec = {"name": "pgd", "params": {"steps": 40, "loss": "margin"}}
     plain = build_member(spec, 15.0, 0, 64, model)(x, y).x_adv
@@ -207,7 +213,7 @@ def test_the_adaptive_attacker_evades_a_detector_the_plain_attack_trips():
     assert fooled.mean() > 0.9 and (fooled & (score_clips(detector, plain, 64) <= thr)).sum() == 0
     evasion = {}
     for c in (0.1, 10.0):
-        guarded = Guarded(model, detector, thr, spread=float(np.std(cal)), weight=c)
+        guarded = Guarded(model, detector, thr, spread=spread, weight=c)
         result = adaptive_attack(spec, 15.0, 0, 64, guarded)(x, y)
         fooled_a = fooled_within(model, x, result.x_adv, y, 15.0, 64)
         evading = fooled_a & (score_clips(detector, result.x_adv, 64) <= thr)
@@ -226,10 +232,7 @@ def test_the_weight_search_keeps_each_clips_best_example_and_retries_only_the_fl
     torch.manual_seed(0)
     model = five_tone_model()
     x, y = correct_clips(model, 16)
-    detector = ConfidenceDetector(model, "max_softmax")
-    clean_cal, _ = noisy_tones(64, 21, FIVE_FREQS)
-    cal = score_clips(detector, clean_cal, 64)
-    thr, spread = threshold_at(cal, 0.05), float(np.std(cal))
+    detector, thr, spread = max_softmax_at_5_percent(model)
     spec = {"name": "pgd", "params": {"steps": 40, "loss": "margin"}}
     attacked = np.ones(16, dtype=bool)
     attacked[0] = False
