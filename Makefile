@@ -72,8 +72,11 @@ lint: setup check-yaml
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(SMK) --lint
 
+# Two pytest-xdist workers: the SLURM tests mostly wait on the cluster and much of the rest on
+# subprocesses, so two overlap well even on 2 cores (tests/conftest.py groups the modules).
+TEST_WORKERS ?= 2
 test: lint
-	$(BIN)/python -m pytest -q --durations=25
+	$(BIN)/python -m pytest -q --durations=25 -n $(TEST_WORKERS) --no-loadscope-reorder
 
 report: setup check-yaml
 	$(SMK) --report results/report.html

@@ -32,6 +32,40 @@ TINY_SYNTH = {
 }
 
 
+# `make test` runs the suite on pytest-xdist workers (`-n 2 --no-loadscope-reorder`). Each module
+# stays on one worker, so its module fixtures are built once; the modules that read the session's
+# whole-workflow run share a worker, so it is built once; and the two longest groups (that run, and
+# the SLURM cluster's) are sent first, so that neither ends the suite alone. (xdist's own
+# `--dist loadgroup` marks no longer reach its scheduler under pytest 9.2: it renames
+# `Item._nodeid`, which pytest no longer reads; hence a scheduler of our own.)
+SHARED_GROUPS = {"test_workflow": "tiny_workflow", "test_report": "tiny_workflow"}
+LONGEST_FIRST = ("tiny_workflow", "test_slurm")
+
+
+def worker_group(nodeid: str) -> str:
+    """The worker group of a test: its module's name, or the group the module shares."""
+    module = Path(nodeid.split("::", 1)[0]).stem
+    return SHARED_GROUPS.get(module, module)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest groups first; the order within and among the others is kept (a stable sort)."""
+    first = {name: rank for rank, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: first.get(worker_group(item.nodeid), len(first)))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """pytest-xdist's scheduler, with :func:`worker_group` as the unit of work a worker takes whole."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return worker_group(nodeid)
+
+    return ModuleGroups(config, log)
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """The machine is shared: one torch thread for the module that asks for it, restored after."""
