@@ -350,6 +350,18 @@ class Sizer:
             return condition
         return f"{setting['codec']}@{setting.get('sample_rate', 'native')}"
 
+    def _settings(self) -> list[str]:
+        """The codec settings and rooms a per-source job sends its source through."""
+        codecs = self.config.get("codecs") or {}
+        return [*(codecs.get("settings") or {}), *(codecs.get("rooms") or {})]
+
+    def _settings_mix(self) -> str:
+        """What a per-source job's work per setting depends on most: its share of rooms (a room
+        costs several codec settings), rounded, as a key."""
+        codecs = self.config.get("codecs") or {}
+        rooms = len(codecs.get("rooms") or {})
+        return f"rooms {rooms / max(len(self._settings()), 1):.1f}"
+
     def _eval_clips(self) -> int:
         return min(int(self.config["attack_settings"]["eval_size"]), self.notes().get("test", 10**9))
 
@@ -373,6 +385,8 @@ class Sizer:
             return (self._entry("attacks", w["attack"])["name"], *self._model_key(w["model"]))
         if rule in ("encode_with_codec", "simulate_room", "encode_clean_with_codec", "simulate_clean_room"):
             return (self._kind(w["codec"]),)
+        if rule in PER_SOURCE:
+            return (self._settings_mix(),)
         if rule == "evaluate_transfer":
             return (w["attack"] == "clean", self._kind(w["condition"]))
         if rule == "score_anomalies":
@@ -400,6 +414,9 @@ class Sizer:
         if rule in ("encode_with_codec", "simulate_room"):
             clean = w["source"] == "clean"
             return float(self._transfer_clips(clean) * (1 if clean else 2))  # + the matched-noise control
+        if rule in PER_SOURCE:  # every codec setting and room of one source, in one job
+            clean = rule == "transform_clean_source"
+            return float(self._transfer_clips(clean) * (1 if clean else 2) * max(len(self._settings()), 1))
         if rule == "evaluate_transfer":
             targets = (cfg.get("transfer") or {}).get("targets") or list(cfg["models"])
             clean = w["attack"] == "clean"
@@ -480,6 +497,10 @@ class Rates:
         table["cpu_rate"] = (table["cpu_time"] - cpu_overhead).clip(lower=0) / table["size"]
         table.attrs["cpu_overhead"] = cpu_overhead
         return cls(table, overhead)
+
+    def measures(self, rule: str) -> bool:
+        """Whether the measured run has jobs of RULE."""
+        return bool((self.table["rule"] == rule).any())
 
     def predict(self, rule: str, key: tuple, size: float) -> tuple[float, float, str]:
         """(wall s, CPU s, how it was matched) of one job."""
@@ -572,9 +593,9 @@ def per_setting_jobs(job: Job, config: dict[str, Any]) -> list[Job]:
 def predict(jobs: list[Job], sizer: Sizer, rates: Rates) -> Prediction:
     """Per-job wall and CPU seconds of JOBS (jobs without a benchmark file cost nothing).
 
-    A per-source codec job (``codecs.jobs: source``) costs its per-setting jobs' variable parts
-    and one fixed start, predicted from the measured per-setting jobs (a measured run in that mode
-    has none: its codec jobs are then ``unmeasured``)."""
+    A per-source codec job (``codecs.jobs: source``) is predicted from the measured run's
+    per-source jobs when it has them (clips x settings); else it costs its per-setting jobs'
+    variable parts and one fixed start, predicted from the measured per-setting jobs."""
     walls, cpus, gpu_parts, matched = [], [], [], []
     cache: dict[tuple, tuple[float, float, str]] = {}
 
@@ -592,7 +613,7 @@ def predict(jobs: list[Job], sizer: Sizer, rates: Rates) -> Prediction:
             gpu_parts.append(0.0)
             matched.append("none")
             continue
-        if job.rule in PER_SOURCE:
+        if job.rule in PER_SOURCE and not rates.measures(job.rule):
             parts = [one(part) for part in per_setting_jobs(job, sizer.config)]
             starts = max(len(parts) - 1, 0)
             wall = sum(p[0] for p in parts) - starts * rates.overhead_s

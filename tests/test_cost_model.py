@@ -241,6 +241,35 @@ def test_a_per_source_codec_job_costs_its_settings_and_one_start(tmp_path: Path)
     assert wall == pytest.approx(1.0 + 4.0 * len(codecs) + 8.0 * len(rooms))
 
 
+def test_a_per_source_codec_job_is_scaled_from_measured_per_source_jobs(tmp_path: Path) -> None:
+    """A measured run in codecs.jobs: source mode (the default) prices per-source jobs by its own
+    per-source jobs, scaled by clips x settings (twice the settings: twice the work)."""
+    base = yaml.safe_load((REPO / "config.yaml").read_text())
+    base["codecs"]["jobs"] = "source"
+    measured = cm.load_config_dict(copy.deepcopy(base))
+    more = copy.deepcopy(base)
+    more["codecs"]["settings"] = {
+        **base["codecs"]["settings"],
+        **{f"{name}_again": spec for name, spec in base["codecs"]["settings"].items()},
+    }
+    more["codecs"]["rooms"] = {
+        **base["codecs"]["rooms"],
+        **{f"{name}_again": spec for name, spec in base["codecs"]["rooms"].items()},
+    }
+    results = tmp_path / "results"
+    _write_bench(results, "tables/attacks.tsv", 1.0, 1.0)  # the fixed start
+    _write_bench(results, "codecs/synth_notes/logmel_cnn/pgd/all_settings.tsv", 31.0, 25.0)
+    source = {"dataset": "synth_notes", "source": "logmel_cnn/pgd"}
+    job = cm.Job("transform_source", source, [], [], "codecs/synth_notes/logmel_cnn/pgd/all_settings.tsv")
+    measured_jobs = [job, cm.Job("summarize_attacks", {}, ["a"], [], "tables/attacks.tsv")]
+    table = cm.measured_table(results, measured_jobs, measured_jobs, cm.Sizer(measured))
+    rates = cm.Rates.from_table(table, overhead_quantile=0.0)
+    assert rates.measures("transform_source")
+    same, doubled = (cm.predict([job], cm.Sizer(cm.load_config_dict(cfg)), rates) for cfg in (base, more))
+    assert same.wall_s[0] == pytest.approx(31.0) and same.matched == ["exact"]
+    assert doubled.wall_s[0] == pytest.approx(1.0 + 30.0 * 2)
+
+
 def test_read_benchmarks_is_the_one_reader_of_stage_times(tmp_path: Path) -> None:
     st = _module("stage_times")
     _write_bench(tmp_path, "attacks/d/m/pgd.tsv", 10.0, 8.0)
