@@ -350,17 +350,11 @@ class Sizer:
             return condition
         return f"{setting['codec']}@{setting.get('sample_rate', 'native')}"
 
-    def _settings(self) -> list[str]:
-        """The codec settings and rooms a per-source job sends its source through."""
-        codecs = self.config.get("codecs") or {}
-        return [*(codecs.get("settings") or {}), *(codecs.get("rooms") or {})]
-
     def _settings_mix(self) -> str:
         """What a per-source job's work per setting depends on most: its share of rooms (a room
         costs several codec settings), rounded, as a key."""
-        codecs = self.config.get("codecs") or {}
-        rooms = len(codecs.get("rooms") or {})
-        return f"rooms {rooms / max(len(self._settings()), 1):.1f}"
+        settings, rooms = codec_settings(self.config)
+        return f"rooms {len(rooms) / max(len(settings) + len(rooms), 1):.1f}"
 
     def _eval_clips(self) -> int:
         return min(int(self.config["attack_settings"]["eval_size"]), self.notes().get("test", 10**9))
@@ -416,7 +410,8 @@ class Sizer:
             return float(self._transfer_clips(clean) * (1 if clean else 2))  # + the matched-noise control
         if rule in PER_SOURCE:  # every codec setting and room of one source, in one job
             clean = rule == "transform_clean_source"
-            return float(self._transfer_clips(clean) * (1 if clean else 2) * max(len(self._settings()), 1))
+            settings = sum(len(names) for names in codec_settings(cfg))
+            return float(self._transfer_clips(clean) * (1 if clean else 2) * max(settings, 1))
         if rule == "evaluate_transfer":
             targets = (cfg.get("transfer") or {}).get("targets") or list(cfg["models"])
             clean = w["attack"] == "clean"
@@ -578,12 +573,17 @@ PER_SOURCE = {
 }
 
 
+def codec_settings(config: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The codec settings and the rooms (names) a per-source job sends its source through."""
+    codecs = config.get("codecs") or {}
+    return list(codecs.get("settings") or {}), list(codecs.get("rooms") or {})
+
+
 def per_setting_jobs(job: Job, config: dict[str, Any]) -> list[Job]:
     """The per-setting jobs (codecs.jobs: setting) that do the work of one per-source job."""
     codec_rule, room_rule = PER_SOURCE[job.rule]
-    codecs = config.get("codecs") or {}
-    settings = [(codec_rule, name) for name in codecs.get("settings") or {}]
-    settings += [(room_rule, name) for name in codecs.get("rooms") or {}]
+    codecs, rooms = codec_settings(config)
+    settings = [(codec_rule, name) for name in codecs] + [(room_rule, name) for name in rooms]
     return [
         Job(rule, {**job.wildcards, "codec": name}, job.inputs, [], job.benchmark, job.threads)
         for rule, name in settings

@@ -248,14 +248,8 @@ def test_a_per_source_codec_job_is_scaled_from_measured_per_source_jobs(tmp_path
     base["codecs"]["jobs"] = "source"
     measured = cm.load_config_dict(copy.deepcopy(base))
     more = copy.deepcopy(base)
-    more["codecs"]["settings"] = {
-        **base["codecs"]["settings"],
-        **{f"{name}_again": spec for name, spec in base["codecs"]["settings"].items()},
-    }
-    more["codecs"]["rooms"] = {
-        **base["codecs"]["rooms"],
-        **{f"{name}_again": spec for name, spec in base["codecs"]["rooms"].items()},
-    }
+    for part in ("settings", "rooms"):  # each setting and room again under another name
+        more["codecs"][part].update({f"{name}_again": spec for name, spec in base["codecs"][part].items()})
     results = tmp_path / "results"
     _write_bench(results, "tables/attacks.tsv", 1.0, 1.0)  # the fixed start
     _write_bench(results, "codecs/synth_notes/logmel_cnn/pgd/all_settings.tsv", 31.0, 25.0)
