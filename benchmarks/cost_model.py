@@ -383,6 +383,8 @@ class Sizer:
             return (self._settings_mix(),)
         if rule == "evaluate_transfer":
             return (w["attack"] == "clean", self._kind(w["condition"]))
+        if rule == PER_ATTACK:
+            return (w["attack"] == "clean",)
         if rule == "score_anomalies":
             return (w.get("detector"),)
         return tuple(sorted(w.items()))
@@ -412,10 +414,11 @@ class Sizer:
             clean = rule == "transform_clean_source"
             settings = sum(len(names) for names in codec_settings(cfg))
             return float(self._transfer_clips(clean) * (1 if clean else 2) * max(settings, 1))
-        if rule == "evaluate_transfer":
+        if rule in ("evaluate_transfer", PER_ATTACK):  # a per-attack job: every condition
             targets = (cfg.get("transfer") or {}).get("targets") or list(cfg["models"])
             clean = w["attack"] == "clean"
-            return float(self._transfer_clips(clean) * (1 if clean else 2) * len(targets))
+            conditions = 1 if rule == "evaluate_transfer" else len(transfer_conditions(cfg))
+            return float(self._transfer_clips(clean) * (1 if clean else 2) * len(targets) * conditions)
         if rule in ("corrupt_split", "score_anomalies", "combine_anomaly_scores", "evaluate_anomalies"):
             return float(self.notes().get("test", 1) + self.notes().get("valid", 1))
         if rule in ("train_anomaly_autoencoder", "train_multitask"):
@@ -579,8 +582,25 @@ def codec_settings(config: dict[str, Any]) -> tuple[list[str], list[str]]:
     return list(codecs.get("settings") or {}), list(codecs.get("rooms") or {})
 
 
+# codecs.jobs: source -> one transfer evaluation per attack does the per-condition jobs' work
+PER_ATTACK = "evaluate_transfer_all_conditions"
+
+
+def transfer_conditions(config: dict[str, Any]) -> list[str]:
+    """The conditions a per-attack transfer job scores: none, every codec setting, every room."""
+    codecs, rooms = codec_settings(config)
+    return ["none", *codecs, *rooms]
+
+
 def per_setting_jobs(job: Job, config: dict[str, Any]) -> list[Job]:
-    """The per-setting jobs (codecs.jobs: setting) that do the work of one per-source job."""
+    """The per-setting jobs (codecs.jobs: setting) that do the work of one per-source codec job,
+    or the per-condition jobs that do the work of one per-attack transfer job."""
+    if job.rule == PER_ATTACK:
+        return [
+            Job("evaluate_transfer", {**w, "condition": c}, job.inputs, [], job.benchmark, job.threads)
+            for w in [job.wildcards]
+            for c in transfer_conditions(config)
+        ]
     codec_rule, room_rule = PER_SOURCE[job.rule]
     codecs, rooms = codec_settings(config)
     settings = [(codec_rule, name) for name in codecs] + [(room_rule, name) for name in rooms]
@@ -595,7 +615,9 @@ def predict(jobs: list[Job], sizer: Sizer, rates: Rates) -> Prediction:
 
     A per-source codec job (``codecs.jobs: source``) is predicted from the measured run's
     per-source jobs when it has them (clips x settings); else it costs its per-setting jobs'
-    variable parts and one fixed start, predicted from the measured per-setting jobs."""
+    variable parts and one fixed start, predicted from the measured per-setting jobs. A per-attack
+    transfer job likewise, from per-attack jobs (clips x targets x conditions) or its per-condition
+    jobs."""
     walls, cpus, gpu_parts, matched = [], [], [], []
     cache: dict[tuple, tuple[float, float, str]] = {}
 
@@ -613,7 +635,7 @@ def predict(jobs: list[Job], sizer: Sizer, rates: Rates) -> Prediction:
             gpu_parts.append(0.0)
             matched.append("none")
             continue
-        if job.rule in PER_SOURCE and not rates.measures(job.rule):
+        if (job.rule in PER_SOURCE or job.rule == PER_ATTACK) and not rates.measures(job.rule):
             parts = [one(part) for part in per_setting_jobs(job, sizer.config)]
             starts = max(len(parts) - 1, 0)
             wall = sum(p[0] for p in parts) - starts * rates.overhead_s

@@ -129,8 +129,9 @@ def test_the_longest_training_has_the_highest_priority(config):
 
 
 def test_codec_jobs_per_source_cut_the_same_work_into_one_job_per_source(tmp_path, config):
-    """codecs.jobs: source: one job per (dataset, source) for every codec and room setting, the
-    same transfer evaluations reading the same files; an unknown mode is refused by the schema."""
+    """codecs.jobs: source: one job per (dataset, source) for every codec and room setting, and one
+    transfer evaluation per (dataset, attack) for every condition instead of one per condition;
+    an unknown mode is refused by the schema."""
     counts = {}
     for mode in ("setting", "source"):
         cfg = copy.deepcopy(config)
@@ -149,8 +150,11 @@ def test_codec_jobs_per_source_cut_the_same_work_into_one_job_per_source(tmp_pat
         for r in ("encode_with_codec", "encode_clean_with_codec", "simulate_room", "simulate_clean_room")
     )
     assert codec_jobs == sources * settings
-    assert per_source["evaluate_transfer"] == per_setting["evaluate_transfer"]
-    assert per_source["total"] == per_setting["total"] - codec_jobs + sources
+    attacks = per_source["evaluate_transfer_all_conditions"]
+    assert "evaluate_transfer" not in per_source and "evaluate_transfer_all_conditions" not in per_setting
+    assert per_setting["evaluate_transfer"] == attacks * (settings + 1)  # + condition `none`
+    evaluations = per_setting["evaluate_transfer"] - attacks
+    assert per_source["total"] == per_setting["total"] - codec_jobs + sources - evaluations
     with pytest.raises(WorkflowError, match="jobs"):
         validate(with_value(config, ("codecs", "jobs"), "cell"), SCHEMA)
 

@@ -264,6 +264,54 @@ def test_a_per_source_codec_job_is_scaled_from_measured_per_source_jobs(tmp_path
     assert doubled.wall_s[0] == pytest.approx(1.0 + 30.0 * 2)
 
 
+def test_a_per_attack_transfer_job_costs_its_conditions_or_its_measured_kind(tmp_path: Path) -> None:
+    """codecs.jobs: source: one transfer job per attack does every per-condition job's work. From a
+    run measured per condition it costs their variable parts and one start; from a run measured per
+    attack, its own kind scaled by the conditions (twice the settings and rooms: twice the work, but
+    for condition `none`)."""
+    base = yaml.safe_load((REPO / "config.yaml").read_text())
+    base["codecs"]["jobs"] = "setting"
+    per_attack = copy.deepcopy(base)
+    per_attack["codecs"]["jobs"] = "source"
+    conditions = cm.transfer_conditions(per_attack)
+    assert conditions[0] == "none" and len(conditions) == 1 + sum(map(len, cm.codec_settings(base)))
+    results = tmp_path / "results"
+    _write_bench(results, "tables/attacks.tsv", 1.0, 1.0)  # the fixed start
+    _write_bench(results, "transfer/synth_notes/pgd/mp3_32k.tsv", 4.0, 3.0)
+    attack = {"dataset": "synth_notes", "attack": "pgd"}
+    summary = cm.Job("summarize_attacks", {}, ["a"], [], "tables/attacks.tsv")
+    measured_jobs = [
+        cm.Job(
+            "evaluate_transfer",
+            {**attack, "condition": "mp3_32k"},
+            [],
+            [],
+            "transfer/synth_notes/pgd/mp3_32k.tsv",
+        ),
+        summary,
+    ]
+    sizer = cm.Sizer(cm.load_config_dict(copy.deepcopy(base)))
+    rates = cm.Rates.from_table(cm.measured_table(results, measured_jobs, measured_jobs, sizer), 0.0)
+    job = cm.Job(cm.PER_ATTACK, attack, [], [], "transfer/synth_notes/pgd/all_conditions.tsv")
+    parts = cm.per_setting_jobs(job, per_attack)
+    assert [p.wildcards["condition"] for p in parts] == conditions and {p.rule for p in parts} == {
+        "evaluate_transfer"
+    }
+    (wall,) = cm.predict([job], cm.Sizer(cm.load_config_dict(per_attack)), rates).wall_s
+    assert wall == pytest.approx(1.0 + 3.0 * len(conditions))  # each condition at the measured 3 s of work
+
+    _write_bench(results, "transfer/synth_notes/pgd/all_conditions.tsv", 1.0 + 3.0 * len(conditions), 9.0)
+    measured_jobs = [job, summary]
+    sizer = cm.Sizer(cm.load_config_dict(copy.deepcopy(per_attack)))
+    rates = cm.Rates.from_table(cm.measured_table(results, measured_jobs, measured_jobs, sizer), 0.0)
+    assert rates.measures(cm.PER_ATTACK)
+    more = copy.deepcopy(per_attack)
+    for part in ("settings", "rooms"):
+        more["codecs"][part].update({f"{name}_again": spec for name, spec in base["codecs"][part].items()})
+    (doubled,) = cm.predict([job], cm.Sizer(cm.load_config_dict(more)), rates).wall_s
+    assert doubled == pytest.approx(1.0 + 3.0 * (2 * len(conditions) - 1))
+
+
 def test_read_benchmarks_is_the_one_reader_of_stage_times(tmp_path: Path) -> None:
     st = _module("stage_times")
     _write_bench(tmp_path, "attacks/d/m/pgd.tsv", 10.0, 8.0)

@@ -629,6 +629,39 @@ def test_the_noise_control_goes_through_the_same_codec_and_room(workspace):
     assert summary["noise_control"] is True
 
 
+def test_one_job_per_attack_writes_what_the_per_condition_jobs_write(workspace, tmp_path, capsys):
+    """codecs.jobs: source: evaluate-transfer --conditions scores every condition with the targets
+    loaded once and writes the per-condition jobs' prediction files byte for byte; a missing
+    condition's audio stops it before any model loads, naming the file, and writes nothing."""
+    ws = workspace
+    conditions = ["none", "mp3_32k", "room"]
+    for attack, source in (("clean", "clean"), ("pgd", "wave_a/pgd")):
+        model = source.split("/")[0]
+        for c in conditions[1:]:
+            if not (ws["root"] / "codecs" / "toy" / source / c / "decoded.npy").exists():
+                _encode(ws, source, c)
+        out_dir = tmp_path / attack
+        args = ["--dataset-dir", str(ws["dataset"]), "--attack", attack, "--conditions", *conditions]
+        examples = str(ws["attack"] / "examples.csv")
+        if attack == "clean":
+            args += ["--source", "clean", "dataset", examples]
+        else:
+            args += ["--source", model, str(ws["attack"] / "adversarial.npy"), examples]
+            args += ["--noise", model, str(ws["attack"] / "matched_noise.npy")]
+        args += ["--codec-dir", model, str(ws["root"] / "codecs" / "toy" / source)]
+        args += [w for name, ckpt in ws["ckpts"].items() for w in ("--target", name, str(ckpt))]
+        assert main(["evaluate-transfer", *args, "--out-dir", str(out_dir), "--device", "cpu"]) == 0
+        for c in conditions:
+            assert (out_dir / f"{c}.csv").read_bytes() == _evaluate(ws, attack, c).read_bytes(), (attack, c)
+
+    missing = tmp_path / "missing"
+    args[args.index("--conditions") + 1 : args.index("--conditions") + 1] = ["aac_1k"]
+    assert main(["evaluate-transfer", *args, "--out-dir", str(missing), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "aac_1k/decoded.npy" in err and "missing" in err
+    assert not missing.exists()
+
+
 def test_evaluate_refuses_an_attack_source_without_its_control(workspace, capsys):
     ws = workspace
     args = ["--dataset-dir", str(ws["dataset"]), "--attack", "pgd", "--condition", "none"]

@@ -54,7 +54,11 @@ def test_the_grid_is_one_job_per_source_and_setting():
     p = plan()
     assert p.sources() == ["clean", "wave/pgd", "mel/pgd", "sur/pgd", "wave/eot", "mel/eot", "sur/eot"]
     assert p.conditions == ["none", "flac", "mp3_32k", "room"]
-    assert len(p.codec_targets()) == 7 * 3
+    assert len(p.codec_targets()) == 7  # a room table per source
+    # every codec job's bitrates, which rule all does not list again, are the summary's inputs
+    assert p.bitrate_files() == [
+        f"results/codecs/toy/{s}/{c}/bitrates.csv" for s in p.sources() for c in ("flac", "mp3_32k")
+    ]
     assert sum(1 for k in jobs(p) if k[0] == "evaluate") == 3 * 4
 
 
@@ -80,6 +84,32 @@ def test_inputs_of_evaluation_jobs():
     assert (
         p.transfer_inputs("toy", "eot", "none")["audio"][0] == "results/attacks/toy/wave/eot/adversarial.npy"
     )
+
+
+def test_a_per_attack_job_reads_every_condition_of_its_sources():
+    """codecs.jobs: source: one evaluation job per attack lists the inputs of all its per-condition
+    jobs (each file once), tells the CLI where each source's codec folders are, and writes the same
+    prediction files."""
+    config = copy.deepcopy(CONFIG)
+    config["codecs"]["jobs"] = "source"
+    p = plan(config)
+    assert p.per_attack and not plan().per_attack
+    for attack in p.transfer_attacks:
+        merged = p.transfer_inputs("toy", attack)
+        one_by_one = [p.transfer_inputs("toy", attack, c) for c in p.conditions]
+        files = {f for inputs in one_by_one for paths in inputs.values() for f in paths}
+        listed = [f for paths in merged.values() for f in paths]
+        assert sorted(set(listed)) == sorted(files) and len(listed) == len(set(listed))
+        # the files of condition `none` keep their keys: --source and --noise are built from them
+        none = p.transfer_inputs("toy", attack, "none")
+        assert all(merged[k] == none[k] for k in none)
+    assert p.codec_dir_options("toy", "pgd").split() == [
+        word for m in ("wave", "mel", "sur") for word in ("--codec-dir", m, f"results/codecs/toy/{m}/pgd")
+    ]
+    assert p.codec_dir_options("toy", "clean") == "--codec-dir clean results/codecs/toy/clean"
+    assert p.conditions_option() == "--conditions none flac mp3_32k room"
+    outputs = [o.format(dataset="toy", attack="pgd") for o in p.attack_outputs()]
+    assert outputs == [f for f in p.prediction_files() if "/pgd/" in f]
 
 
 def test_attack_sources_carry_their_matched_noise_control():

@@ -1,48 +1,84 @@
 # Transfer evaluation: every target model's prediction on every example, per (attack, condition);
 # then the tidy tables and figures. {attack} is an attack name or `clean` (the clean subset);
 # {condition} is `none` or a codec / room setting name. An attack's examples are scored beside their
-# matched-noise controls under the same condition. The job grid lives in advmir.transfer.plan
-# (tested; built on the codec stage's advmir.codecs.plan); built after the attack plan (ATTACK_PLAN.attacked_models).
+# matched-noise controls under the same condition. With codecs.jobs: source, one job per attack
+# scores every condition (evaluate_transfer_all_conditions: the targets load once, and the DAG has
+# a job per attack, not per (attack, condition)); the prediction files are the same. The job grid
+# lives in advmir.transfer.plan (tested; built on the codec stage's advmir.codecs.plan); built
+# after the attack plan (ATTACK_PLAN.attacked_models).
 
 
 include: "inputs/transfer.smk"
 
 
-rule evaluate_transfer:
-    input:
-        unpack(
-            lambda w: {
-                **dataset_files(w),
-                **TRANSFER_PLAN.transfer_inputs(w.dataset, w.attack, w.condition),
-            }
-        ),
-    output:
-        f"{RESULTS}/transfer/{{dataset}}/{{attack}}/{{condition}}.csv",
-    log:
-        f"{RESULTS}/logs/transfer/{{dataset}}/{{attack}}/{{condition}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/transfer/{{dataset}}/{{attack}}/{{condition}}.tsv"
-    wildcard_constraints:
-        attack=alternatives(TRANSFER_PLAN.transfer_attacks),
-        condition=alternatives(TRANSFER_PLAN.conditions),
-    conda:
-        "../../envs/torch.yaml"
-    threads: TRANSFER_PLAN.transfer_threads
-    resources:
-        mem_mb=4000,
-        runtime=30,
-        gpu=GPUS,
-    params:
-        sources=lambda w, input: TRANSFER_PLAN.source_options(
-            w.attack, input.get("audio"), input.examples, input.get("noise")
-        ),
-        targets=lambda w, input: TRANSFER_PLAN.target_options(input.ckpts),
-        subset=lambda w: TRANSFER_PLAN.max_examples_option(w.attack),
-        device=config["device"],
-    shell:
-        'python -m advmir evaluate-transfer --dataset-dir "$(dirname {input.waveforms:q})"'
-        " --attack {wildcards.attack} --condition {wildcards.condition} {params.sources} {params.targets}"
-        " {params.subset} --out {output:q} --device {params.device} --threads {threads} > {log:q} 2>&1"
+if TRANSFER_PLAN.per_attack:
+
+    rule evaluate_transfer_all_conditions:
+        input:
+            unpack(transfer_job_inputs),
+        output:
+            TRANSFER_PLAN.attack_outputs(),
+        log:
+            f"{RESULTS}/logs/transfer/{{dataset}}/{{attack}}/all_conditions.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/transfer/{{dataset}}/{{attack}}/all_conditions.tsv"
+        wildcard_constraints:
+            attack=alternatives(TRANSFER_PLAN.transfer_attacks),
+        conda:
+            "../../envs/torch.yaml"
+        threads: TRANSFER_PLAN.transfer_threads
+        resources:
+            mem_mb=4000,
+            runtime=TRANSFER_PLAN.attack_runtime(),
+            gpu=GPUS,
+        params:
+            sources=lambda w, input: TRANSFER_PLAN.source_options(
+                w.attack, input.get("audio"), input.examples, input.get("noise")
+            ),
+            codec_dirs=lambda w: TRANSFER_PLAN.codec_dir_options(w.dataset, w.attack),
+            conditions=TRANSFER_PLAN.conditions_option(),
+            targets=lambda w, input: TRANSFER_PLAN.target_options(input.ckpts),
+            subset=lambda w: TRANSFER_PLAN.max_examples_option(w.attack),
+            out_dir=lambda w: f"{RESULTS}/transfer/{w.dataset}/{w.attack}",
+            device=config["device"],
+        shell:
+            'python -m advmir evaluate-transfer --dataset-dir "$(dirname {input.waveforms:q})"'
+            " --attack {wildcards.attack} {params.conditions} {params.sources} {params.codec_dirs}"
+            " {params.targets} {params.subset} --out-dir {params.out_dir:q} --device {params.device}"
+            " --threads {threads} > {log:q} 2>&1"
+
+else:
+
+    rule evaluate_transfer:
+        input:
+            unpack(transfer_job_inputs),
+        output:
+            f"{RESULTS}/transfer/{{dataset}}/{{attack}}/{{condition}}.csv",
+        log:
+            f"{RESULTS}/logs/transfer/{{dataset}}/{{attack}}/{{condition}}.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/transfer/{{dataset}}/{{attack}}/{{condition}}.tsv"
+        wildcard_constraints:
+            attack=alternatives(TRANSFER_PLAN.transfer_attacks),
+            condition=alternatives(TRANSFER_PLAN.conditions),
+        conda:
+            "../../envs/torch.yaml"
+        threads: TRANSFER_PLAN.transfer_threads
+        resources:
+            mem_mb=4000,
+            runtime=30,
+            gpu=GPUS,
+        params:
+            sources=lambda w, input: TRANSFER_PLAN.source_options(
+                w.attack, input.get("audio"), input.examples, input.get("noise")
+            ),
+            targets=lambda w, input: TRANSFER_PLAN.target_options(input.ckpts),
+            subset=lambda w: TRANSFER_PLAN.max_examples_option(w.attack),
+            device=config["device"],
+        shell:
+            'python -m advmir evaluate-transfer --dataset-dir "$(dirname {input.waveforms:q})"'
+            " --attack {wildcards.attack} --condition {wildcards.condition} {params.sources} {params.targets}"
+            " {params.subset} --out {output:q} --device {params.device} --threads {threads} > {log:q} 2>&1"
 
 
 rule summarize_transfer:

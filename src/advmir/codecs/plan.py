@@ -32,6 +32,7 @@ from advmir.codecs.room import parse_room
 
 CLEAN = "clean"
 MATCHED_NOISE = "matched_noise.npy"  # the attack stage's matched-noise control of adversarial.npy
+DECODED = "decoded.npy"  # a source through a codec or room setting
 DECODED_NOISE = "decoded_noise.npy"  # that control through a codec or room setting
 NONE = "none"  # the transfer stage's condition without a setting: no setting may take its name
 JOB_MODES = ("setting", "source")  # codecs.jobs: one job per (source, setting) or per source
@@ -214,11 +215,13 @@ class CodecPlan:
         the rooms; ``setting`` both."""
         root = f"{self.results}/codecs/{{dataset}}/{{source}}"
         names = [*self.codec_settings, *self.room_settings]
-        out = {"decoded": [f"{root}/{n}/decoded.npy" for n in names]}
+        # the files other jobs read first: Snakemake finds a file's producer by trying the rule's
+        # output patterns in order, hundreds of them per source at cluster scale
+        out = {"decoded": [f"{root}/{n}/{DECODED}" for n in names]}
         if attack:
             out["decoded_noise"] = [f"{root}/{n}/{DECODED_NOISE}" for n in names]
-        out["bitstreams"] = [f"{root}/{n}/bitstreams.zip" for n in self.codec_settings]
         out["bitrates"] = [f"{root}/{n}/bitrates.csv" for n in self.codec_settings]
+        out["bitstreams"] = [f"{root}/{n}/bitstreams.zip" for n in self.codec_settings]
         out["channel"] = [f"{root}/{n}/channel.csv" for n in self.room_settings]
         out["rooms"] = [f"{root}/{n}/rooms.npz" for n in self.room_settings]
         out["setting"] = [f"{root}/{n}/setting.json" for n in names]
@@ -240,13 +243,16 @@ class CodecPlan:
         return 30 * max(1, -(-settings // 10))
 
     def codec_targets(self) -> list[str]:
-        """Every kept codec artifact (bitstreams with their bitrates) and room channel table."""
+        """The stage's final files that no later rule reads: every room channel table. (Every
+        codec job's bitrates.csv, beside its bitstreams, is read by the transfer summary, a final
+        file whenever a source goes through the codecs; listing them here too only made Snakemake
+        look up each one's producer twice: 87,000 files in the 10x sweep of
+        benchmarks/sweep_config.py.)"""
         if not self.codec_attacks:
             return []
-        out = []
-        for dataset in self.datasets:
-            for source in self.sources():
-                root = f"{self.results}/codecs/{dataset}/{source}"
-                out += [f"{root}/{name}/bitrates.csv" for name in self.codec_settings]
-                out += [f"{root}/{name}/channel.csv" for name in self.room_settings]
-        return out
+        return [
+            f"{self.results}/codecs/{dataset}/{source}/{name}/channel.csv"
+            for dataset in self.datasets
+            for source in self.sources()
+            for name in self.room_settings
+        ]

@@ -4,7 +4,8 @@ The codec and room jobs whose outputs this stage scores are the codec stage's (:
 
 - ``evaluate``: one (attack, condition) -> ``results/transfer/{dataset}/{attack}/{condition}.csv``: every
   target model's prediction on every example of every source model and on its matched-noise control
-  (attack ``clean``: the clean subset, no control).
+  (attack ``clean``: the clean subset, no control). With ``--conditions``, one job scores several
+  conditions (the targets are loaded once) and writes one such file per condition into ``--out-dir``.
 - ``summarize``: every prediction table -> ``results/tables/transfer.csv`` and its aggregates.
 """
 
@@ -13,9 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from advmir.errors import InputError
+from advmir.errors import InputError, UsageError
 from advmir.runtime import setup_logging
 
 if TYPE_CHECKING:
@@ -29,11 +31,18 @@ class LosslessChangeError(InputError):
 
 
 def evaluate(argv: list[str]) -> int:
-    """Every target model's prediction on every example of every source under one condition."""
+    """Every target model's prediction on every example of every source, under one condition or several."""
     parser = argparse.ArgumentParser(prog="advmir evaluate-transfer", description=evaluate.__doc__)
     parser.add_argument("--dataset-dir", required=True)
     parser.add_argument("--attack", required=True, help="attack name, or `clean` for the clean subset")
-    parser.add_argument("--condition", required=True, help="`none` or a codec/room setting name")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--condition", help="`none` or a codec/room setting name")
+    which.add_argument(
+        "--conditions",
+        nargs="+",
+        help="several conditions in one job: --source/--noise give the audio without a condition, "
+        "--codec-dir where each source's codec and room outputs are",
+    )
     parser.add_argument(
         "--source",
         nargs=3,
@@ -53,9 +62,21 @@ def evaluate(argv: list[str]) -> int:
         "run's matched_noise.npy, or decoded_noise.npy after a codec or room); required for every "
         "source but `clean`",
     )
+    parser.add_argument(
+        "--codec-dir",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("MODEL", "DIR"),
+        help="with --conditions: the codec stage's folder of source MODEL (results/codecs/{dataset}/"
+        "{source}), holding {condition}/decoded.npy and, for an attack source, decoded_noise.npy",
+    )
     parser.add_argument("--target", nargs=2, action="append", required=True, metavar=("MODEL", "CKPT"))
     parser.add_argument("--max-examples", type=int, default=None, help="only the first N examples")
-    parser.add_argument("--out", required=True, help="results/transfer/{dataset}/{attack}/{condition}.csv")
+    parser.add_argument("--out", help="with --condition: results/transfer/{dataset}/{attack}/{condition}.csv")
+    parser.add_argument(
+        "--out-dir", help="with --conditions: results/transfer/{dataset}/{attack} ({condition}.csv each)"
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -65,27 +86,55 @@ def evaluate(argv: list[str]) -> int:
     import torch
 
     from advmir.io import write_csv
+    from advmir.models.zoo import load_model
     from advmir.runtime import resolve_device
-    from advmir.transfer.predict import check_unique, evaluate_condition
+    from advmir.transfer.predict import check_unique, condition_inputs, evaluate_condition
+    from advmir.transfer.sources import FROM_DATASET
 
-    where = {"attack": args.attack, "condition": args.condition}
+    conditions = [args.condition] if args.condition else list(args.conditions)
+    if (args.condition and not args.out) or (args.conditions and not args.out_dir):
+        raise UsageError("--condition writes --out, --conditions writes into --out-dir: give the one needed")
+    where = {"attack": args.attack, "condition": " ".join(conditions)}
     check_unique([s[0] for s in args.source], "--source", **where)
     check_unique([n[0] for n in args.noise], "--noise", **where)
     check_unique([t[0] for t in args.target], "--target", **where)
+    check_unique([d[0] for d in args.codec_dir], "--codec-dir", **where)
+    check_unique(conditions, "--conditions", **where)
     torch.set_num_threads(max(1, args.threads))
-    table = evaluate_condition(
-        args.dataset_dir,
-        args.source,
-        dict(args.noise),
-        args.target,
-        attack=args.attack,
-        condition=args.condition,
-        max_examples=args.max_examples,
-        batch_size=args.batch_size,
-        device=resolve_device(args.device),
-    )
-    write_csv(args.out, table)
-    log.info("wrote %d predictions to %s", len(table), args.out)
+    device = resolve_device(args.device)
+    if args.condition:  # --source and --noise give this condition's audio
+        inputs = {args.condition: ([tuple(x) for x in args.source], dict(args.noise))}
+    else:
+        noise, codec_dirs = dict(args.noise), dict(args.codec_dir)
+        inputs = {c: condition_inputs(c, args.source, noise, codec_dirs) for c in conditions}
+    # every condition's audio is there before the first model loads
+    missing = [
+        path
+        for sources, noise in inputs.values()
+        for path in [*(audio for _, audio, _ in sources), *noise.values()]
+        if path != FROM_DATASET and not Path(path).is_file()
+    ]
+    if missing:
+        raise InputError(
+            f"{args.attack}: {len(missing)} audio files of the sources are missing, e.g. {missing[:3]}; "
+            "run the attack and codec jobs that write them first"
+        )
+    targets = {name: load_model(ckpt, device) for name, ckpt in args.target}
+    for number, (condition, (sources, noise)) in enumerate(inputs.items(), start=1):
+        table = evaluate_condition(
+            args.dataset_dir,
+            sources,
+            noise,
+            targets,
+            attack=args.attack,
+            condition=condition,
+            max_examples=args.max_examples,
+            batch_size=args.batch_size,
+            device=device,
+        )
+        out = args.out if args.condition else Path(args.out_dir) / f"{condition}.csv"
+        write_csv(out, table)
+        log.info("condition %d of %d: wrote %d predictions to %s", number, len(inputs), len(table), out)
     return 0
 
 

@@ -86,10 +86,33 @@ class TransferPlan(CodecPlan):
 
     # -- evaluation jobs -----------------------------------------------------------------------
 
-    def transfer_inputs(self, dataset: str, attack: str, condition: str) -> dict[str, list[str]]:
+    @property
+    def per_attack(self) -> bool:
+        """One evaluation job per (dataset, attack) for every condition, with the codec stage's
+        ``codecs.jobs: source``; else one per (dataset, attack, condition)."""
+        return self.per_source
+
+    def transfer_inputs(
+        self, dataset: str, attack: str, condition: str | None = None
+    ) -> dict[str, list[str]]:
         """Every source's audio under the condition (none: the attack output or the dataset), its
         examples, an attack's matched-noise controls under the condition (none: the attack run's
-        matched_noise.npy), and every target checkpoint."""
+        matched_noise.npy), and every target checkpoint.
+
+        Condition None: the inputs of a job that scores every condition (:attr:`per_attack`): those
+        of ``none`` under ``examples``, ``audio``, ``noise`` and ``ckpts``, and every codec and room
+        setting's audio and controls under ``decoded`` and ``decoded_noise``."""
+        if condition is not None:
+            return self._condition_inputs(dataset, attack, condition)
+        files = self._condition_inputs(dataset, attack, NONE)
+        for setting in self.conditions[1:]:
+            one = self._condition_inputs(dataset, attack, setting)
+            files.setdefault("decoded", []).extend(one["audio"])
+            if "noise" in one:
+                files.setdefault("decoded_noise", []).extend(one["noise"])
+        return files
+
+    def _condition_inputs(self, dataset: str, attack: str, condition: str) -> dict[str, list[str]]:
         codecs, attacks = f"{self.results}/codecs/{dataset}", f"{self.results}/attacks/{dataset}"
         files: dict[str, list[str]] = {}
         if attack == CLEAN:
@@ -128,6 +151,29 @@ class TransferPlan(CodecPlan):
 
     def target_options(self, ckpts: Sequence[str]) -> str:
         return " ".join(f"--target {t} {quote(c)}" for t, c in zip(self.target_models, ckpts, strict=True))
+
+    def codec_dir_options(self, dataset: str, attack: str) -> str:
+        """``--codec-dir MODEL DIR`` per source of a per-attack job: the codec stage's folder of the
+        source, which holds every setting's ``{setting}/decoded.npy``."""
+        codecs = f"{self.results}/codecs/{dataset}"
+        if attack == CLEAN:
+            return f"--codec-dir {CLEAN} {quote(f'{codecs}/{CLEAN}')}"
+        return " ".join(
+            f"--codec-dir {m} {quote(f'{codecs}/{m}/{attack}')}" for m in self.source_models(attack)
+        )
+
+    def conditions_option(self) -> str:
+        """``--conditions`` of a per-attack job: ``none`` and every codec and room setting."""
+        return "--conditions " + " ".join(quote(c) for c in self.conditions)
+
+    def attack_outputs(self) -> list[str]:
+        """The prediction tables a per-attack job writes (one per condition), as Snakemake patterns
+        with the ``{dataset}`` and ``{attack}`` wildcards."""
+        return [f"{self.results}/transfer/{{dataset}}/{{attack}}/{c}.csv" for c in self.conditions]
+
+    def attack_runtime(self) -> int:
+        """Minutes a per-attack job may take: the per-condition jobs' limit for every 5 conditions."""
+        return 30 * max(1, -(-len(self.conditions) // 5))
 
     # -- summary and figures -------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from advmir.codecs.plan import DECODED, DECODED_NOISE, NONE
 from advmir.errors import UsageError
 from advmir.models.zoo import load_model
 from advmir.transfer.sources import CLEAN, load_source
@@ -138,11 +139,44 @@ def check_noise_sources(
         )
 
 
+def condition_inputs(
+    condition: str,
+    sources: Sequence[Sequence[str]],
+    noise: Mapping[str, str],
+    codec_dirs: Mapping[str, str],
+) -> tuple[list[tuple[str, str, str]], dict[str, str]]:
+    """The sources and controls of one condition of a job that scores several.
+
+    Args:
+        condition: ``none`` or a codec / room setting name.
+        sources: ``(model, audio, examples)`` per source, the audio without a condition (the attack
+            output, or ``dataset`` for ``clean``).
+        noise: source model -> its matched-noise control without a condition.
+        codec_dirs: source model -> the codec stage's folder of that source
+            (``results/codecs/{dataset}/{source}``), which holds ``{condition}/decoded.npy`` and,
+            for an attack source, ``{condition}/decoded_noise.npy``.
+
+    Raises:
+        UsageError: a source has no codec folder and the condition is not ``none``.
+    """
+    if condition == NONE:
+        return [(m, a, e) for m, a, e in sources], dict(noise)
+    missing = [m for m, _, _ in sources if m not in codec_dirs]
+    if missing:
+        raise UsageError(
+            f"condition {condition}: sources {missing} have no --codec-dir (the codec stage's folder "
+            "of the source, holding {condition}/decoded.npy)"
+        )
+    audio = [(m, str(Path(codec_dirs[m]) / condition / DECODED), e) for m, _, e in sources]
+    controls = {m: str(Path(codec_dirs[m]) / condition / DECODED_NOISE) for m in noise}
+    return audio, controls
+
+
 def evaluate_condition(
     dataset_dir: str | os.PathLike,
     sources: Sequence[Sequence[str]],
     noise: Mapping[str, str],
-    targets: Sequence[Sequence[str]],
+    targets: Sequence[Sequence[str]] | Mapping[str, nn.Module],
     *,
     attack: str,
     condition: str,
@@ -156,14 +190,18 @@ def evaluate_condition(
         sources: ``(model, audio, examples)`` per source model: ``clean`` or a model name, its (N, T)
             ``.npy`` (or ``dataset``) and its examples / rows file (:func:`load_source`).
         noise: source model -> its matched-noise control, an (N, T) ``.npy`` (every source but ``clean``).
-        targets: ``(model, checkpoint)`` per target model.
+        targets: ``(model, checkpoint)`` per target model, or the loaded models by name (a job that
+            scores several conditions loads them once).
     """
     check_noise_sources([model for model, _, _ in sources], noise, attack=attack, condition=condition)
     loaded_sources = []
     for model, audio, examples in sources:
         loaded = load_source(dataset_dir, examples, audio, max_examples, noise.get(model))
         loaded_sources.append((model, loaded.audio, loaded.examples, loaded.noise))
-    models = {name: load_model(ckpt, device) for name, ckpt in targets}
+    if isinstance(targets, Mapping):
+        models = dict(targets)
+    else:
+        models = {name: load_model(ckpt, device) for name, ckpt in targets}
     return predictions_table(
         loaded_sources,
         models,
