@@ -506,6 +506,26 @@ def test_encode_evaluate_summarize_plot(workspace):
     np.testing.assert_allclose(rates["noise_success_rate"], expected)
     np.testing.assert_allclose(rates["excess_over_noise"], rates["success_rate"] - expected)
 
+    # the workflow's form: the CLI lists the same files itself from the grid, and the tables agree
+    grid = {
+        "datasets": ["toy"],
+        "attacks": ["clean", "pgd"],
+        "conditions": ["none", *CONDITIONS],
+        "sources": ["clean", "wave_a/pgd"],
+        "codec_settings": [c for c in CONDITIONS if c != "room"],
+    }
+    grid_args = ["--grid", json.dumps(grid), "--transfer-root", str(ws["root"] / "transfer")]
+    grid_args += ["--codecs-root", str(ws["root"] / "codecs")]
+    by_grid = {k: ws["root"] / "grid" / f"{k}.csv" for k in tables}
+    outs = ["--transfer-out", "--clean-out", "--rates-out", "--matrix-out", "--representation-out"]
+    grid_args += [w for option, k in zip(outs, tables, strict=True) for w in (option, str(by_grid[k]))]
+    specs = ["--models", json.dumps(MODELS), "--conditions", json.dumps(conditions)]
+    assert cli.summarize([*grid_args, *specs]) == 0
+    for k in tables:
+        pd.testing.assert_frame_equal(pd.read_csv(by_grid[k]), pd.read_csv(tables[k]), check_like=True)
+    with pytest.raises(UsageError, match="--grid must be a JSON object"):
+        cli.summarize(["--grid", '{"datasets": ["toy"]}', *grid_args[2:], *specs])
+
     from advmir.plotting.transfer import main as plot
 
     figures = ws["root"] / "figures"

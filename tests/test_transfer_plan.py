@@ -112,6 +112,21 @@ def test_a_per_attack_job_reads_every_condition_of_its_sources():
     assert outputs == [f for f in p.prediction_files() if "/pgd/" in f]
 
 
+def test_the_summary_lists_its_inputs_from_the_grid_not_the_command_line():
+    """The summary's command carries the grid, not the file lists (which outgrow a command line at
+    cluster scale); the CLI's lists from it are the rule's inputs, in order."""
+    import shlex
+
+    from advmir.transfer.cli import grid_files
+
+    p = plan()
+    words = shlex.split(p.summary_options())
+    options = ("--grid", "--transfer-root", "--codecs-root")
+    grid, transfer, codecs = (words[words.index(o) + 1] for o in options)
+    assert grid_files(grid, transfer, codecs) == (p.prediction_files(), p.bitrate_files())
+    assert not any(f in p.summary_options() for f in p.bitrate_files())
+
+
 def test_attack_sources_carry_their_matched_noise_control():
     p = plan()
     assert "noise" not in p.codec_inputs("toy", "clean") and p.noise_option("clean", None) == ""

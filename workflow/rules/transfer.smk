@@ -98,12 +98,14 @@ rule summarize_transfer:
     resources:
         mem_mb=4000,
         runtime=10,
+    # the CLI lists the inputs itself from the grid (a sweep's lists outgrow a command line)
     params:
+        files=TRANSFER_PLAN.summary_options(),
         models=TRANSFER_PLAN.model_specs_json(),
         attacks=TRANSFER_PLAN.attack_specs_json(),
         conditions=TRANSFER_PLAN.condition_specs_json(),
     shell:
-        "python -m advmir summarize-transfer --predictions {input.predictions:q} --bitrates {input.bitrates:q}"
+        "python -m advmir summarize-transfer {params.files}"
         " --models {params.models:q} --attacks {params.attacks:q} --conditions {params.conditions:q}"
         " --transfer-out {output.transfer:q} --clean-out {output.codec_clean_accuracy:q}"
         " --rates-out {output.transfer_rates:q} --matrix-out {output.transfer_matrix:q}"

@@ -141,10 +141,17 @@ def evaluate(argv: list[str]) -> int:
 def summarize(argv: list[str]) -> int:
     """Tidy transfer table, clean accuracy per codec, and the aggregated matrices."""
     parser = argparse.ArgumentParser(prog="advmir summarize-transfer", description=summarize.__doc__)
-    parser.add_argument(
-        "--predictions", nargs="+", required=True, help="results/transfer/{dataset}/{attack}/{condition}.csv"
+    files = parser.add_mutually_exclusive_group(required=True)
+    files.add_argument("--predictions", nargs="+", help="results/transfer/{dataset}/{attack}/{condition}.csv")
+    files.add_argument(
+        "--grid",
+        help="JSON with datasets, attacks, conditions, sources and codec_settings: read every cell's "
+        "predictions under --transfer-root and every codec job's bitrates under --codecs-root "
+        "(the workflow's form: a sweep's file lists outgrow a command line)",
     )
     parser.add_argument("--bitrates", nargs="*", default=[], help="results/codecs/.../bitrates.csv")
+    parser.add_argument("--transfer-root", default="results/transfer", help="with --grid")
+    parser.add_argument("--codecs-root", default="results/codecs", help="with --grid")
     parser.add_argument(
         "--models", required=True, help="JSON: model name -> spec (frontend, arch, train_subset)"
     )
@@ -172,9 +179,12 @@ def summarize(argv: list[str]) -> int:
     from advmir.io import write_csv
     from advmir.transfer.tables import lossless_problem, summarize_predictions
 
+    predictions, bitrates = args.predictions, args.bitrates
+    if args.grid:
+        predictions, bitrates = grid_files(args.grid, args.transfer_root, args.codecs_root)
     tables = summarize_predictions(
-        args.predictions,
-        args.bitrates,
+        predictions,
+        bitrates,
         json.loads(args.models),
         json.loads(args.conditions),
         json.loads(args.attacks),
@@ -189,6 +199,27 @@ def summarize(argv: list[str]) -> int:
     if problem and not args.allow_lossless_changes:
         raise LosslessChangeError(problem)
     return 0
+
+
+def grid_files(grid: str, transfer_root: str, codecs_root: str) -> tuple[list[str], list[str]]:
+    """The prediction and bitrates files of a ``--grid`` (the files the workflow's rule lists as
+    its inputs, in the same order).
+
+    Raises:
+        UsageError: the grid is not JSON or lacks a key.
+    """
+    from advmir.transfer.plan import bitrate_paths, prediction_paths
+
+    keys = ("datasets", "attacks", "conditions", "sources", "codec_settings")
+    try:
+        spec = json.loads(grid)
+        datasets, attacks, conditions, sources, settings = (list(spec[k]) for k in keys)
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise UsageError(f"--grid must be a JSON object with {list(keys)}: {error}") from error
+    return (
+        prediction_paths(transfer_root, datasets, attacks, conditions),
+        bitrate_paths(codecs_root, datasets, sources, settings),
+    )
 
 
 def _log_summary(tables: dict[str, pd.DataFrame]) -> None:
