@@ -597,9 +597,15 @@ def per_setting_jobs(job: Job, config: dict[str, Any]) -> list[Job]:
     or the per-condition jobs that do the work of one per-attack transfer job."""
     if job.rule == PER_ATTACK:
         return [
-            Job("evaluate_transfer", {**w, "condition": c}, job.inputs, [], job.benchmark, job.threads)
-            for w in [job.wildcards]
-            for c in transfer_conditions(config)
+            Job(
+                "evaluate_transfer",
+                {**job.wildcards, "condition": condition},
+                job.inputs,
+                [],
+                job.benchmark,
+                job.threads,
+            )
+            for condition in transfer_conditions(config)
         ]
     codec_rule, room_rule = PER_SOURCE[job.rule]
     codecs, rooms = codec_settings(config)
@@ -635,7 +641,8 @@ def predict(jobs: list[Job], sizer: Sizer, rates: Rates) -> Prediction:
             gpu_parts.append(0.0)
             matched.append("none")
             continue
-        if (job.rule in PER_SOURCE or job.rule == PER_ATTACK) and not rates.measures(job.rule):
+        bundled = job.rule in PER_SOURCE or job.rule == PER_ATTACK  # one job doing several's work
+        if bundled and not rates.measures(job.rule):
             parts = [one(part) for part in per_setting_jobs(job, sizer.config)]
             starts = max(len(parts) - 1, 0)
             wall = sum(p[0] for p in parts) - starts * rates.overhead_s

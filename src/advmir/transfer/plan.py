@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from shlex import quote
 from typing import Any
 
-from advmir.codecs.plan import CLEAN, DECODED_NOISE, MATCHED_NOISE, NONE, CodecPlan
+from advmir.codecs.plan import CLEAN, DECODED, DECODED_NOISE, MATCHED_NOISE, NONE, CodecPlan
 
 TABLES = ("transfer", "codec_clean_accuracy", "transfer_rates", "transfer_matrix", "transfer_representation")
 FIGURES = ("bitrate", "heatmaps", "room_eot")
@@ -133,7 +133,7 @@ class TransferPlan(CodecPlan):
         if attack == CLEAN:
             files["examples"] = [self.clean_rows_file(dataset)]
             if condition != NONE:
-                files["audio"] = [f"{codecs}/{CLEAN}/{condition}/decoded.npy"]
+                files["audio"] = [f"{codecs}/{CLEAN}/{condition}/{DECODED}"]
         else:
             runs = [f"{m}/{attack}" for m in self.source_models(attack)]
             files["examples"] = [f"{attacks}/{run}/examples.csv" for run in runs]
@@ -141,7 +141,7 @@ class TransferPlan(CodecPlan):
                 files["audio"] = [f"{attacks}/{run}/adversarial.npy" for run in runs]
                 files["noise"] = [f"{attacks}/{run}/{MATCHED_NOISE}" for run in runs]
             else:
-                files["audio"] = [f"{codecs}/{run}/{condition}/decoded.npy" for run in runs]
+                files["audio"] = [f"{codecs}/{run}/{condition}/{DECODED}" for run in runs]
                 files["noise"] = [f"{codecs}/{run}/{condition}/{DECODED_NOISE}" for run in runs]
         files["ckpts"] = [f"{self.results}/models/{dataset}/{t}/model.ckpt" for t in self.target_models]
         return files

@@ -15,7 +15,6 @@ from torch import nn
 
 from advmir.codecs.plan import DECODED, DECODED_NOISE, NONE
 from advmir.errors import UsageError
-from advmir.models.zoo import load_model
 from advmir.transfer.sources import CLEAN, load_source
 
 log = logging.getLogger(__name__)
@@ -176,7 +175,7 @@ def evaluate_condition(
     dataset_dir: str | os.PathLike,
     sources: Sequence[Sequence[str]],
     noise: Mapping[str, str],
-    targets: Sequence[Sequence[str]] | Mapping[str, nn.Module],
+    targets: Mapping[str, nn.Module],
     *,
     attack: str,
     condition: str,
@@ -190,21 +189,17 @@ def evaluate_condition(
         sources: ``(model, audio, examples)`` per source model: ``clean`` or a model name, its (N, T)
             ``.npy`` (or ``dataset``) and its examples / rows file (:func:`load_source`).
         noise: source model -> its matched-noise control, an (N, T) ``.npy`` (every source but ``clean``).
-        targets: ``(model, checkpoint)`` per target model, or the loaded models by name (a job that
-            scores several conditions loads them once).
+        targets: the loaded target models by name (a job that scores several conditions loads them
+            once).
     """
     check_noise_sources([model for model, _, _ in sources], noise, attack=attack, condition=condition)
     loaded_sources = []
     for model, audio, examples in sources:
         loaded = load_source(dataset_dir, examples, audio, max_examples, noise.get(model))
         loaded_sources.append((model, loaded.audio, loaded.examples, loaded.noise))
-    if isinstance(targets, Mapping):
-        models = dict(targets)
-    else:
-        models = {name: load_model(ckpt, device) for name, ckpt in targets}
     return predictions_table(
         loaded_sources,
-        models,
+        dict(targets),
         dataset=Path(dataset_dir).name,
         attack=attack,
         condition=condition,
