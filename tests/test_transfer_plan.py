@@ -55,11 +55,31 @@ def test_the_grid_is_one_job_per_source_and_setting():
     assert p.sources() == ["clean", "wave/pgd", "mel/pgd", "sur/pgd", "wave/eot", "mel/eot", "sur/eot"]
     assert p.conditions == ["none", "flac", "mp3_32k", "room"]
     assert len(p.codec_targets()) == 7  # a room table per source
-    # every codec job's bitrates, which rule all does not list again, are the summary's inputs
+    # every codec job's bitrates, which the summary reads
     assert p.bitrate_files() == [
         f"results/codecs/toy/{s}/{c}/bitrates.csv" for s in p.sources() for c in ("flac", "mp3_32k")
     ]
     assert sum(1 for k in jobs(p) if k[0] == "evaluate") == 3 * 4
+
+
+@pytest.mark.parametrize("jobs_mode", ["setting", "source"])
+def test_the_summary_runs_after_every_bitrates_file_it_reads(jobs_mode):
+    """summarize_transfer lists only the prediction files (the bitrates are 28% of the 10x sweep's
+    DAG inputs): that orders it after every codec job only if each bitrates.csv sits beside decoded
+    audio that some evaluation job reads (one job writes both)."""
+    for config in (CONFIG, {**CONFIG, "transfer": {"attacks": ["pgd"]}}):
+        config = copy.deepcopy(config)
+        config["codecs"]["jobs"] = jobs_mode
+        p = plan(config)
+        read = {
+            path.rsplit("/", 1)[0]
+            for attack in p.transfer_attacks
+            for condition in p.conditions
+            for key, paths in p.transfer_inputs("toy", attack, condition).items()
+            if key == "audio"
+            for path in paths
+        }
+        assert p.bitrate_files() and {f.rsplit("/", 1)[0] for f in p.bitrate_files()} <= read
 
 
 def test_adding_a_setting_adds_only_its_own_jobs():

@@ -82,9 +82,12 @@ else:
 
 
 rule summarize_transfer:
+    # The summary also reads every codec job's bitrates.csv (TRANSFER_PLAN.bitrate_files()), not
+    # listed: each is an output of a job whose decoded audio a prediction file was scored on, so the
+    # predictions already order this job after them and rerun it when they rerun. Listed, they were
+    # 87,152 of the 10x sweep's 314,937 input files to resolve (28% of its dry run's DAG work).
     input:
         predictions=TRANSFER_PLAN.prediction_files(),
-        bitrates=TRANSFER_PLAN.bitrate_files(),
     output:
         **TRANSFER_TABLES,
     log:

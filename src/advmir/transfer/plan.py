@@ -197,7 +197,9 @@ class TransferPlan(CodecPlan):
         return prediction_paths(root, self.datasets, self.transfer_attacks, self.conditions)
 
     def bitrate_files(self) -> list[str]:
-        """Every codec job's bitrates.csv (clean accuracy per codec beside its bitrate)."""
+        """Every codec job's bitrates.csv (clean accuracy per codec beside its bitrate), which the
+        summary reads; not its rule's inputs: each is written by a job whose decoded audio some
+        evaluation job reads, so the summary's prediction files already order it after them."""
         root = f"{self.results}/codecs"
         return bitrate_paths(root, self.datasets, self.sources(), list(self.codec_settings))
 
