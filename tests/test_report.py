@@ -59,7 +59,8 @@ CHROMIUM_FLAGS = (
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--disable-dev-shm-usage", "--mute-audio", "--window-size=1400,1000",
 )  # fmt: skip
-WAIT = 20.0  # seconds for any one thing to load in the page
+WAIT = 60.0  # seconds for any one thing to load in the page (20 s timed out once on a row while another
+# pytest worker loaded both cores; alone, the walk of all 21 results takes about 6 s)
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"  # W3C WebDriver's key of an element reference
 FIGURE_SUFFIXES = (".png", ".svg", ".jpg", ".jpeg")
 
