@@ -134,7 +134,7 @@ def test_a_per_attack_job_reads_every_condition_of_its_sources():
 
 def test_the_summary_lists_its_inputs_from_the_grid_not_the_command_line():
     """The summary's command carries the grid, not the file lists (which outgrow a command line at
-    cluster scale); the CLI's lists from it are the rule's inputs, in order."""
+    cluster scale); the CLI's lists from it are the plan's, in order."""
     import shlex
 
     from advmir.transfer.cli import grid_files

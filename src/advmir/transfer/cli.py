@@ -202,8 +202,8 @@ def summarize(argv: list[str]) -> int:
 
 
 def grid_files(grid: str, transfer_root: str, codecs_root: str) -> tuple[list[str], list[str]]:
-    """The prediction and bitrates files of a ``--grid`` (the files the workflow's rule lists as
-    its inputs, in the same order).
+    """The prediction and bitrates files of a ``--grid``: the plan's ``prediction_files()`` (the
+    workflow rule's inputs) and ``bitrate_files()``, in the same order.
 
     Raises:
         UsageError: the grid is not JSON or lacks a key.

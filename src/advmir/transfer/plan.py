@@ -128,12 +128,13 @@ class TransferPlan(CodecPlan):
         return files
 
     def _condition_inputs(self, dataset: str, attack: str, condition: str) -> dict[str, list[str]]:
-        codecs, attacks = f"{self.results}/codecs/{dataset}", f"{self.results}/attacks/{dataset}"
+        attacks = f"{self.results}/attacks/{dataset}"
+        folders = list(self.codec_folders(dataset, attack).values())
         files: dict[str, list[str]] = {}
         if attack == CLEAN:
             files["examples"] = [self.clean_rows_file(dataset)]
             if condition != NONE:
-                files["audio"] = [f"{codecs}/{CLEAN}/{condition}/{DECODED}"]
+                files["audio"] = [f"{folders[0]}/{condition}/{DECODED}"]
         else:
             runs = [f"{m}/{attack}" for m in self.source_models(attack)]
             files["examples"] = [f"{attacks}/{run}/examples.csv" for run in runs]
@@ -141,10 +142,18 @@ class TransferPlan(CodecPlan):
                 files["audio"] = [f"{attacks}/{run}/adversarial.npy" for run in runs]
                 files["noise"] = [f"{attacks}/{run}/{MATCHED_NOISE}" for run in runs]
             else:
-                files["audio"] = [f"{codecs}/{run}/{condition}/{DECODED}" for run in runs]
-                files["noise"] = [f"{codecs}/{run}/{condition}/{DECODED_NOISE}" for run in runs]
+                files["audio"] = [f"{folder}/{condition}/{DECODED}" for folder in folders]
+                files["noise"] = [f"{folder}/{condition}/{DECODED_NOISE}" for folder in folders]
         files["ckpts"] = [f"{self.results}/models/{dataset}/{t}/model.ckpt" for t in self.target_models]
         return files
+
+    def codec_folders(self, dataset: str, attack: str) -> dict[str, str]:
+        """Source model (``clean`` for the clean subset) -> the codec stage's folder of its source,
+        ``results/codecs/{dataset}/{source}``, which holds every setting's ``{setting}/decoded.npy``."""
+        codecs = f"{self.results}/codecs/{dataset}"
+        if attack == CLEAN:
+            return {CLEAN: f"{codecs}/{CLEAN}"}
+        return {m: f"{codecs}/{m}/{attack}" for m in self.source_models(attack)}
 
     def source_options(
         self,
@@ -168,14 +177,9 @@ class TransferPlan(CodecPlan):
         return " ".join(f"--target {t} {quote(c)}" for t, c in zip(self.target_models, ckpts, strict=True))
 
     def codec_dir_options(self, dataset: str, attack: str) -> str:
-        """``--codec-dir MODEL DIR`` per source of a per-attack job: the codec stage's folder of the
-        source, which holds every setting's ``{setting}/decoded.npy``."""
-        codecs = f"{self.results}/codecs/{dataset}"
-        if attack == CLEAN:
-            return f"--codec-dir {CLEAN} {quote(f'{codecs}/{CLEAN}')}"
-        return " ".join(
-            f"--codec-dir {m} {quote(f'{codecs}/{m}/{attack}')}" for m in self.source_models(attack)
-        )
+        """``--codec-dir MODEL DIR`` per source of a per-attack job (:meth:`codec_folders`)."""
+        folders = self.codec_folders(dataset, attack)
+        return " ".join(f"--codec-dir {m} {quote(folder)}" for m, folder in folders.items())
 
     def conditions_option(self) -> str:
         """``--conditions`` of a per-attack job: ``none`` and every codec and room setting."""
