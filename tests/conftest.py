@@ -223,6 +223,8 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+#: The tiny workflow's ensemble: the two zoo models of two representations.
+ENSEMBLE = "tiny_ens"
 #: The tiny workflow's model of your own: its classes include one the tiny data does not have.
 OWN_MODEL = "my_model"
 OWN_CLASSES = ["bass", "flute", "mallet", "organ"]
@@ -247,10 +249,13 @@ def own_model_entry(dataset_dir: Path, folder: Path) -> dict:
 @pytest.fixture(scope="session")
 def tiny_workflow(tmp_path_factory: pytest.TempPathFactory, tiny_dataset: Path) -> tuple[Path, dict]:
     """The whole workflow run once per session on the tiny config, plus a model of your own
-    (:func:`own_model_entry`) that every stage treats as a zoo model: (work folder, config)."""
+    (:func:`own_model_entry`) and an ensemble of the two zoo models (:data:`ENSEMBLE`, also on the
+    generalisation split), which every stage treats as zoo models: (work folder, config)."""
     work = tmp_path_factory.mktemp("workflow")
     config = tiny_config(work / "results")
     config["models"][OWN_MODEL] = own_model_entry(tiny_dataset, work / "own")
+    config["models"][ENSEMBLE] = {"members": ["logmel_cnn", "wave_cnn"]}
+    config["generalisation"]["models"].append(ENSEMBLE)
     run_snakemake(work, config, "--cores", "2")
     return work, config
 

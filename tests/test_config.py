@@ -236,7 +236,14 @@ def test_augmentation_defenses_join_the_generalisation_models_and_every_model_is
     config["defenses"]["models"]["stft_cnn_adv_aug"] = {"model": "stft_cnn", "mode": "adv_aug", "snr_db": 45}
     validate_config(config, SCHEMA)
     check_config(config)
-    assert generalisation_models(config) == ["logmel_cnn", "logmel_cnn_adv_aug"]
+    # config.yaml names models per split: a list for each, the union on the default split
+    assert generalisation_models(config, "soundfont") == ["logmel_cnn", "logmel_cnn_adv_aug"]
+    instruments = ["logmel_cnn", "logmel_cnn_seed1", "logmel_cnn_ens", "logmel_cnn_adv_aug"]
+    assert generalisation_models(config, "instruments") == generalisation_models(config) == instruments
+    stray = copy.deepcopy(config)
+    stray["generalisation"]["models"]["instrument"] = ["logmel_cnn"]
+    with pytest.raises(ConfigError, match=r"generalisation.models: \['instrument'\] are not splits"):
+        check_config(stray)
     config["generalisation"]["models"] = ["logmel_cnn", "logmel_cnn_fast_at"]
     assert generalisation_models(config) == ["logmel_cnn", "logmel_cnn_fast_at", "logmel_cnn_adv_aug"]
     plan = TransferPlan(config, "r", ["synth_notes"], config["models"])

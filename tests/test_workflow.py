@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import run_snakemake, snakemake_command, tiny_config, zoo_models
+from conftest import ENSEMBLE, run_snakemake, snakemake_command, tiny_config, zoo_models
 
 pytestmark = pytest.mark.slow
 
@@ -38,8 +38,9 @@ def test_artifacts(finished_run):
         folder = results / "models/synth_notes" / model
         metrics = json.loads((folder / "metrics.json").read_text())
         assert np.asarray(metrics["confusion"]).shape == (3, 3)
-        # a model of your own is imported, not trained: no epochs
-        assert len(pd.read_csv(folder / "history.csv")) >= (0 if "source" in config["models"][model] else 1)
+        # a model of your own is imported and an ensemble assembled, neither trained: no epochs
+        trained = not {"source", "members"} & set(config["models"][model])
+        assert len(pd.read_csv(folder / "history.csv")) >= (1 if trained else 0)
         assert (results / f"logs/models/synth_notes/{model}.log").stat().st_size > 0
         assert (results / f"benchmarks/models/synth_notes/{model}.tsv").exists()
     figures = sorted(str(p.relative_to(results / "figures")) for p in (results / "figures").rglob("*.png"))
@@ -72,7 +73,7 @@ def test_models_tables_hold_their_controls(finished_run):
     general = pd.read_csv(tables / "generalisation.csv")
     assert set(general["split"]) == {"notes", "soundfont"}
     # the augmentation defense of logmel_cnn is trained on the splits beside it, the fast_at one not
-    assert set(general["model"]) == {"logmel_cnn", "logmel_cnn_adv_aug"}
+    assert set(general["model"]) == {"logmel_cnn", "logmel_cnn_adv_aug", ENSEMBLE}
     data = pd.read_csv(work / "results/generalisation/synth_notes/soundfont/data/manifest.csv")
     assert set(data.loc[data.split == "test", "soundfont"]) == {"Merlin"}
     assert set(data.loc[data.split != "test", "soundfont"]) == {"TimGM6mb"}
@@ -417,6 +418,37 @@ def test_own_model_through_every_stage(finished_run):
     assert len(crossed) and set(crossed["condition"]) >= {"none", "mp3_32k"}
     codecs = pd.read_csv(results / "tables/codec_clean_accuracy.csv")
     assert set(codecs.loc[codecs["target_model"] == OWN_MODEL, "condition"]) >= {"none", "flac", "mp3_32k"}
+
+
+def test_ensemble_through_every_stage(finished_run):
+    """The ensemble of logmel_cnn and wave_cnn is assembled (not trained) on the default split and on
+    the generalisation split from its members trained there, scores the mean of their softmax, and is
+    attacked with its noise control and scored for transfer like every zoo model."""
+    import torch
+
+    from advmir.datasets.contract import load_dataset
+    from advmir.models.zoo import load_model
+
+    work, _ = finished_run
+    results = work / "results"
+    for root in (results / "models/synth_notes", results / "generalisation/synth_notes/soundfont/models"):
+        data = root.parent / "data" if "generalisation" in str(root) else results / "data/synth_notes"
+        metrics = json.loads((root / ENSEMBLE / "metrics.json").read_text())
+        assert list(metrics["members"]) == ["logmel_cnn", "wave_cnn"]
+        dataset = load_dataset(data, mmap=False)
+        rows = dataset.split_indices("test")
+        x = torch.from_numpy(dataset.float_waveforms(rows))
+        with torch.no_grad():
+            mean = sum(load_model(root / m / "model.ckpt")(x).softmax(-1) for m in metrics["members"]) / 2
+        labels = dataset.manifest["label_idx"].to_numpy()[rows]
+        assert metrics["test_accuracy"] == pytest.approx(float((mean.argmax(1).numpy() == labels).mean()))
+    accuracy = pd.read_csv(results / "tables/clean_accuracy.csv").set_index("model")
+    assert accuracy.loc[ENSEMBLE, ["frontend", "arch"]].tolist() == ["mixed", "ensemble"]
+    attacks = pd.read_csv(results / "tables/attacks.csv")
+    pgd = attacks[(attacks["model"] == ENSEMBLE) & (attacks["attack"] == "pgd")].iloc[0]
+    assert pgd["n_clean_correct"] > 0 and pgd["success_rate"] > pgd["noise_success_rate"], pgd
+    transfer = pd.read_csv(results / "tables/transfer.csv")
+    assert {ENSEMBLE} <= set(transfer["source_model"]) and {ENSEMBLE} <= set(transfer["target_model"])
 
 
 def test_a_model_of_your_own_that_cannot_load_stops_before_any_job(tmp_path):

@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "train-model": ("advmir.models.cli:train", "train one model of the zoo"),
     "import-model": ("advmir.models.cli:import_model", "import a model of your own (TorchScript or Python)"),
+    "assemble-ensemble": ("advmir.models.cli:assemble_ensemble", "assemble an ensemble of zoo models"),
     "check-model": ("advmir.models.cli:check_model", "check one model's contract on a few clips"),
     "summarize-models": ("advmir.models.cli:summarize", "tidy table of clean accuracy"),
     "plot-models": ("advmir.plotting.models:main", "figure: clean accuracy and confusion matrices"),

@@ -172,6 +172,12 @@ def expand_defenses(config: dict[str, Any]) -> None:
     for name, entry in (defenses.get("models") or {}).items():
         where = f"defenses.models.{name}"
         base = entry.get("model")
+        if base in zoo and "members" in zoo[base]:
+            problems.append(
+                f"{where}: {base!r} is an ensemble; defend its members and list the defended models in an "
+                "ensemble of their own"
+            )
+            continue
         if base in zoo and "source" in zoo[base]:
             problems.append(
                 f"{where}: {base!r} is a model of your own (source: {zoo[base]['source']}); adversarial "
@@ -223,9 +229,25 @@ def external_models(config: dict[str, Any]) -> list[str]:
     return [name for name, spec in config["models"].items() if "source" in spec]
 
 
+def ensemble_models(config: dict[str, Any]) -> list[str]:
+    """Ensembles (``members:``): assembled from their members' checkpoints, never trained."""
+    return [name for name, spec in config["models"].items() if "members" in spec]
+
+
 def trained_models(config: dict[str, Any]) -> list[str]:
-    """Models the workflow trains (rule train_model): the zoo without the models of your own."""
-    return [name for name, spec in config["models"].items() if "source" not in spec]
+    """Models the workflow trains (rule train_model): the zoo without the models of your own and
+    the ensembles."""
+    return [name for name, spec in config["models"].items() if "source" not in spec and "members" not in spec]
+
+
+def model_frontend(models: Mapping[str, Mapping[str, Any]], name: str) -> str:
+    """A model's input representation: its front-end; ``external`` for a model of your own; for an
+    ensemble its members' shared one, or ``mixed``."""
+    spec = models[name]
+    if "members" in spec:
+        found = {model_frontend(models, m) for m in spec["members"] if m in models}
+        return found.pop() if len(found) == 1 else "mixed"
+    return "external" if "source" in spec else str(spec.get("frontend"))
 
 
 def undefended_models(config: dict[str, Any]) -> list[str]:
@@ -235,16 +257,34 @@ def undefended_models(config: dict[str, Any]) -> list[str]:
     return [name for name in config["models"] if name not in defended]
 
 
-def generalisation_models(config: dict[str, Any]) -> list[str]:
-    """Models the generalisation stage trains on each split: ``generalisation.models`` (null: the
-    undefended zoo), then every augmentation defense (mode in
+def generalisation_named(config: dict[str, Any]) -> list[str]:
+    """Every model ``generalisation.models`` names: its list, or the lists of its per-split mapping."""
+    given = (config.get("generalisation") or {}).get("models")
+    lists = given.values() if isinstance(given, dict) else [given]
+    return list(dict.fromkeys(m for names in lists for m in names or []))
+
+
+def generalisation_models(config: dict[str, Any], split: str | None = None) -> list[str]:
+    """Models the generalisation stage trains on ``split`` (None: on any split):
+    ``generalisation.models`` (null: the undefended zoo; a mapping: split -> list, a split it does not
+    name or names null getting the undefended zoo), then every augmentation defense (mode in
     :data:`advmir.defenses.settings.AUGMENT_MODES`) of one of them, which the augmentation study
     scores on the splits beside its base model. Other defended models run only when named."""
     from advmir.defenses.settings import AUGMENT_MODES
 
     general = config.get("generalisation") or {}
-    trained = trained_models(config)
-    models = list(general.get("models") or [m for m in undefended_models(config) if m in trained])
+    trained = set(trained_models(config))
+    retrainable = trained | {
+        m for m in ensemble_models(config) if set(config["models"][m]["members"]) <= trained
+    }
+    every = [m for m in undefended_models(config) if m in retrainable]
+    given = general.get("models")
+    if isinstance(given, dict):
+        splits = [split] if split is not None else list(general.get("splits") or given)
+        lists = [given.get(s) or every for s in splits]
+        models = list(dict.fromkeys(m for names in lists for m in names))
+    else:
+        models = list(given or every)
     defenses = config.get("defenses") or {}
     for name, entry in (defenses.get("models") or {}).items() if defenses.get("enabled") else ():
         if entry.get("mode") in AUGMENT_MODES and entry.get("model") in models and name not in models:
@@ -293,8 +333,23 @@ def check_config(config: dict[str, Any]) -> None:
             except (TypeError, ValueError) as exc:
                 where = "" if split == notes.get("split", "notes") else f" (generalisation split {split!r})"
                 problems.append(f"{exc}{where}")
-        unknown = sorted(set(general.get("models") or []) - set(config["models"]))
-        own = sorted(set(general.get("models") or []) & set(external_models(config)))
+        named = generalisation_named(config)
+        unknown = sorted(set(named) - set(config["models"]))
+        given = general.get("models")
+        keyed = isinstance(given, dict) and general.get("enabled")
+        strays = sorted(set(given) - set(splits)) if keyed else []
+        if strays:
+            problems.append(
+                f"generalisation.models: {strays} are not splits of generalisation.splits {list(splits)}; "
+                "key the mapping by those splits"
+            )
+        own = sorted(set(named) & set(external_models(config)))
+        own += sorted(
+            f"{m} (member {member})"
+            for m in set(named) & set(ensemble_models(config))
+            for member in config["models"][m]["members"]
+            if member in external_models(config)
+        )
         if unknown:
             problems.append(
                 f"generalisation.models {unknown} are not models of the zoo {list(config['models'])}"
@@ -315,6 +370,9 @@ def check_config(config: dict[str, Any]) -> None:
     for name, spec in config["models"].items():
         if "source" in spec:
             problems += _external_problems(name, spec)
+            continue
+        if "members" in spec:
+            problems += _ensemble_problems(config, name, spec)
             continue
         training = merged_training(config, name)
         if training.get("min_epochs", 0) > training.get("max_epochs", 1):
@@ -337,6 +395,31 @@ def check_config(config: dict[str, Any]) -> None:
     problems += _training_codec_problems(config)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+def _ensemble_problems(config: dict[str, Any], name: str, spec: dict[str, Any]) -> list[str]:
+    """An ensemble: its members are other models of the zoo (no ensemble of ensembles), one weight each."""
+    members, problems = list(spec["members"]), []
+    unknown = [m for m in members if m not in config["models"]]
+    nested = [m for m in members if m in config["models"] and "members" in config["models"][m]]
+    if unknown:
+        problems.append(
+            f"models.{name}.members: {unknown} are not models of the zoo {sorted(config['models'])}"
+        )
+    if nested:
+        problems.append(
+            f"models.{name}.members: {nested} are ensembles themselves; list their members instead"
+        )
+    if len(set(members)) != len(members):
+        problems.append(
+            f"models.{name}.members: {members} names a model twice; give it a larger weight instead"
+        )
+    weights = spec.get("weights")
+    if weights is not None and len(weights) != len(members):
+        problems.append(
+            f"models.{name}.weights: {len(weights)} weights for {len(members)} members; give one per member"
+        )
+    return problems
 
 
 def _external_problems(name: str, spec: dict[str, Any]) -> list[str]:
@@ -388,8 +471,8 @@ def _clip_length_problems(config: dict[str, Any]) -> list[str]:
         samples = max(1, round(rate * seconds))
         for name in config["models"]:
             spec = config["models"][name]
-            if "source" in spec and name not in checked:  # could not be loaded: said above
-                continue
+            if ("source" in spec and name not in checked) or "members" in spec:
+                continue  # could not be loaded (said above); an ensemble: its members are checked
             try:
                 if "source" in spec:  # the labels its classes map to: the dataset's are not known yet
                     model = wrap(name, spec, mapped_labels(name, spec), rate, checked[name])[0]

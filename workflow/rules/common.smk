@@ -7,9 +7,11 @@ from advmir.config import (
     check_clip_lengths,
     check_config,
     check_device,
+    ensemble_models,
     expand_defenses,
     external_models,
     generalisation_models,
+    model_frontend,
     model_spec,
     submits_elsewhere,
     split_training_for,
@@ -47,6 +49,8 @@ DATASETS = list(config["datasets"])
 MODELS = dict(config["models"])
 # Models of your own (`source:` torchscript or python) are imported (rule import_model), the rest trained.
 EXTERNAL_MODELS = external_models(config)
+# Ensembles (`members:`) are assembled from their members' checkpoints (rule assemble_ensemble).
+ENSEMBLE_MODELS = ensemble_models(config)
 TRAINED_MODELS = trained_models(config)
 TRAINING_CODECS = dict(config["training_codecs"])
 # GPU requests go to the cluster only when the config asks for CUDA explicitly.
@@ -105,6 +109,35 @@ def external_inputs(wildcards):
 def external_params(wildcards):
     """JSON of a model of your own's config entry; a change re-imports it."""
     return json.dumps(MODELS[wildcards.model], sort_keys=True)
+
+
+def ensemble_inputs(wildcards):
+    """The dataset (of a generalisation split, on one) and each member's checkpoint and metrics."""
+    if "split" in wildcards.keys():
+        root = f"{GENERALISATION_DIR}/{wildcards.split}"
+        files = {
+            "waveforms": f"{root}/data/waveforms.npy",
+            "manifest": f"{root}/data/manifest.csv",
+            "classes": f"{root}/data/classes.json",
+        }
+        models = f"{root}/models"
+    else:
+        files = dataset_files(wildcards)
+        models = f"{RESULTS}/models/{wildcards.dataset}"
+    for member in MODELS[wildcards.model]["members"]:
+        files[f"ckpt_{member}"] = f"{models}/{member}/model.ckpt"
+        files[f"metrics_{member}"] = f"{models}/{member}/metrics.json"
+    return files
+
+
+def ensemble_params(wildcards, input):
+    """--member NAME CHECKPOINT per member, in order, the weights and the shared front-end."""
+    spec = MODELS[wildcards.model]
+    args = [f"--member {m} {shlex.quote(input[f'ckpt_{m}'])}" for m in spec["members"]]
+    if spec.get("weights"):
+        args.append(f"--weights {shlex.quote(json.dumps(spec['weights']))}")
+    args.append(f"--frontend {model_frontend(MODELS, wildcards.model)}")
+    return " ".join(args)
 
 
 def training_params(wildcards):

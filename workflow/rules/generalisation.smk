@@ -44,8 +44,26 @@ use rule train_model as train_model_on_split with:
         f"{RESULTS}/logs/generalisation/{{split}}/{{model}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/generalisation/{{split}}/{{model}}.tsv"
+    # these replace the rule's own: the model's kind is constrained again
     wildcard_constraints:
         split=alternatives(GENERALISATION_SPLITS),
+        model=alternatives(TRAINED_MODELS),
+
+
+use rule assemble_ensemble as assemble_ensemble_on_split with:
+    input:
+        unpack(ensemble_inputs),
+    output:
+        ckpt=f"{GENERALISATION_DIR}/{{split}}/models/{{model}}/model.ckpt",
+        metrics=f"{GENERALISATION_DIR}/{{split}}/models/{{model}}/metrics.json",
+        history=f"{GENERALISATION_DIR}/{{split}}/models/{{model}}/history.csv",
+    log:
+        f"{RESULTS}/logs/generalisation/{{split}}/{{model}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/generalisation/{{split}}/{{model}}.tsv"
+    wildcard_constraints:
+        split=alternatives(GENERALISATION_SPLITS),
+        model=alternatives(ENSEMBLE_MODELS),
 
 
 rule summarize_generalisation:

@@ -98,6 +98,38 @@ rule import_model:
         " --seed {params.seed} > {log:q} 2>&1"
 
 
+# An ensemble (models.NAME.members): its members' checkpoints in one, scored on the test split,
+# written in the zoo's layout (no training of its own).
+rule assemble_ensemble:
+    input:
+        unpack(ensemble_inputs),
+    output:
+        ckpt=f"{RESULTS}/models/{{dataset}}/{{model}}/model.ckpt",
+        metrics=f"{RESULTS}/models/{{dataset}}/{{model}}/metrics.json",
+        history=f"{RESULTS}/models/{{dataset}}/{{model}}/history.csv",
+    log:
+        f"{RESULTS}/logs/models/{{dataset}}/{{model}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/models/{{dataset}}/{{model}}.tsv"
+    wildcard_constraints:
+        model="|".join(ENSEMBLE_MODELS) or "(?!)",  # none: never matches
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+        gpu=GPUS,
+    params:
+        members=ensemble_params,
+        device=config["device"],
+        seed=config["seed"],
+    shell:
+        'python -m advmir assemble-ensemble --dataset-dir "$(dirname {input.waveforms:q})" {params.members}'
+        ' --out-dir "$(dirname {output.ckpt:q})" --device {params.device} --seed {params.seed}'
+        " --threads {threads} > {log:q} 2>&1"
+
+
 rule summarize_models:
     input:
         expand(

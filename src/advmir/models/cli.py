@@ -208,6 +208,31 @@ def _contract_clips(dataset: Dataset, n: int, seed: int) -> tuple[np.ndarray, np
     return rows, dataset.float_waveforms(rows)
 
 
+def _test_metrics(model: torch.nn.Module, dataset: Dataset, rows: np.ndarray, device: str, seed: int) -> dict:
+    """Metrics of a model that is not trained here (imported, assembled) on the test clips ``rows``:
+    accuracy (``test_accuracy``), macro-F1, confusion, and the white-noise check (``noise``)."""
+    from advmir.models.train import classification_metrics, noise_robustness, predict
+
+    labels = dataset.manifest["label_idx"].to_numpy()[rows]
+    audio = dataset.float_waveforms(rows)
+    with torch.no_grad():
+        metrics = classification_metrics(
+            labels, predict(model, audio, device).argmax(1), len(dataset.classes)
+        )
+        metrics["noise"] = noise_robustness(model, audio, labels, device, seed=seed)
+    metrics["test_accuracy"] = metrics.pop("accuracy")
+    return metrics
+
+
+def _write_untrained(out_dir: str, payload: dict, metrics: dict) -> None:
+    """A zoo model's folder for a model not trained here: checkpoint, metrics, an empty history."""
+    with atomic_path(Path(out_dir)) as tmp:
+        tmp.mkdir()
+        write_torch(tmp / "model.ckpt", payload)
+        write_json(tmp / "metrics.json", metrics)
+        write_csv(tmp / "history.csv", pd.DataFrame(columns=["epoch"]))
+
+
 def import_model(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="advmir import-model",
@@ -225,7 +250,6 @@ def import_model(argv: list[str]) -> int:
     setup_logging()
     from advmir.models.check import check_contract
     from advmir.models.external import ExternalModelError, external_payload, wrap
-    from advmir.models.train import classification_metrics, noise_robustness, predict
 
     seed_everything(args.seed)
     device = resolve_device(args.device)
@@ -256,13 +280,9 @@ def import_model(argv: list[str]) -> int:
     model = model.to(device)
     test_rows = dataset.split_indices("test")
     scored = test_rows[can[labels[test_rows]]]
-    audio = dataset.float_waveforms(scored)
-    logits = predict(model, audio, device)
-    metrics = classification_metrics(labels[scored], logits.argmax(1), len(dataset.classes))
-    metrics["noise"] = noise_robustness(model, audio, labels[scored], device, seed=args.seed)
+    metrics = _test_metrics(model, dataset, scored, device, args.seed)
     metrics.update(
         {
-            "test_accuracy": metrics.pop("accuracy"),
             "n_train": 0,
             "n_valid": 0,
             "n_test": len(scored),
@@ -281,15 +301,85 @@ def import_model(argv: list[str]) -> int:
             },
         }
     )
-    out = Path(args.out_dir)
-    with atomic_path(out) as tmp:
-        tmp.mkdir()
-        write_torch(tmp / "model.ckpt", external_payload(args.name, spec, model.cpu(), match, model_classes))
-        write_json(tmp / "metrics.json", metrics)
-        write_csv(tmp / "history.csv", pd.DataFrame(columns=["epoch"]))
+    _write_untrained(
+        args.out_dir, external_payload(args.name, spec, model.cpu(), match, model_classes), metrics
+    )
     log.info(
         "imported %s: test accuracy %.4f on %d clips of matched labels (%d of unmatched labels not scored)",
         args.name, metrics["test_accuracy"], len(scored), metrics["n_test_unscored"],
+    )  # fmt: skip
+    return 0
+
+
+def assemble_ensemble(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="advmir assemble-ensemble",
+        description="Assemble an ensemble (the weighted mean of its members' softmax) from its members' "
+        "checkpoints as a zoo model of a dataset: score it on the test split, write its checkpoint.",
+    )
+    parser.add_argument("--dataset-dir", required=True, help="prepared dataset (data contract)")
+    parser.add_argument(
+        "--member", nargs=2, action="append", required=True, metavar=("NAME", "CHECKPOINT"),
+        help="one member: its name and model.ckpt (its metrics.json beside it); repeat, in order",
+    )  # fmt: skip
+    parser.add_argument("--weights", default=None, help="JSON list: one weight per member (default: equal)")
+    parser.add_argument("--frontend", required=True, help="the members' shared front-end, or mixed")
+    parser.add_argument("--out-dir", required=True, help="results/models/{dataset}/{model}")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the noise control")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+    args = parser.parse_args(argv)
+    setup_logging()
+    from advmir.errors import InputError
+    from advmir.models.ensemble import ensemble_payload, load_ensemble
+    from advmir.models.zoo import load_checkpoint, model_from_payload
+
+    torch.set_num_threads(max(1, args.threads))
+    seed_everything(args.seed)
+    device = resolve_device(args.device)
+    dataset = load_dataset(args.dataset_dir, mmap=False)
+    payloads = {name: load_checkpoint(path) for name, path in args.member}
+    members = {
+        name: read_json(Path(path).parent / "metrics.json", keys=("test_accuracy", "n_train"))
+        for name, path in args.member
+    }
+    for name, payload in payloads.items():
+        if list(payload["classes"]) != list(dataset.classes):
+            raise InputError(
+                f"ensemble member {name!r} predicts {payload['classes']}, not the classes of "
+                f"{dataset.root.name} ({dataset.classes}): train it on this dataset"
+            )
+    try:
+        payload = ensemble_payload(
+            payloads, json.loads(args.weights) if args.weights else None, args.frontend
+        )
+    except ValueError as exc:
+        raise InputError(f"cannot assemble the ensemble: {exc}") from None
+    model = load_ensemble(payload, model_from_payload).to(device)
+    rows = dataset.split_indices("test")
+    metrics = _test_metrics(model, dataset, rows, device, args.seed)
+    metrics.update(
+        {
+            "n_train": max(int(m["n_train"]) for m in members.values()),
+            "n_valid": 0,
+            "n_test": len(rows),
+            "best_epoch": -1,
+            "classes": dataset.classes,
+            "spec": {"frontend": args.frontend, "arch": "ensemble"},
+            "seed": -1,
+            "train_subset": "+".join(sorted({str(m.get("train_subset", "all")) for m in members.values()})),
+            "device": device,
+            "members": {
+                name: {"weight": w, "test_accuracy": members[name]["test_accuracy"]}
+                for name, w in zip(payload["spec"]["members"], payload["spec"]["weights"], strict=True)
+            },
+        }
+    )
+    _write_untrained(args.out_dir, payload, metrics)
+    log.info(
+        "ensemble of %s: test accuracy %.4f on %d clips (members: %s)",
+        ", ".join(payloads), metrics["test_accuracy"], len(rows),
+        ", ".join(f"{n} {m['test_accuracy']:.4f}" for n, m in members.items()),
     )  # fmt: skip
     return 0
 
@@ -363,18 +453,7 @@ def check_model(argv: list[str]) -> int:
                 + ", ".join(match.unmatched_labels)
             )
     else:
-        from advmir.models.zoo import build_model, load_model
-
-        ckpt = Path(config["results"]) / "models" / dataset_name / args.model / "model.ckpt"
-        if ckpt.is_file():
-            model, state = load_model(ckpt), "trained"
-        else:
-            from advmir.config import model_spec
-
-            model, state = (
-                build_model(model_spec(config, args.model), len(names or [0, 1]), rate).eval(),
-                "untrained",
-            )
+        model, state = _zoo_model(config, args.model, dataset_name, len(names or [0, 1]), rate)
         n_classes, scorable = (len(names) if names else None), None
         print(f"{args.model}: {state} zoo model on {where}")
     findings = check_contract(model, clips, labels, n_classes, scorable)
@@ -383,6 +462,27 @@ def check_model(argv: list[str]) -> int:
     failed = [f.check for f in findings if not f.ok]
     print(f"{args.model}: " + (f"FAILED {', '.join(failed)}" if failed else "every check passed"))
     return 1 if failed else 0
+
+
+def _zoo_model(
+    config: dict, name: str, dataset: str, n_classes: int, rate: int
+) -> tuple[torch.nn.Module, str]:
+    """A zoo model (or ensemble) of the config: its checkpoint when trained, else built untrained
+    (an ensemble: of its members, each trained or not): ``(model in eval mode, "trained" | "untrained")``."""
+    from advmir.config import model_spec
+    from advmir.models.zoo import build_model, load_model
+
+    ckpt = Path(config["results"]) / "models" / dataset / name / "model.ckpt"
+    if ckpt.is_file():
+        return load_model(ckpt), "trained"
+    spec = config["models"][name]
+    if "members" in spec:
+        from advmir.models.ensemble import SoftmaxEnsemble, normalised_weights
+
+        members = {m: _zoo_model(config, m, dataset, n_classes, rate)[0] for m in spec["members"]}
+        weights = normalised_weights(spec["members"], spec.get("weights"))
+        return SoftmaxEnsemble(members, weights, {"members": list(spec["members"])}).eval(), "untrained"
+    return build_model(model_spec(config, name), n_classes, rate).eval(), "untrained"
 
 
 def _tones(n: int, samples: int, rate: int, seed: int) -> np.ndarray:

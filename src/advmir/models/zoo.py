@@ -77,11 +77,13 @@ def save_checkpoint(
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint dict with ``weights_only=True``, checked as an artifact (:mod:`advmir.artifacts`):
-    a trained zoo model's, or an imported model of your own's (:mod:`advmir.models.external`)."""
+    a trained zoo model's, an imported model of your own's (:mod:`advmir.models.external`) or an
+    ensemble's (:mod:`advmir.models.ensemble`)."""
+    from advmir.models.ensemble import ENSEMBLE_FORMAT, check_payload
     from advmir.models.external import EXTERNAL_FORMAT
 
     payload = load_torch(path, keys=())
-    if payload.get("format") not in (CHECKPOINT_FORMAT, EXTERNAL_FORMAT):
+    if payload.get("format") not in (CHECKPOINT_FORMAT, EXTERNAL_FORMAT, ENSEMBLE_FORMAT):
         raise ArtifactError(path, f"is not an advmir model checkpoint ({CHECKPOINT_FORMAT})")
     if payload["format"] == EXTERNAL_FORMAT:
         from advmir.models.external import payload_problem
@@ -89,19 +91,20 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         problem = payload_problem(payload)
         if problem:
             raise ArtifactError(path, f"is not a complete imported-model checkpoint: {problem}")
+    if payload["format"] == ENSEMBLE_FORMAT:
+        check_payload(path, payload)
     return payload
 
 
-def load_model(path: str | os.PathLike, device: str = "cpu") -> nn.Module:
-    """Load a model in eval mode on ``device``: waveform (B, T) in [-1, 1] -> logits (B, n_classes).
-
-    A trained zoo model is a :class:`WaveformClassifier`; an imported model of your own an
-    :class:`advmir.models.external.ExternalClassifier` (the same contract)."""
+def model_from_payload(payload: dict[str, Any]) -> nn.Module:
+    """The model a checkpoint dict holds (:func:`load_checkpoint`), in eval mode on the CPU."""
+    from advmir.models.ensemble import ENSEMBLE_FORMAT, load_ensemble
     from advmir.models.external import EXTERNAL_FORMAT, load_external
 
-    payload = load_checkpoint(path)
     if payload["format"] == EXTERNAL_FORMAT:
-        return load_external(payload).to(device).eval()
+        return load_external(payload)
+    if payload["format"] == ENSEMBLE_FORMAT:
+        return load_ensemble(payload, model_from_payload)
     spec = payload["spec"]
     if spec["arch"] in BLOCK_ORDER_ARCHS and "pool_first" not in spec.get("arch_args", {}):
         # Written before the block order was a choice: the order it was trained in.
@@ -109,4 +112,13 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> nn.Module:
     model = build_model(spec, spec["n_classes"], spec["sample_rate"])
     model.load_state_dict(payload["state_dict"])
     model.classes = payload["classes"]
-    return model.to(device).eval()
+    return model.eval()
+
+
+def load_model(path: str | os.PathLike, device: str = "cpu") -> nn.Module:
+    """Load a model in eval mode on ``device``: waveform (B, T) in [-1, 1] -> logits (B, n_classes).
+
+    A trained zoo model is a :class:`WaveformClassifier`; an imported model of your own an
+    :class:`advmir.models.external.ExternalClassifier`; an ensemble a
+    :class:`advmir.models.ensemble.SoftmaxEnsemble` of them (the same contract)."""
+    return model_from_payload(load_checkpoint(path)).to(device).eval()

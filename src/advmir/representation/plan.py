@@ -21,6 +21,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from advmir.config import model_frontend
 from advmir.errors import InputError
 
 SECTION = "representation_transfer"
@@ -32,11 +33,6 @@ FIGURE = "representation_transfer"
 
 class RepresentationPlanError(InputError, ValueError):
     """The representation_transfer section does not fit the rest of the config."""
-
-
-def representation(spec: Mapping[str, Any]) -> str:
-    """A model's input representation: its front-end, or ``external`` for a model of your own."""
-    return "external" if "source" in spec else str(spec.get("frontend"))
 
 
 class RepresentationPlan:
@@ -86,7 +82,7 @@ class RepresentationPlan:
     # -- the grid ------------------------------------------------------------------------------
 
     def rep(self, model: str) -> str:
-        return representation(self.models[model])
+        return model_frontend(self.models, model)
 
     @property
     def members(self) -> list[str]:
@@ -120,7 +116,9 @@ class RepresentationPlan:
     def filterbank_model(self) -> str | None:
         """The zoo model whose learned filterbank the feature attack uses (a member first)."""
         for name in [*self.members, *self.models]:
-            if self.models[name].get("frontend") == "filterbank" and "source" not in self.models[name]:
+            if (
+                self.models[name].get("frontend") == "filterbank"
+            ):  # a trained zoo model's (an ensemble has none)
                 return name
         return None
 
@@ -237,6 +235,11 @@ class RepresentationPlan:
             )
         if problems:  # the rest needs known models
             raise RepresentationPlanError(f"invalid {SECTION} configuration:\n  - " + "\n  - ".join(problems))
+        ensembles = [m for m in self.members if "members" in self.models[m]]
+        if ensembles:
+            problems.append(
+                f"{where}: {ensembles} are ensembles; name their members (this is an ensemble attack)"
+            )
         if len({self.rep(m) for m in self.members}) < 2:
             problems.append(
                 f"{where}: the members read one representation only "

@@ -21,6 +21,7 @@ from shlex import quote
 from typing import Any
 
 from advmir.codecs.plan import CLEAN, DECODED, DECODED_NOISE, MATCHED_NOISE, NONE, CodecPlan
+from advmir.config import model_frontend
 
 TABLES = ("transfer", "codec_clean_accuracy", "transfer_rates", "transfer_matrix", "transfer_representation")
 FIGURES = ("bitrate", "heatmaps", "room_eot")
@@ -230,6 +231,8 @@ class TransferPlan(CodecPlan):
         for m, s in self.models.items():
             if "source" in s:  # a model of your own: its representation is its own
                 specs[m] = {"frontend": "external", "arch": s["source"]}
+            elif "members" in s:  # an ensemble: its members' shared representation (or mixed)
+                specs[m] = {"frontend": model_frontend(self.models, m), "arch": "ensemble"}
         return json.dumps(specs, sort_keys=True)
 
     def attack_specs_json(self) -> str:

@@ -10,8 +10,10 @@ GENERALISATION_SPLITS = [
     if s != config["synth_notes"]["split"]
 ]
 # null: the undefended zoo; with each augmentation defense (adv_aug) of those models (another
-# defended model is trained on other splits only when named)
-GENERALISATION_MODELS = generalisation_models(config)
+# defended model is trained on other splits only when named); a mapping: a list per split
+GENERALISATION_MODELS = {
+    split: generalisation_models(config, split) for split in GENERALISATION_SPLITS
+}
 
 
 def split_training_inputs(wildcards):
@@ -34,12 +36,15 @@ def split_training_inputs(wildcards):
 def generalisation_metrics(wildcards):
     """metrics.json of each model on the default split and on every other split mode."""
     default = config["synth_notes"]["split"]
+    every = dict.fromkeys(
+        m for models in GENERALISATION_MODELS.values() for m in models
+    )
     files = {
         f"{default}__{m}": f"{RESULTS}/models/synth_notes/{m}/metrics.json"
-        for m in GENERALISATION_MODELS
+        for m in every
     }
     for split in GENERALISATION_SPLITS:
-        for m in GENERALISATION_MODELS:
+        for m in GENERALISATION_MODELS[split]:
             files[f"{split}__{m}"] = (
                 f"{GENERALISATION_DIR}/{split}/models/{m}/metrics.json"
             )
