@@ -4,7 +4,7 @@
         [--seeds 2] [--budgets 20 30 40] [--no-extra-codecs] [--codec-jobs source|setting]
 
 From the base config it adds:
-- models: every zoo model (surrogates aside) under `--seeds` more seeds (`NAME_sK`);
+- models: every zoo model (surrogates and ensembles aside) under `--seeds` more seeds (`NAME_sK`);
 - budgets: every attack with an SNR budget again at each of `--budgets` it does not already
   use (`NAME_dbB`), with the same models, threat and surrogate;
 - codec settings: more bitrates of each codec (`--extra-codecs`, on by default), none equal to a
@@ -78,8 +78,8 @@ def scale_config(
     config = copy.deepcopy(base)
     models = config["models"]
     for name, spec in list(models.items()):
-        if spec.get("train_subset"):  # surrogates keep their one seed
-            continue
+        if spec.get("train_subset") or "members" in spec:  # surrogates keep their one seed; ensembles
+            continue  # are assembled from seeds that are there
         for k in range(1, seeds + 1):
             models[f"{name}_s{k}"] = {**copy.deepcopy(spec), "seed": int(spec.get("seed", 0)) + 10 * k}
     attacks = config["attacks"]

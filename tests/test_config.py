@@ -86,9 +86,12 @@ def test_paper_config_dry_run_lists_the_full_sweep(tmp_path):
         len(a.get("models") or [m for m in paper["models"] if m != a.get("surrogate")])
         for a in paper["attacks"].values()
     )
-    # the defended models are zoo models too (attacks without `models` run on the undefended zoo)
+    # the defended models are zoo models too (attacks without `models` run on the undefended zoo);
+    # an ensemble is assembled, not trained
     defended = paper["defenses"]["models"]
-    assert counts["train_model"] == len(paper["models"]) + len(defended)
+    ensembles = [m for m, spec in paper["models"].items() if "members" in spec]
+    assert counts["train_model"] == len(paper["models"]) - len(ensembles) + len(defended)
+    assert counts["assemble_ensemble"] == len(ensembles) >= 1
     attacked = [d for d in defended.values() if d["mode"] != "gaussian"]  # gaussian: certified instead
     assert counts["evaluate_robustness"] == len(attacked) + len({d["model"] for d in attacked})
     assert counts["certify_smoothed"] == len(paper["defenses"]["smoothing"]) >= 1

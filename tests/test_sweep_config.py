@@ -26,7 +26,12 @@ def test_the_10x_sweep_grows_models_budgets_and_codecs_and_passes_the_config_che
     module.main(["--out", str(out)])
     base = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
     sweep = yaml.safe_load(out.read_text())
-    zoo = [name for name, spec in base["models"].items() if not spec.get("train_subset")]
+    zoo = [
+        name
+        for name, spec in base["models"].items()
+        if not spec.get("train_subset") and "members" not in spec
+    ]
+    assert any("members" in spec for spec in base["models"].values())  # an ensemble is not copied by seed
     assert len(sweep["models"]) == len(base["models"]) + 2 * len(zoo)
     assert all(f"{name}_s2" in sweep["models"] for name in zoo)
     # every attack with an SNR budget is there at each of 20, 30 and 40 dB, under one name or another
