@@ -114,13 +114,8 @@ def external_params(wildcards):
 def ensemble_inputs(wildcards):
     """The dataset (of a generalisation split, on one) and each member's checkpoint and metrics."""
     if "split" in wildcards.keys():
-        root = f"{GENERALISATION_DIR}/{wildcards.split}"
-        files = {
-            "waveforms": f"{root}/data/waveforms.npy",
-            "manifest": f"{root}/data/manifest.csv",
-            "classes": f"{root}/data/classes.json",
-        }
-        models = f"{root}/models"
+        files = split_dataset_files(wildcards.split)
+        models = f"{GENERALISATION_DIR}/{wildcards.split}/models"
     else:
         files = dataset_files(wildcards)
         models = f"{RESULTS}/models/{wildcards.dataset}"

@@ -16,14 +16,19 @@ GENERALISATION_MODELS = {
 }
 
 
-def split_training_inputs(wildcards):
-    """The split's dataset, plus the codec versions of synth_notes' training clips (keyed by id)."""
-    root = f"{GENERALISATION_DIR}/{wildcards.split}/data"
-    files = {
+def split_dataset_files(split):
+    """The three files of a generalisation split's prepared dataset (data contract)."""
+    root = f"{GENERALISATION_DIR}/{split}/data"
+    return {
         "waveforms": f"{root}/waveforms.npy",
         "manifest": f"{root}/manifest.csv",
         "classes": f"{root}/classes.json",
     }
+
+
+def split_training_inputs(wildcards):
+    """The split's dataset, plus the codec versions of synth_notes' training clips (keyed by id)."""
+    files = split_dataset_files(wildcards.split)
     if TRAINING_CODECS["enabled"]:
         codecs = f"{RESULTS}/augment/synth_notes"
         files.update(
