@@ -145,6 +145,8 @@ def defense(config: dict) -> dict:
         (lambda c: defense(c).update(steps=3), ["defenses.models.logmel_cnn_fast_at", "steps", "fast_at"]),
         (lambda c: defense(c)["training"].update(adversarial={"mode": "pgd_at", "eps": 0.1}),
          ["defenses.models.logmel_cnn_fast_at.training", "adversarial"]),
+        (lambda c: defense(c).update(init="pretrained"),
+         ["defenses.models.logmel_cnn_fast_at.init", "scratch", "twin"]),
     ],
 )  # fmt: skip
 def test_bad_defenses_are_refused_by_key(config, change, words):
@@ -203,3 +205,34 @@ def test_dry_run_refuses_a_bad_defense(tmp_path, config):
     assert proc.returncode != 0
     assert "defenses.models.logmel_cnn_fast_at" in out and "no_such_model" in out and "wave_cnn" in out
     assert not (tmp_path / "results").exists()
+
+
+def test_fine_tuning_a_twin_trains_from_its_checkpoint(tmp_path, config):
+    """init: twin: the defended model's training names its twin (training.init_from) and its job
+    reads the twin's checkpoint, on the default split and on a generalisation split (the twin trained
+    on that split); init: scratch (the default) reads none."""
+    assert "init" not in defense(config)  # scratch, the default
+    assert "init_from" not in training_for(checked_config(config), "logmel_cnn_fast_at")
+    defense(config)["init"] = "twin"
+    seen = checked_config(config)
+    assert training_for(seen, "logmel_cnn_fast_at")["init_from"] == "logmel_cnn"
+    assert "init_from" not in training_for(seen, "logmel_cnn")
+    config["generalisation"]["models"] = ["logmel_cnn"]
+    assert config["defenses"]["models"]["logmel_cnn_adv_aug"]["init"] == "twin"  # adv_aug joins the split
+    out = run_snakemake(tmp_path, config, "-n", "--forceall").stdout
+    inputs = {}  # a training job's output folder -> its input line
+    for line in out.splitlines():
+        if line.strip().startswith("input:"):
+            last = line
+        if line.strip().startswith("output:") and "/model.ckpt" in line:
+            inputs[line.split("/model.ckpt")[0].split()[-1]] = last
+    results = config["results"]
+    fast = inputs[f"{results}/models/synth_notes/logmel_cnn_fast_at"]
+    assert f"{results}/models/synth_notes/logmel_cnn/model.ckpt" in fast
+    aug = "/logmel_cnn_adv_aug"
+    splits = {k: v for k, v in inputs.items() if "/generalisation/" in k and k.endswith(aug)}
+    assert splits, sorted(inputs)
+    for folder, line in splits.items():
+        assert f"{folder.rsplit('/', 1)[0]}/logmel_cnn/model.ckpt" in line, line
+    plain = inputs[f"{results}/models/synth_notes/wave_cnn"]
+    assert "model.ckpt" not in plain

@@ -158,6 +158,15 @@ def test_augmentation_table(finished_run):
         m: json.loads((results / f"models/synth_notes/{m}/metrics.json").read_text()) for m in (aug, base)
     }
     assert metrics[aug]["adversarial"]["mode"] == "adv_aug" and metrics[aug]["adversarial"]["separate_bn"]
+    # fine-tuned from its twin (init: twin): on the default split and on each split, that split's twin
+    assert metrics[aug]["init_from"] == base and "init_from" not in metrics[base]
+    logs = [results / f"logs/models/synth_notes/{aug}.log", *results.glob(f"logs/generalisation/*/{aug}.log")]
+    starts = {
+        log.parent.name: log.read_text().split("starting from logmel_cnn's weights (")[1].split(")")[0]
+        for log in logs
+    }
+    assert starts.pop("synth_notes") == str(results / f"models/synth_notes/{base}/model.ckpt")
+    assert starts and all(f"/{split}/models/{base}/model.ckpt" in path for split, path in starts.items())
     table = pd.read_csv(results / "tables/defense_augmentation.csv")
     assert set(table["model"]) == {aug} and set(table["base_model"]) == {base}
     clean = table.set_index("condition").loc["clean"]

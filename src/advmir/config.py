@@ -150,12 +150,17 @@ def check_yaml(argv: list[str]) -> int:
     return status
 
 
+# Where a defended model's training starts: new weights, or its undefended twin's checkpoint.
+INIT_MODES = ("scratch", "twin")
+
+
 def expand_defenses(config: dict[str, Any]) -> None:
     """Add every defended model of ``defenses.models`` to ``config["models"]`` (after validation,
     before :func:`check_config` and the stage plans), so that to every stage it is a zoo model: its
     spec is its base model's, its training the base model's settings with the defense's ``training``
     overrides and ``adversarial: {mode, budget, ...}``, which makes ``train_model`` train it in that
-    mode. Nothing is added when ``defenses.enabled`` is false.
+    mode; with ``init: twin`` also ``init_from: <twin>``, which starts that training from the twin's
+    checkpoint (adversarial fine-tuning). Nothing is added when ``defenses.enabled`` is false.
 
     Raises ConfigError listing every problem: a defense of a model that is not in ``models`` (or of
     another defended model), a name that is already a zoo model's, ``training.adversarial`` given
@@ -193,7 +198,11 @@ def expand_defenses(config: dict[str, Any]) -> None:
                 f"{where}.training: no 'adversarial' here; the mode and budget are the defense's own keys"
             )
             continue
-        adversarial = {k: v for k, v in entry.items() if k not in ("model", "training")}
+        init = entry.get("init", "scratch")
+        if init not in INIT_MODES:
+            problems.append(f"{where}: key 'init' must be one of {list(INIT_MODES)}, got {init!r}")
+            continue
+        adversarial = {k: v for k, v in entry.items() if k not in ("model", "training", "init")}
         try:
             AdversarialConfig.from_dict(adversarial, section=where)
         except DefenseConfigError as exc:
@@ -202,6 +211,8 @@ def expand_defenses(config: dict[str, Any]) -> None:
         spec = {k: v for k, v in config["models"][base].items() if k != "training"}
         base_own = dict(config["models"][base].get("training") or {})
         training = {**override_training(base_own, own), "adversarial": adversarial}
+        if init == "twin":  # adversarial fine-tuning: train_model starts from the twin's checkpoint
+            training["init_from"] = base
         expanded = {**spec, "training": training}
         if name in config["models"] and config["models"][name] != expanded:
             problems.append(

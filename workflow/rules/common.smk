@@ -72,14 +72,24 @@ def dataset_files(wildcards):
     }
 
 
+def init_from(model):
+    """The model whose checkpoint a training starts from (a defense's init: twin), or None."""
+    return (config["models"][model].get("training") or {}).get("init_from")
+
+
 def training_inputs(wildcards):
-    """The dataset, plus the codec versions of its training clips when training_codecs is enabled."""
+    """The dataset, plus the codec versions of its training clips when training_codecs is enabled,
+    plus the twin's checkpoint when the model starts from it (init: twin; train-model reads it
+    from the twin's folder beside the model's own)."""
     files = dataset_files(wildcards)
     if TRAINING_CODECS["enabled"]:
         root = f"{RESULTS}/augment/{wildcards.dataset}"
         files.update(
             codec_audio=f"{root}/codec_train.npy", codec_table=f"{root}/codec_train.csv"
         )
+    twin = init_from(wildcards.model)
+    if twin:
+        files["init"] = f"{RESULTS}/models/{wildcards.dataset}/{twin}/model.ckpt"
     return files
 
 

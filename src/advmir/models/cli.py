@@ -33,11 +33,17 @@ def train(argv: list[str]) -> int:
     parser.add_argument(
         "--codec-clips", default=None, help="folder with codec_train.npy/.csv (encode-training-codecs)"
     )
+    parser.add_argument(
+        "--init-checkpoint",
+        default=None,
+        help="model.ckpt to start from when training.init_from is set (default: the init_from model's "
+        "model.ckpt beside --out-dir, as the workflow lays the zoo out)",
+    )
     args = parser.parse_args(argv)
     setup_logging()
 
     from advmir.models.train import CodecClips, TrainConfig, default_work_dir, train_model
-    from advmir.models.zoo import save_checkpoint
+    from advmir.models.zoo import load_checkpoint, save_checkpoint
 
     torch.set_num_threads(max(1, args.threads))
     spec = json.loads(args.spec)
@@ -46,10 +52,16 @@ def train(argv: list[str]) -> int:
     seed_everything(cfg.seed)
     dataset = load_dataset(args.dataset_dir, mmap=False)
     codec_clips = CodecClips.from_folder(args.codec_clips, dataset.clip_samples) if args.codec_clips else None
+    start = args.init_checkpoint
+    if cfg.init_from is not None and start is None:  # the twin's folder beside this model's
+        start = str(Path(args.out_dir).parent / cfg.init_from / "model.ckpt")
+    init = load_checkpoint(start) if start else None
     log.info("training %s on %s (%s) on %s", spec, dataset.root, cfg, device)
+    if init is not None:
+        log.info("starting from %s's weights (%s)", cfg.init_from, start)
     work = default_work_dir()
     try:
-        model, metrics, history = train_model(dataset, spec, cfg, device, work, codec_clips)
+        model, metrics, history = train_model(dataset, spec, cfg, device, work, codec_clips, init)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     metrics["spec"] = {k: spec[k] for k in ("frontend", "arch")}

@@ -41,6 +41,7 @@ class TrainConfig:
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
     adversarial: dict[str, Any] | None = None  # a training mode of advmir.defenses; None: ordinary
+    init_from: str | None = None  # a zoo model whose checkpoint the weights start from; None: new weights
 
     def __post_init__(self) -> None:
         if self.train_subset not in TRAIN_SUBSETS:
@@ -228,15 +229,25 @@ def train_model(
     device: str,
     work_dir: Path,
     codec_clips: CodecClips | None = None,
+    init: dict[str, Any] | None = None,
 ) -> tuple[WaveformClassifier, dict[str, Any], pd.DataFrame]:
     """Train one model; return the best (by validation accuracy) model, its metrics and the history.
 
     The model sees ``cfg.train_subset`` of the training split (augmented on the fly, with the
     codec versions of ``codec_clips`` where given), selects its epoch on the valid split, and is
-    scored once on the test split: clean, and with white noise at 40, 30 and 20 dB SNR.
+    scored once on the test split: clean, and with white noise at 40, 30 and 20 dB SNR. ``init``, a
+    checkpoint dict (:func:`advmir.models.zoo.load_checkpoint`) of the same spec and classes, gives
+    the starting weights (``cfg.init_from`` names its model; adversarial fine-tuning of a twin).
     """
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_model(spec, len(dataset.classes), dataset.sample_rate)
+    if (init is None) != (cfg.init_from is None):
+        raise ValueError(
+            f"training.init_from is {cfg.init_from!r} but {'a' if init is not None else 'no'} starting "
+            "checkpoint was given: pass both or neither"
+        )
+    if init is not None:
+        start_from(model, init, dataset.classes, cfg.init_from)
     train_rows = subset_rows(dataset, cfg.train_subset)
     valid_rows = dataset.split_indices("valid")
     if len(valid_rows) == 0:
@@ -294,7 +305,36 @@ def train_model(
     )
     if module.defense is not None:
         metrics["adversarial"] = module.defense.summary()
+    if cfg.init_from is not None:
+        metrics["init_from"] = cfg.init_from
     return model, metrics, history
+
+
+def start_from(
+    model: WaveformClassifier, payload: dict[str, Any], classes: list[str], name: str | None
+) -> None:
+    """Load a trained zoo model's weights (checkpoint dict ``payload``) into ``model``, in place.
+
+    Raises:
+        ValueError: naming ``name`` and what differs, when the checkpoint is not a trained zoo model
+            of the same front-end, architecture, arguments and classes.
+    """
+    from advmir.models.zoo import CHECKPOINT_FORMAT
+
+    if payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"training.init_from {name!r}: its checkpoint is a {payload.get('format')!r}, not a trained zoo "
+            f"model's ({CHECKPOINT_FORMAT}); only those can start a training"
+        )
+    if list(payload["classes"]) != list(classes):
+        raise ValueError(
+            f"training.init_from {name!r}: its classes {payload['classes']} are not the dataset's {classes}"
+        )
+    if payload["spec"] != model.spec:
+        raise ValueError(
+            f"training.init_from {name!r}: its spec {payload['spec']} is not this model's {model.spec}"
+        )
+    model.load_state_dict(payload["state_dict"])
 
 
 def noise_robustness(

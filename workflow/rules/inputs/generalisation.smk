@@ -27,13 +27,20 @@ def split_dataset_files(split):
 
 
 def split_training_inputs(wildcards):
-    """The split's dataset, plus the codec versions of synth_notes' training clips (keyed by id)."""
+    """The split's dataset, plus the codec versions of synth_notes' training clips (keyed by id),
+    plus the twin's checkpoint on the same split when the model starts from it (init: twin).
+    """
     files = split_dataset_files(wildcards.split)
     if TRAINING_CODECS["enabled"]:
         codecs = f"{RESULTS}/augment/synth_notes"
         files.update(
             codec_audio=f"{codecs}/codec_train.npy",
             codec_table=f"{codecs}/codec_train.csv",
+        )
+    twin = init_from(wildcards.model)
+    if twin:
+        files["init"] = (
+            f"{GENERALISATION_DIR}/{wildcards.split}/models/{twin}/model.ckpt"
         )
     return files
 
