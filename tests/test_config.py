@@ -247,12 +247,12 @@ def test_augmentation_defenses_join_the_generalisation_models_and_every_model_is
     stray["generalisation"]["models"]["instrument"] = ["logmel_cnn"]
     with pytest.raises(ConfigError, match=r"generalisation.models: \['instrument'\] are not splits"):
         check_config(stray)
-    config["generalisation"]["models"] = ["logmel_cnn", "logmel_cnn_fast_at"]
-    assert generalisation_models(config) == ["logmel_cnn", "logmel_cnn_fast_at", "logmel_cnn_adv_aug"]
+    config["generalisation"]["models"] = ["logmel_cnn", "logmel_cnn_fast_at_ft"]
+    assert generalisation_models(config) == ["logmel_cnn", "logmel_cnn_fast_at_ft", "logmel_cnn_adv_aug"]
     plan = TransferPlan(config, "r", ["synth_notes"], config["models"])
-    assert set(plan.target_models) == set(config["models"]) and "wave_cnn_fast_at" in plan.target_models
+    assert set(plan.target_models) == set(config["models"]) and "logmel_cnn_fast_at_ft" in plan.target_models
     config["defenses"]["enabled"] = False
-    assert generalisation_models(config) == ["logmel_cnn", "logmel_cnn_fast_at"]
+    assert generalisation_models(config) == ["logmel_cnn", "logmel_cnn_fast_at_ft"]
 
 
 FGSM_STEPS = {"name": "fgsm", "params": {"snr_db": 30, "steps": 5}}
