@@ -131,7 +131,12 @@ def tiny_config(results: Path) -> dict:
     config["training_codecs"]["settings"] = {"mp3_48k": {"codec": "mp3", "bitrate_kbps": 48}}
     config["generalisation"] = {"enabled": True, "splits": ["soundfont"], "models": ["logmel_cnn"]}
     config["transfer"].update(
-        {"attacks": ["pgd", "eot_pgd"], "max_examples": 12, "heatmap_conditions": ["none", "mp3_32k"]}
+        {
+            "attacks": ["pgd", "eot_pgd"],
+            "sources": None,  # config.yaml names its own zoo's sources
+            "max_examples": 12,
+            "heatmap_conditions": ["none", "mp3_32k"],
+        }
     )
     config["anomaly"].update(
         {

@@ -116,7 +116,8 @@ def test_fine_tuning_starts_from_the_twin_and_makes_it_robust(data, undefended, 
 
 
 def test_guard_stops_a_collapse_and_keeps_the_previous_epoch(data, tmp_path):
-    """A forced collapse (steps of 10x the radius and a 10x learning rate): the guard stops training
+    """A forced collapse (steps of 10x the radius and a 40x learning rate: at 10x the robust accuracy
+    dipped by less than the threshold on one machine and recovered): the guard stops training
     before min_epochs and rolls the collapsed epoch back; the command's metrics.json says so, the
     checkpoint loads with load_model, and the same seed gives the same weights."""
     from advmir.models.cli import train
@@ -124,7 +125,7 @@ def test_guard_stops_a_collapse_and_keeps_the_previous_epoch(data, tmp_path):
     ds, _, _ = data
     adversarial = {"mode": "fast_at", "eps": 0.05, "rel_step": 10, "guard_clips": 16, "guard_steps": 3,
                    "guard_drop": 0.1}  # fmt: skip
-    training = {**FAST, "max_epochs": 6, "min_epochs": 6, "learning_rate": 0.05, "adversarial": adversarial}
+    training = {**FAST, "max_epochs": 6, "min_epochs": 6, "learning_rate": 0.2, "adversarial": adversarial}
     out = tmp_path / "model"
     argv = ["--dataset-dir", str(ds.root), "--spec", json.dumps(SPEC), "--training", json.dumps(training),
             "--out-dir", str(out)]  # fmt: skip

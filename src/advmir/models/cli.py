@@ -425,7 +425,10 @@ def check_model(argv: list[str]) -> int:
     for path in args.configfile:
         merge_config(config, yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {})
     validate_config(config, SCHEMAS / "config.schema.yaml")
-    expand_defenses(config)
+    if args.model not in config["models"]:
+        # a defended model is a zoo model once its defense is expanded; other defenses are no concern
+        # of this check (config.yaml's name logmel_cnn, which an overlay of your own zoo may not have)
+        expand_defenses(config)
     if args.model not in config["models"]:
         raise ConfigError(
             f"check-model: {args.model!r} is not a model of the config ({', '.join(config['models'])})"
